@@ -1,0 +1,1 @@
+"""PostgreSQL: versioned migrations, partitions and retention."""

@@ -1,0 +1,1 @@
+"""CloudEvents: typed payloads, constructors and the NATS and HTTP bindings."""

@@ -1,0 +1,117 @@
+"""The CloudEvents NATS protocol binding (cloudevents/spec, nats-protocol-binding.md).
+
+The ``cloudevents`` package has no NATS binding, so this module maps events to NATS headers and
+payloads once. Binary mode: every context attribute, ``datacontenttype`` included, is a header
+``ce-<name>`` whose value is percent-encoded with the HTTP binding's rules (the NATS binding refers
+to them, section 3.1.3.2); the payload is ``data``. Structured mode (``Content-Type:
+application/cloudevents+json``, as Knative's JetStream channel stores events) is accepted on receive.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, Final
+from urllib.parse import quote, unquote
+
+from cloudevents.core.base import BaseCloudEvent
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
+from cloudevents.core.exceptions import BaseCloudEventException
+
+from screener.events.envelope import InvalidEvent
+
+CE_PREFIX: Final = "ce-"
+CONTENT_TYPE: Final = "Content-Type"
+STRUCTURED_JSON: Final = "application/cloudevents+json"
+# Printable ASCII except space, double quote and percent stays as is (HTTP binding, 3.1.3.2).
+_SAFE: Final = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in ' "%')
+_FORMAT: Final = JSONFormat()
+
+
+def encode_header_value(value: Any) -> str:
+    """Return ``value`` as a percent-encoded header value (timestamps as RFC 3339 with ``Z``)."""
+    if isinstance(value, datetime):
+        text = value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    else:
+        text = str(value)
+    return quote(text, safe=_SAFE)
+
+
+def to_binary(event: BaseCloudEvent) -> tuple[dict[str, str], bytes]:
+    """Return the NATS headers and payload of ``event`` in binary content mode."""
+    headers = {
+        f"{CE_PREFIX}{name}": encode_header_value(value)
+        for name, value in event.get_attributes().items()
+        if value is not None
+    }
+    content_type = event.get_datacontenttype()
+    body = _FORMAT.write_data(event.get_data(), content_type)
+    return headers, body
+
+
+def to_structured(event: BaseCloudEvent) -> tuple[dict[str, str], bytes]:
+    """Return the NATS headers and payload of ``event`` in structured content mode."""
+    return {CONTENT_TYPE: STRUCTURED_JSON}, _FORMAT.write(event)
+
+
+def from_message(headers: dict[str, str] | None, payload: bytes) -> CloudEvent:
+    """Read a CloudEvent from a NATS message in either content mode.
+
+    Raise ``InvalidEvent`` with the reason when the message is not a valid CloudEvent.
+    """
+    headers = headers or {}
+    lowered = {k.lower(): v for k, v in headers.items()}
+    try:
+        if any(k.startswith(CE_PREFIX) for k in lowered):
+            return _from_binary(lowered, payload)
+        if lowered.get("content-type", "").split(";")[0].strip() == STRUCTURED_JSON:
+            return _from_structured(payload)
+    except BaseCloudEventException as exc:
+        raise InvalidEvent(f"not a valid CloudEvent: {exc}") from None
+    raise InvalidEvent("not a CloudEvent: no ce- headers and not application/cloudevents+json")
+
+
+def _from_binary(headers: dict[str, str], payload: bytes) -> CloudEvent:
+    attributes: dict[str, Any] = {}
+    for name, raw in headers.items():
+        if not name.startswith(CE_PREFIX):
+            continue
+        attr = name[len(CE_PREFIX) :]
+        value = unquote(raw)
+        attributes[attr] = _parse_time(value) if attr == "time" else value
+    if "datacontenttype" not in attributes and "content-type" in headers:
+        attributes["datacontenttype"] = headers["content-type"]
+    content_type = attributes.get("datacontenttype")
+    if content_type and content_type.startswith("application/json") and payload:
+        try:
+            data: Any = json.loads(payload)
+        except ValueError as exc:
+            raise InvalidEvent(f"data is not valid JSON: {exc}", attributes.get("id")) from None
+    else:
+        data = _FORMAT.read_data(payload, content_type)
+    return CloudEvent(attributes, data)
+
+
+def _from_structured(payload: bytes) -> CloudEvent:
+    try:
+        document = json.loads(payload)
+    except ValueError as exc:
+        raise InvalidEvent(f"structured event is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise InvalidEvent("structured event is not a JSON object")
+    if "time" in document and isinstance(document["time"], str):
+        document["time"] = _parse_time(document["time"])
+    data = document.pop("data", None)
+    if "data_base64" in document:
+        import base64
+
+        data = base64.b64decode(document.pop("data_base64"))
+    return CloudEvent(document, data)
+
+
+def _parse_time(value: str) -> datetime:
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidEvent(f"time {value!r} is not RFC 3339") from None

@@ -1,0 +1,1 @@
+"""The function runtime: one handler signature, two transport adapters (JetStream and HTTP)."""

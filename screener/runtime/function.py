@@ -1,0 +1,64 @@
+"""What a function is: an async handler from a batch of events to the events it emits.
+
+A function never sees a transport. The JetStream worker (``screener.runtime.worker``) and the
+Knative HTTP receiver (``screener.runtime.http``) are thin adapters around the same object, and a
+unit test can call ``parse`` and ``handle`` with no broker at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from cloudevents.core.base import BaseCloudEvent
+
+from screener.names import ConsumerSpec
+
+InT = TypeVar("InT")
+InT_contra = TypeVar("InT_contra", contravariant=True)
+
+
+class TransientError(Exception):
+    """A failure worth retrying (a server unreachable, a dependency not ready yet): nak with backoff."""
+
+    def __init__(self, message: str, delay_seconds: float | None = None) -> None:
+        super().__init__(message)
+        self.delay_seconds = delay_seconds
+
+
+@dataclass(frozen=True)
+class Delivery(Generic[InT]):
+    """One parsed input event, with the CloudEvent it came from (for tracing and ids)."""
+
+    event: BaseCloudEvent
+    payload: InT
+
+
+class Function(Protocol[InT]):
+    """A stateless function of the pipeline.
+
+    ``parse`` turns one CloudEvent into the function's input and raises ``InvalidEvent`` (from
+    ``screener.events.envelope``) for an event that can never be processed: the adapters dead-letter
+    it with the reason. ``handle`` processes a batch and returns the events to emit; it must be
+    idempotent (it may see the same batch again after a crash) and must have written its state before
+    it returns, because the adapter acknowledges the inputs right after publishing the outputs.
+    Raising ``TransientError`` retries the batch later; any other exception is a crash, retried up to
+    the consumer's ``max_deliver`` and then dead-lettered with the error.
+    """
+
+    consumer: ConsumerSpec
+
+    async def start(self) -> None:
+        """Open connections; called once before the first batch."""
+
+    async def close(self) -> None:
+        """Release connections; called once after the last batch."""
+
+    def parse(self, event: BaseCloudEvent) -> InT:
+        """Return the input carried by ``event`` or raise ``InvalidEvent``."""
+        ...
+
+    async def handle(self, batch: Sequence[Delivery[InT]]) -> Sequence[BaseCloudEvent]:
+        """Process ``batch``; return the events to publish."""
+        ...
