@@ -11,9 +11,7 @@ import os
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
-
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
@@ -74,6 +72,8 @@ class Settings(BaseModel):
     connection_lifetime_seconds: float = Field(default=23 * 3600.0, gt=0)
     emit_forming: bool = False
     forming_throttle_seconds: float = Field(default=1.0, gt=0)
+    backfill_minutes: int = Field(default=2880, ge=1)  # history filled from REST when nothing is stored
+    replay_warmup_minutes: int = Field(default=20160, ge=0)  # replayed data written directly before streaming
 
     # --- gateway -----------------------------------------------------------------------------------
     gateway_host: str = "127.0.0.1"

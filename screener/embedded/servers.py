@@ -197,7 +197,9 @@ def start_postgres(data_dir: Path, port: int | None = None, *, durable: bool = T
     _wait_until_accepting(bin_dir, port, process, log_file)
     dsn = f"postgresql://postgres@127.0.0.1:{port}/screener"
     createdb = [str(bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "postgres", "-tAc"]
-    exists = subprocess.run([*createdb, "SELECT 1 FROM pg_database WHERE datname='screener'"], capture_output=True)
+    exists = subprocess.run(
+        [*createdb, "SELECT 1 FROM pg_database WHERE datname='screener'"], capture_output=True, check=False
+    )
     if exists.stdout.strip() != b"1":
         subprocess.run([*createdb, "CREATE DATABASE screener"], capture_output=True, check=True)
     return EmbeddedServer("postgres", dsn, process, data_dir)
@@ -207,7 +209,9 @@ def _wait_until_accepting(bin_dir: Path, port: int, process: subprocess.Popen[by
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         ready = subprocess.run(
-            [str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres"], capture_output=True
+            [str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres"],
+            capture_output=True,
+            check=False,
         )
         if ready.returncode == 0:
             return

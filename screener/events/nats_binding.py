@@ -15,9 +15,9 @@ from typing import Any, Final
 from urllib.parse import quote, unquote
 
 from cloudevents.core.base import BaseCloudEvent
+from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
-from cloudevents.core.exceptions import BaseCloudEventException
 
 from screener.events.envelope import InvalidEvent
 

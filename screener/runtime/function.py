@@ -29,10 +29,15 @@ class TransientError(Exception):
 
 @dataclass(frozen=True)
 class Delivery(Generic[InT]):
-    """One parsed input event, with the CloudEvent it came from (for tracing and ids)."""
+    """One parsed input event, with the CloudEvent it came from (for tracing and ids).
+
+    ``traceparent`` is the adapter's span for this event; events emitted because of it carry it on,
+    so one trace follows a candle through every function (``screener.tracing.traceparent_for``).
+    """
 
     event: BaseCloudEvent
     payload: InT
+    traceparent: str | None = None
 
 
 class Function(Protocol[InT]):

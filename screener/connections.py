@@ -1,0 +1,43 @@
+"""Open the connections a process needs, from the settings.
+
+Every URL must be set here: `screener up` fills in the embedded servers' URLs for its children, and a
+deployment sets them in the environment.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+import nats
+import redis.asyncio as aioredis
+from nats.aio.client import Client as NATS
+
+from screener.config import Settings
+
+
+class NotConfigured(RuntimeError):
+    """A server URL is missing from the settings; the message names the variable."""
+
+
+def _require(value: str | None, variable: str) -> str:
+    if not value:
+        raise NotConfigured(f"{variable} is not set (run `screener up` to start embedded servers)")
+    return value
+
+
+async def connect_nats(settings: Settings, name: str = "screener") -> NATS:
+    """Connect to NATS, reconnecting for ever on loss."""
+    url = _require(settings.nats_url, "SCREENER_NATS_URL")
+    return await nats.connect(url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+
+
+def connect_redis(settings: Settings) -> aioredis.Redis:
+    """Return a Redis client (connections are opened lazily)."""
+    return aioredis.from_url(_require(settings.redis_url, "SCREENER_REDIS_URL"), health_check_interval=30)
+
+
+async def create_pg_pool(settings: Settings, min_size: int = 1, max_size: int = 5) -> asyncpg.Pool:
+    """Return an asyncpg pool."""
+    dsn = _require(settings.postgres_dsn, "SCREENER_POSTGRES_DSN")
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+    assert pool is not None
+    return pool

@@ -1,0 +1,263 @@
+"""The JetStream adapter: pull batches from a function's durable consumer and run its handler.
+
+Delivery semantics, in order of a batch's life:
+1. every message is decoded (NATS binding) and parsed by the function; one that can never be
+   processed (``InvalidEvent``) is republished to the function's dead-letter subject with the reason
+   and acknowledged, so it is neither retried for ever nor silently lost;
+2. the handler runs on the rest; it writes its state before it returns;
+3. its output events are published and their acknowledgements awaited (deterministic ids, so a
+   re-publish after a crash is dropped by the duplicate window);
+4. only then are the inputs acknowledged. A worker killed anywhere before this point leaves its
+   inputs unacknowledged, and JetStream redelivers them after ``ack_wait``: processed once in effect.
+
+``TransientError`` naks the batch with a backoff. Any other exception is a crash: the batch is retried
+one message at a time, so one poison message cannot take its neighbours with it, and a message that
+has crashed ``max_deliver`` times is dead-lettered with the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from cloudevents.core.base import BaseCloudEvent
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+
+from screener.config import Settings
+from screener.events import nats_binding
+from screener.events.envelope import InvalidEvent
+from screener.runtime.function import Delivery, Function, TransientError
+from screener.runtime.publisher import Publisher
+from screener.streams import ensure_consumer, ensure_streams
+from screener.tracing import start_event_span, tracer
+
+log = logging.getLogger(__name__)
+
+
+def backoff_seconds(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
+    """Return the nak delay before delivery ``attempt + 1``: exponential, capped."""
+    return float(min(cap, base * 2 ** max(0, attempt - 1)))
+
+
+@dataclass
+class WorkerStats:
+    """Counters a worker exposes on its health endpoint."""
+
+    batches: int = 0
+    processed: int = 0
+    emitted: int = 0
+    dead_lettered: int = 0
+    retried: int = 0
+    crashes: int = 0
+    last_batch_at: float | None = None
+    started_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Item:
+    msg: Msg
+    delivery: Delivery[Any]
+
+
+class Worker:
+    """Run one ``Function`` against its durable pull consumer."""
+
+    def __init__(
+        self,
+        function: Function[Any],
+        js: JetStreamContext,
+        settings: Settings,
+        *,
+        batch_size: int | None = None,
+        concurrency: int | None = None,
+        fetch_timeout: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.function = function
+        self.settings = settings
+        self.stats = WorkerStats()
+        self._js = js
+        self._publisher = Publisher(js)
+        self._batch_size = batch_size or settings.batch_size
+        self._concurrency = concurrency or settings.worker_concurrency
+        self._fetch_timeout = fetch_timeout
+        self._clock = clock
+        self._stopping = asyncio.Event()
+        self._ready = False
+
+    @property
+    def name(self) -> str:
+        """Return the function's name (its consumer's function field)."""
+        return self.function.consumer.function
+
+    def stop(self) -> None:
+        """Ask the worker to drain: finish the batches in hand, fetch no more."""
+        self._stopping.set()
+
+    @property
+    def ready(self) -> bool:
+        """Return whether the worker is bound to its consumer and fetching."""
+        return self._ready and not self._stopping.is_set()
+
+    async def run(self) -> None:
+        """Process batches until ``stop`` is called; then drain and close the function."""
+        spec = self.function.consumer
+        await ensure_streams(self._js, self.settings)
+        await ensure_consumer(self._js, spec, self.settings)
+        await self.function.start()
+        try:
+            subscription = await self._js.pull_subscribe_bind(spec.durable, stream=spec.stream.name)
+            self._ready = True
+            log.info("%s: consuming %s/%s", self.name, spec.stream.name, spec.durable)
+            loops = [asyncio.create_task(self._loop(subscription)) for _ in range(self._concurrency)]
+            try:
+                await asyncio.gather(*loops)
+            finally:
+                for task in loops:
+                    task.cancel()
+                with contextlib.suppress(Exception):
+                    await subscription.unsubscribe()
+        finally:
+            self._ready = False
+            await self.function.close()
+            log.info("%s: drained and stopped", self.name)
+
+    async def _loop(self, subscription: JetStreamContext.PullSubscription) -> None:
+        while not self._stopping.is_set():
+            try:
+                messages = await subscription.fetch(self._batch_size, timeout=self._fetch_timeout)
+            except (TimeoutError, NatsTimeoutError):
+                continue
+            await self.process(messages)
+
+    async def process(self, messages: Sequence[Msg]) -> None:
+        """Run one fetched batch through parse, handle, publish and ack."""
+        self.stats.batches += 1
+        self.stats.last_batch_at = self._clock()
+        items = [item for item in await asyncio.gather(*(self._parse(m) for m in messages)) if item]
+        if not items:
+            return
+        with tracer().start_as_current_span(f"{self.name}.batch") as span:
+            span.set_attribute("batch.size", len(items))
+            try:
+                await self._handle_and_publish(items)
+            except TransientError as exc:
+                self.stats.retried += len(items)
+                log.warning("%s: transient failure, retrying %d events: %s", self.name, len(items), exc)
+                await asyncio.gather(*(self._nak(item.msg, exc.delay_seconds) for item in items))
+                return
+            except Exception:
+                self.stats.crashes += 1
+                log.exception("%s: handler crashed on a batch of %d; isolating", self.name, len(items))
+                await self._isolate(items)
+                return
+        await asyncio.gather(*(item.msg.ack() for item in items))
+        self.stats.processed += len(items)
+
+    async def _handle_and_publish(self, items: Sequence[_Item]) -> None:
+        # One span per input event continues the trace that event carries (the candle's, end to end);
+        # the function passes the span's traceparent on to what it emits.
+        spans = []
+        deliveries = []
+        for item in items:
+            span, traceparent = start_event_span(item.delivery.event, f"{self.name}.handle")
+            spans.append(span)
+            deliveries.append(Delivery(item.delivery.event, item.delivery.payload, traceparent))
+        try:
+            outputs = await self.function.handle(deliveries)
+            if outputs:
+                await self._publisher.publish(list(outputs))
+                self.stats.emitted += len(outputs)
+        finally:
+            for span in spans:
+                span.end()
+
+    async def _isolate(self, items: Sequence[_Item]) -> None:
+        """Retry a crashed batch one event at a time; dead-letter the events that crash too often."""
+        for item in items:
+            try:
+                await self._handle_and_publish([item])
+            except TransientError as exc:
+                await self._nak(item.msg, exc.delay_seconds)
+                continue
+            except Exception as exc:
+                attempts = item.msg.metadata.num_delivered
+                if attempts >= self.settings.max_deliver:
+                    await self._dead_letter(item.msg, f"handler crashed {attempts} times: {exc!r}", item.delivery.event)
+                else:
+                    event_id = item.delivery.event.get_id()
+                    log.warning("%s: event %s crashed (attempt %d): %r", self.name, event_id, attempts, exc)
+                    await self._nak(item.msg, None)
+                continue
+            await item.msg.ack()
+            self.stats.processed += 1
+
+    async def _parse(self, msg: Msg) -> _Item | None:
+        event: BaseCloudEvent | None = None
+        try:
+            event = nats_binding.from_message(msg.headers, msg.data)
+            payload = self.function.parse(event)
+        except InvalidEvent as exc:
+            await self._dead_letter(msg, exc.reason, event)
+            return None
+        return _Item(msg, Delivery(event, payload))
+
+    async def _dead_letter(self, msg: Msg, reason: str, event: BaseCloudEvent | None) -> None:
+        event_id = event.get_id() if event is not None else f"seq-{msg.metadata.sequence.stream}"
+        log.warning("%s: dead-lettering %s on %s: %s", self.name, event_id, msg.subject, reason)
+        await self._publisher.dead_letter(
+            self.name,
+            reason,
+            payload=msg.data,
+            headers=msg.headers,
+            original_subject=msg.subject,
+            message_id=event_id,
+        )
+        await msg.ack()
+        self.stats.dead_lettered += 1
+
+    async def _nak(self, msg: Msg, delay: float | None) -> None:
+        attempts = msg.metadata.num_delivered
+        await msg.nak(delay=delay if delay is not None else backoff_seconds(attempts))
+
+
+async def serve_health(worker: Worker, port: int, host: str = "0.0.0.0") -> web.AppRunner:
+    """Serve ``/healthz`` (alive), ``/readyz`` (bound to its consumer) and ``/stats`` for ``worker``."""
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "function": worker.name})
+
+    async def readyz(_: web.Request) -> web.Response:
+        status = 200 if worker.ready else 503
+        return web.json_response({"ready": worker.ready, "function": worker.name}, status=status)
+
+    async def stats(_: web.Request) -> web.Response:
+        return web.json_response(worker.stats.__dict__)
+
+    app = web.Application()
+    app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/stats", stats)])
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
+async def run_worker(function: Function[Any], nc: NATS, settings: Settings, health_port: int | None = None) -> Worker:
+    """Build a worker for ``function`` on ``nc`` and run it until stopped; return it."""
+    worker = Worker(function, nc.jetstream(), settings)
+    runner = await serve_health(worker, health_port) if health_port else None
+    try:
+        await worker.run()
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+    return worker
