@@ -80,6 +80,8 @@ def _from_binary(headers: dict[str, str], payload: bytes) -> CloudEvent:
         attr = name[len(CE_PREFIX) :]
         value = unquote(raw)
         attributes[attr] = _parse_time(value) if attr == "time" else value
+    if "specversion" not in attributes:
+        raise InvalidEvent("not a valid CloudEvent: the ce-specversion header is missing", attributes.get("id"))
     if "datacontenttype" not in attributes and "content-type" in headers:
         attributes["datacontenttype"] = headers["content-type"]
     content_type = attributes.get("datacontenttype")
@@ -102,6 +104,8 @@ def _from_structured(payload: bytes) -> CloudEvent:
         raise InvalidEvent("structured event is not a JSON object")
     if "time" in document and isinstance(document["time"], str):
         document["time"] = _parse_time(document["time"])
+    if "specversion" not in document:
+        raise InvalidEvent("not a valid CloudEvent: specversion is missing", document.get("id"))
     data = document.pop("data", None)
     if "data_base64" in document:
         import base64

@@ -1,0 +1,108 @@
+"""The CloudEvents NATS binding against the spec's rules: headers, percent-encoding, both modes."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from screener.events import nats_binding
+from screener.events.envelope import InvalidEvent, make_event
+from screener.events.models import Candle, candle_event_id
+from screener.names import TYPE_CANDLE_CLOSED
+
+
+def candle_event(**extensions: str):  # type: ignore[no-untyped-def]
+    candle = Candle(
+        symbol="BTCUSDT",
+        open_time=1_767_225_600_000,
+        open=1.5,
+        high=2.0,
+        low=1.0,
+        close=1.75,
+        volume=10.0,
+        quote_volume=17.5,
+    )
+    return make_event(
+        event_type=TYPE_CANDLE_CLOSED,
+        source="/screener/collector",
+        event_id=candle_event_id("BTCUSDT", candle.open_time),
+        subject="BTCUSDT",
+        data=candle,
+        time=datetime(2026, 1, 1, 0, 1, tzinfo=UTC),
+        extensions=extensions,
+    )
+
+
+def test_binary_mode_maps_every_attribute_to_a_ce_header_including_datacontenttype() -> None:
+    headers, body = nats_binding.to_binary(candle_event())
+    assert headers["ce-specversion"] == "1.0"
+    assert headers["ce-type"] == TYPE_CANDLE_CLOSED
+    assert headers["ce-id"] == "candle.1m:BTCUSDT:1767225600000"
+    assert headers["ce-datacontenttype"] == "application/json"
+    assert headers["ce-time"] == "2026-01-01T00:01:00Z"
+    assert "Content-Type" not in headers
+    assert json.loads(body)["symbol"] == "BTCUSDT"
+
+
+def test_header_values_are_percent_encoded_per_the_spec() -> None:
+    event = candle_event(comexampleext='caf\u00e9 50% "quoted"')
+    headers, _ = nats_binding.to_binary(event)
+    # Space, double quote, percent and non-ASCII are encoded; other printable ASCII is not.
+    assert headers["ce-comexampleext"] == "caf%C3%A9%2050%25%20%22quoted%22"
+    assert headers["ce-source"] == "/screener/collector"
+
+
+def test_binary_round_trip_keeps_attributes_and_data() -> None:
+    event = candle_event(traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    decoded = nats_binding.from_message(*nats_binding.to_binary(event))
+    assert decoded.get_attributes() == event.get_attributes()
+    assert decoded.get_data() == event.get_data()
+
+
+def test_structured_mode_is_accepted_on_receive() -> None:
+    event = candle_event()
+    headers, body = nats_binding.to_structured(event)
+    assert headers == {"Content-Type": "application/cloudevents+json"}
+    decoded = nats_binding.from_message(headers, body)
+    assert decoded.get_id() == event.get_id()
+    assert decoded.get_time() == event.get_time()
+    assert decoded.get_data() == event.get_data()
+
+
+def test_percent_encoded_headers_are_decoded_on_receive() -> None:
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-type": "t",
+        "ce-source": "/s",
+        "ce-id": "a%20b",
+        "ce-datacontenttype": "application/json",
+    }
+    assert nats_binding.from_message(headers, b"{}").get_id() == "a b"
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "reason"),
+    [
+        ({}, b"hello", "not a CloudEvent"),
+        ({"ce-type": "t", "ce-source": "/s", "ce-id": "1"}, b"{}", "not a valid CloudEvent"),
+        ({"Content-Type": "application/cloudevents+json"}, b"{broken", "not valid JSON"),
+        (
+            {
+                "ce-specversion": "1.0",
+                "ce-type": "t",
+                "ce-source": "/s",
+                "ce-id": "1",
+                "ce-datacontenttype": "application/json",
+            },
+            b"{broken",
+            "data is not valid JSON",
+        ),
+    ],
+)
+def test_malformed_messages_raise_invalid_event_with_a_reason(
+    headers: dict[str, str], body: bytes, reason: str
+) -> None:
+    with pytest.raises(InvalidEvent, match=reason):
+        nats_binding.from_message(headers, body)
