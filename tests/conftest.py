@@ -9,6 +9,7 @@ cloned from a migrated template.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import uuid
@@ -148,10 +149,8 @@ async def nats_client(nats_url: str) -> AsyncIterator[nats.NATS]:
     client = await nats.connect(nats_url)
     js = client.jetstream()
     for stream in STREAMS:
-        try:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
             await js.delete_stream(stream.name)
-        except nats.js.errors.NotFoundError:
-            pass
     yield client
     await client.drain()
 
