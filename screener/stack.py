@@ -1,0 +1,316 @@
+"""``screener up``: the whole pipeline on one machine, under one supervisor.
+
+It uses the servers the settings name and starts its own (NATS, Redis, PostgreSQL from their PyPI
+packages) for the ones they don't, prepares the streams, schema and rules, then runs every function,
+the collector and the gateway as child processes. A child that crashes is restarted with backoff;
+Ctrl-C (or SIGTERM) stops the children first, then the embedded servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import nats
+
+from screener.config import Settings
+from screener.db.migrate import migrate
+from screener.embedded.servers import EmbeddedServer, free_port, start_nats, start_postgres, start_redis
+from screener.names import STREAM_ALERTS, STREAM_CANDLES, STREAM_METRICS
+from screener.streams import ensure_all
+
+log = logging.getLogger("screener.up")
+
+FUNCTIONS = ("recorder", "calculator", "rules", "notifier")
+MAX_RESTART_DELAY = 30.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the options of ``screener up``."""
+    parser.add_argument("--data", type=Path, help="recorded klines to replay (default: the shipped 2026-02 month)")
+    parser.add_argument("--speed", help='replay speed: a factor like "60", "realtime" or "max"')
+    parser.add_argument("--port", type=int, help="gateway port (default: SCREENER_GATEWAY_PORT or 8080)")
+    parser.add_argument("--source", choices=("replay", "binance"), help="where candles come from")
+
+
+@dataclass
+class Child:
+    """A supervised child process."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    health_url: str | None = None
+    process: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+
+
+class Stack:
+    """The servers and child processes of ``screener up``."""
+
+    def __init__(self, settings: Settings, args: argparse.Namespace) -> None:
+        self.settings = settings
+        self.args = args
+        self.data_dir = settings.data_dir.resolve()
+        self.servers: list[EmbeddedServer] = []
+        self.children: list[Child] = []
+        self.urls: dict[str, str] = {}
+        self._stopping = asyncio.Event()
+
+    # --- servers ---------------------------------------------------------------------------------
+    def start_servers(self) -> None:
+        """Start an embedded server for every URL the settings leave empty."""
+        s = self.settings
+        if s.nats_url:
+            self.urls["nats"] = s.nats_url
+            self.urls["nats_monitor"] = s.nats_monitor_url or ""
+        else:
+            server = self._keep(start_nats(self.data_dir / "nats"))
+            self.urls["nats"], self.urls["nats_monitor"] = server.url, server.extra_urls["monitor"]
+        self.urls["redis"] = s.redis_url or self._keep(start_redis(self.data_dir / "redis")).url
+        self.urls["postgres"] = s.postgres_dsn or self._keep(start_postgres(self.data_dir / "postgres")).url
+        for name in ("nats", "redis", "postgres"):
+            embedded = any(server.name == name for server in self.servers)
+            log.info("%-8s %s%s", name, _redact(self.urls[name]), "  (embedded)" if embedded else "")
+
+    def _keep(self, server: EmbeddedServer) -> EmbeddedServer:
+        self.servers.append(server)
+        return server
+
+    def stop_servers(self) -> None:
+        """Stop the embedded servers, newest first."""
+        for server in reversed(self.servers):
+            server.stop()
+
+    # --- preparation -----------------------------------------------------------------------------
+    async def prepare(self) -> None:
+        """Apply migrations, seed the rules and create the streams and consumers."""
+        conn = await asyncpg.connect(self.urls["postgres"])
+        try:
+            applied = await migrate(conn, self.settings.retention_hours)
+            log.info("database schema ready (applied now: %s)", applied or "nothing new")
+            with contextlib.suppress(ModuleNotFoundError):
+                seed = importlib.import_module("functions.rules.seed")
+                count = await seed.seed_rules(conn)
+                log.info("alert rules seeded (%s new)", count)
+        finally:
+            await conn.close()
+        nc = await nats.connect(self.urls["nats"])
+        try:
+            await ensure_all(nc.jetstream(), self._child_settings())
+        finally:
+            await nc.drain()
+        log.info("streams and consumers ready")
+
+    def _child_settings(self) -> Settings:
+        return self.settings.model_copy(
+            update={
+                "nats_url": self.urls["nats"],
+                "redis_url": self.urls["redis"],
+                "postgres_dsn": self.urls["postgres"],
+                "nats_monitor_url": self.urls.get("nats_monitor") or None,
+            }
+        )
+
+    # --- children --------------------------------------------------------------------------------
+    def plan_children(self) -> None:
+        """Decide the child processes and their environment."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SCREENER_")}
+        env.update({k: v for k, v in os.environ.items() if k.startswith("SCREENER_")})
+        env.update(
+            {
+                "SCREENER_NATS_URL": self.urls["nats"],
+                "SCREENER_REDIS_URL": self.urls["redis"],
+                "SCREENER_POSTGRES_DSN": self.urls["postgres"],
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        if self.urls.get("nats_monitor"):
+            env["SCREENER_NATS_MONITOR_URL"] = self.urls["nats_monitor"]
+        if self.args.data:
+            env["SCREENER_REPLAY_DATA"] = str(self.args.data.resolve())
+        if self.args.speed:
+            env["SCREENER_REPLAY_SPEED"] = self.args.speed
+        if self.args.source:
+            env["SCREENER_SOURCE"] = self.args.source
+        self.gateway_port = self.args.port or self.settings.gateway_port
+        env["SCREENER_GATEWAY_PORT"] = str(self.gateway_port)
+        logs = self.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        python = [sys.executable, "-m", "screener.cli"]
+        for function in FUNCTIONS:
+            port = free_port()
+            child_env = {**env, "SCREENER_HEALTH_PORT": str(port)}
+            self.children.append(
+                Child(
+                    function,
+                    [*python, "run", function],
+                    child_env,
+                    logs / f"{function}.log",
+                    f"http://127.0.0.1:{port}/readyz",
+                )
+            )
+        self.children.append(
+            Child(
+                "gateway",
+                [*python, "gateway"],
+                env,
+                logs / "gateway.log",
+                f"http://127.0.0.1:{self.gateway_port}/health/ready",
+            )
+        )
+        self.children.append(Child("collector", [*python, "collector"], env, logs / "collector.log"))
+
+    async def start_child(self, child: Child) -> None:
+        """Start (or restart) one child, its output appended to its log file."""
+        handle = await asyncio.to_thread(child.log_path.open, "ab")
+        child.process = await asyncio.create_subprocess_exec(
+            *child.argv, env=child.env, stdout=handle, stderr=handle, start_new_session=True
+        )
+        handle.close()
+        child.started_at = time.monotonic()
+
+    async def supervise(self, child: Child) -> None:
+        """Keep ``child`` running: restart it with backoff whenever it exits, until the stack stops."""
+        delay = 1.0
+        while not self._stopping.is_set():
+            await self.start_child(child)
+            assert child.process is not None
+            code = await child.process.wait()
+            if self._stopping.is_set():
+                return
+            lived = time.monotonic() - child.started_at
+            delay = 1.0 if lived > 60 else min(MAX_RESTART_DELAY, delay * 2)
+            child.restarts += 1
+            log.error(
+                "%s exited with %s after %.0fs; restarting in %.0fs (log: %s)",
+                child.name,
+                code,
+                lived,
+                delay,
+                child.log_path,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def wait_healthy(self, within_seconds: float = 90.0) -> bool:
+        """Wait until every child with a health URL answers 200; log which ones do not."""
+        pending = {c.name: c.health_url for c in self.children if c.health_url}
+        deadline = time.monotonic() + within_seconds
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            while pending and time.monotonic() < deadline and not self._stopping.is_set():
+                for name, url in list(pending.items()):
+                    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                        async with session.get(url) as response:
+                            if response.status == 200:
+                                pending.pop(name)
+                await asyncio.sleep(0.5)
+        if pending:
+            log.warning("not healthy yet: %s (see %s)", ", ".join(pending), self.data_dir / "logs")
+        return not pending
+
+    async def report_progress(self) -> None:
+        """Print what flows through the pipeline every 10 seconds."""
+        nc = await nats.connect(self.urls["nats"])
+        js = nc.jetstream()
+        try:
+            while not self._stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), 10)
+                if self._stopping.is_set():
+                    break
+                counts = []
+                for stream in (STREAM_CANDLES, STREAM_METRICS, STREAM_ALERTS):
+                    try:
+                        counts.append(f"{stream.name.lower()} {(await js.stream_info(stream.name)).state.messages}")
+                    except Exception as exc:  # a progress line must never stop the stack
+                        counts.append(f"{stream.name.lower()} ? ({exc})")
+                restarts = sum(c.restarts for c in self.children)
+                log.info("flowing: %s | restarts %d", ", ".join(counts), restarts)
+        finally:
+            await nc.drain()
+
+    async def stop_children(self, grace: float = 15.0) -> None:
+        """SIGTERM every child, then SIGKILL the ones still running after ``grace`` seconds."""
+        self._stopping.set()
+        running = [c.process for c in self.children if c.process and c.process.returncode is None]
+        for process in running:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+        _, late = await asyncio.wait([asyncio.create_task(p.wait()) for p in running], timeout=grace)
+        if late:
+            for process in running:
+                if process.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+
+    def request_stop(self) -> None:
+        """Begin a clean shutdown (Ctrl-C, SIGTERM)."""
+        self._stopping.set()
+
+    def print_where_to_look(self) -> None:
+        """Tell the user where everything is."""
+        lines = [
+            "",
+            "screener is up.",
+            f"  dashboard     http://127.0.0.1:{self.gateway_port}/",
+            f"  REST API      http://127.0.0.1:{self.gateway_port}/api/metrics/  (OpenAPI: /api/openapi.json)",
+            f"  live alerts   ws://127.0.0.1:{self.gateway_port}/ws/alerts",
+            f"  NATS monitor  {self.urls.get('nats_monitor') or '(configured server)'}/jsz",
+            f"  logs          {self.data_dir / 'logs'}/",
+            "  stop          Ctrl-C",
+            "",
+        ]
+        print("\n".join(lines), flush=True)
+
+    async def run(self) -> int:
+        """Bring everything up, supervise until asked to stop, then shut down cleanly."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop)
+        await asyncio.to_thread(self.start_servers)
+        try:
+            await self.prepare()
+            self.plan_children()
+            supervisors = [asyncio.create_task(self.supervise(child)) for child in self.children]
+            healthy = await self.wait_healthy()
+            self.print_where_to_look()
+            if healthy:
+                log.info("all %d processes healthy", len(self.children))
+            progress = asyncio.create_task(self.report_progress())
+            await self._stopping.wait()
+            log.info("stopping: draining the functions and the gateway")
+            await self.stop_children()
+            for task in (*supervisors, progress):
+                task.cancel()
+            await asyncio.gather(*supervisors, progress, return_exceptions=True)
+        finally:
+            await asyncio.to_thread(self.stop_servers)
+            log.info("stopped")
+        return 0
+
+
+def _redact(url: str) -> str:
+    if "@" in url and ":" in url.split("@", 1)[0].split("//", 1)[-1]:
+        scheme, rest = url.split("//", 1)
+        user = rest.split(":", 1)[0]
+        return f"{scheme}//{user}:***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the whole pipeline until Ctrl-C."""
+    return asyncio.run(Stack(settings, args).run())
