@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import logging
 import os
 import pwd
@@ -126,9 +127,11 @@ def start_redis(data_dir: Path, port: int | None = None) -> EmbeddedServer:
 
 
 def _postgres_bin() -> Path:
-    import pgserver
-
-    bin_dir = Path(pgserver.__file__).parent / "pginstall" / "bin"
+    # Located without importing pgserver: importing it sets up locks and runtime folders we don't use.
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedServerError("pgserver is not installed: pip install -e .")
+    bin_dir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
     if not (bin_dir / "postgres").exists():
         raise EmbeddedServerError(f"PostgreSQL binaries not found in {bin_dir}: reinstall pgserver")
     return bin_dir
