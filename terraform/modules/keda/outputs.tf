@@ -1,0 +1,4 @@
+output "namespace" {
+  description = "Namespace of KEDA."
+  value       = helm_release.keda.namespace
+}
