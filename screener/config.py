@@ -37,66 +37,145 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     # --- servers: None means "start an embedded one" -------------------------------------------
-    nats_url: str | None = None
-    redis_url: str | None = None
-    postgres_dsn: str | None = None
-    nats_monitor_url: str | None = None
-    data_dir: Path = Path(".screener")
+    nats_url: str | None = Field(
+        default=None, description="NATS server with JetStream; unset: `screener up` starts one"
+    )
+    redis_url: str | None = Field(default=None, description="Redis server (6.2+); unset: `screener up` starts one")
+    postgres_dsn: str | None = Field(
+        default=None, description="PostgreSQL DSN (TimescaleDB used when present); unset: `screener up` starts one"
+    )
+    nats_monitor_url: str | None = Field(
+        default=None, description="NATS monitoring endpoint (`/jsz`), read by `scale-advice` and KEDA"
+    )
+    data_dir: Path = Field(
+        default=Path(".screener"),
+        description="where `screener up` keeps embedded servers' data and the children's logs",
+    )
 
     # --- storage ---------------------------------------------------------------------------------
-    retention_hours: int = Field(default=48, ge=1)
+    retention_hours: int = Field(
+        default=48, ge=1, description="how long candles, metrics snapshots, alert history and delivery logs are kept"
+    )
 
     # --- streams and workers ---------------------------------------------------------------------
-    stream_max_age_hours: int = Field(default=48, ge=1)
-    stream_max_bytes: int = Field(default=2 * 1024**3, ge=1024 * 1024)
-    duplicate_window_seconds: int = Field(default=600, ge=1)
-    max_ack_pending: int = Field(default=2000, ge=1)
-    max_deliver: int = Field(default=5, ge=1)
-    ack_wait_seconds: float = Field(default=30.0, gt=0)
-    batch_size: int = Field(default=1000, ge=1)
-    worker_concurrency: int = Field(default=2, ge=1)
-    health_port: int = Field(default=0, ge=0, le=65535)
+    stream_max_age_hours: int = Field(
+        default=48, ge=1, description="JetStream stream age limit (dead letters keep 7x as long)"
+    )
+    stream_max_bytes: int = Field(
+        default=2 * 1024**3, ge=1024 * 1024, description="JetStream stream size limit per stream"
+    )
+    duplicate_window_seconds: int = Field(
+        default=600, ge=1, description="JetStream duplicate window: a re-published event id inside it is dropped"
+    )
+    max_ack_pending: int = Field(
+        default=2000, ge=1, description="unacknowledged events a function's consumer may have outstanding"
+    )
+    max_deliver: int = Field(
+        default=5, ge=1, description="deliveries before an event whose handler keeps crashing is dead-lettered"
+    )
+    ack_wait_seconds: float = Field(
+        default=30.0, gt=0, description="seconds before an unacknowledged event is redelivered"
+    )
+    batch_size: int = Field(default=1000, ge=1, description="events a worker fetches per batch")
+    worker_concurrency: int = Field(default=2, ge=1, description="batches a worker processes at once")
+    health_port: int = Field(
+        default=0, ge=0, le=65535, description="worker health endpoint port (`/healthz`, `/readyz`); 0: none"
+    )
 
     # --- collector ---------------------------------------------------------------------------------
-    source: Literal["replay", "binance"] = "replay"
-    replay_data: Path | None = None
-    replay_speed: str = "60"
-    replay_loop: bool = True
-    replay_virtual_symbols: int = Field(default=0, ge=0)
-    binance_rest_url: str = "https://fapi.binance.com"
-    binance_ws_url: str = "wss://fstream.binance.com"
-    symbols: CsvList = Field(default_factory=list)
-    top_n: int = Field(default=0, ge=0)
-    symbols_refresh_seconds: float = Field(default=3600.0, gt=0)
-    stale_connection_seconds: float = Field(default=30.0, gt=0)
-    connection_lifetime_seconds: float = Field(default=23 * 3600.0, gt=0)
-    emit_forming: bool = False
-    forming_throttle_seconds: float = Field(default=1.0, gt=0)
-    backfill_minutes: int = Field(default=2880, ge=1)  # history filled from REST when nothing is stored
-    replay_warmup_minutes: int = Field(default=20160, ge=0)  # replayed data written directly before streaming
+    source: Literal["replay", "binance"] = Field(
+        default="replay", description="`replay` (recorded klines) or `binance` (live)"
+    )
+    replay_data: Path | None = Field(
+        default=None,
+        description="folder of recorded klines to replay; unset: the shipped `data/klines/binance-um-2026-02`",
+    )
+    replay_speed: str = Field(
+        default="60",
+        description="`60` (a factor: 60 minutes per minute), `realtime`, or `max` (as fast as the pipeline takes)",
+    )
+    replay_loop: bool = Field(
+        default=True, description="replay again from the start, shifted forward in time, when the data ends"
+    )
+    replay_virtual_symbols: int = Field(
+        default=0, ge=0, description="add N virtual symbols (time-shifted copies of the real series) for load tests"
+    )
+    binance_rest_url: str = Field(default="https://fapi.binance.com", description="Binance USD-M REST base URL")
+    binance_ws_url: str = Field(
+        default="wss://fstream.binance.com",
+        description="Binance USD-M WebSocket base URL (the collector uses its `/market/stream` path)",
+    )
+    symbols: CsvList = Field(
+        default_factory=list, description="fixed comma-separated symbol list; empty: every trading USDT perpetual"
+    )
+    top_n: int = Field(default=0, ge=0, description="keep only the top N symbols by 24 h quote volume; 0: all")
+    symbols_refresh_seconds: float = Field(
+        default=3600.0, gt=0, description="how often the symbol list is refreshed from `exchangeInfo`"
+    )
+    stale_connection_seconds: float = Field(
+        default=30.0, gt=0, description="a WebSocket silent this long is treated as dead"
+    )
+    connection_lifetime_seconds: float = Field(
+        default=23 * 3600.0,
+        gt=0,
+        description="replace each WebSocket connection after this long (Binance's limit is 24 h)",
+    )
+    emit_forming: bool = Field(
+        default=False, description="also emit updates of the forming minute (provisional metrics)"
+    )
+    forming_throttle_seconds: float = Field(
+        default=1.0, gt=0, description="at most one forming-minute update per symbol per this many seconds"
+    )
+    backfill_minutes: int = Field(
+        default=2880, ge=1, description="live: minutes of history filled from REST per symbol when none is stored"
+    )
+    replay_warmup_minutes: int = Field(
+        default=20160,
+        ge=0,
+        description="replay: recorded minutes written straight to PostgreSQL before streaming "
+        "(the last 2 days as candles, all as bars); 0: none",
+    )
 
     # --- gateway -----------------------------------------------------------------------------------
-    gateway_host: str = "127.0.0.1"
-    gateway_port: int = Field(default=8080, ge=0, le=65535)
-    jwt_secret: str | None = None
-    jwt_audience: str = "authenticated"
-    jwks_url: str | None = None
-    rate_limit_per_minute: int = Field(default=100, ge=1)
-    trusted_proxies: CsvList = Field(default_factory=list)
-    cors_origins: CsvList = Field(default_factory=list)
-    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
-    ws_send_queue: int = Field(default=256, ge=1)
-    ws_heartbeat_seconds: float = Field(default=20.0, gt=0)
+    gateway_host: str = Field(default="127.0.0.1", description="gateway listen address")
+    gateway_port: int = Field(default=8080, ge=0, le=65535, description="gateway listen port")
+    jwt_secret: str | None = Field(
+        default=None, description="HS256 secret for bearer tokens (Supabase's JWT secret works); unset: anonymous only"
+    )
+    jwt_audience: str = Field(default="authenticated", description="required `aud` claim")
+    jwks_url: str | None = Field(default=None, description="JWKS URL for RS256/ES256 tokens")
+    rate_limit_per_minute: int = Field(
+        default=100, ge=1, description="requests per client IP per minute, shared by all gateway replicas"
+    )
+    trusted_proxies: CsvList = Field(
+        default_factory=list, description="comma-separated proxy IPs/CIDRs whose `X-Forwarded-For` is believed"
+    )
+    cors_origins: CsvList = Field(default_factory=list, description="comma-separated origins allowed by CORS")
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="largest request body accepted")
+    ws_send_queue: int = Field(
+        default=256, ge=1, description="frames queued per WebSocket client before it is dropped (4008) as too slow"
+    )
+    ws_heartbeat_seconds: float = Field(default=20.0, gt=0, description="WebSocket protocol-level ping interval")
+
+    # --- calculator --------------------------------------------------------------------------------
+    calculator_gap_grace_seconds: float = Field(default=5.0, ge=0)
 
     # --- notifier ----------------------------------------------------------------------------------
-    webhook_timeout_seconds: float = Field(default=5.0, gt=0)
-    webhook_rate_per_minute: int = Field(default=30, ge=1)
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, description="timeout of one webhook attempt")
+    webhook_rate_per_minute: int = Field(default=30, ge=1, description="deliveries per webhook per minute")
 
     # --- observability -----------------------------------------------------------------------------
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    otel_exporter: Literal["none", "otlp", "console"] = "none"
-    otel_endpoint: str | None = None
-    service_name: str = "screener"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="DEBUG, INFO, WARNING or ERROR"
+    )
+    otel_exporter: Literal["none", "otlp", "console"] = Field(
+        default="none", description="`none`, `otlp` (OTLP/HTTP) or `console`"
+    )
+    otel_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP traces endpoint (default: the exporter's, `http://localhost:4318/v1/traces`)",
+    )
+    service_name: str = Field(default="screener", description="OpenTelemetry service name prefix")
 
 
 def _known_env_names() -> set[str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import signal
@@ -102,10 +101,9 @@ class Stack:
         try:
             applied = await migrate(conn, self.settings.retention_hours)
             log.info("database schema ready (applied now: %s)", applied or "nothing new")
-            with contextlib.suppress(ModuleNotFoundError):
-                seed = importlib.import_module("functions.rules.seed")
-                count = await seed.seed_rules(conn)
-                log.info("alert rules seeded (%s new)", count)
+            from functions.rules.store import seed_rules
+
+            log.info("alert rules seeded (%s new)", await seed_rules(conn))
         finally:
             await conn.close()
         nc = await nats.connect(self.urls["nats"])

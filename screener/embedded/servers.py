@@ -24,6 +24,9 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+# Servers run in their own session (start_new_session=True below): a Ctrl-C in the terminal signals
+# the whole foreground process group, and the servers must outlive the functions draining into them.
+
 
 class EmbeddedServerError(RuntimeError):
     """An embedded server could not be found or did not start; the message says which and why."""
@@ -98,7 +101,7 @@ def start_nats(data_dir: Path, port: int | None = None, monitor_port: int | None
         *("-a", "127.0.0.1", "-p", str(port), "-m", str(monitor_port)),
         *("-js", "-sd", str(data_dir / "jetstream"), "-l", str(log_file)),
     ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     _wait_for_port(port, process, "nats-server", log_file, timeout=20)
     _wait_for_port(monitor_port, process, "nats-server monitoring", log_file, timeout=20)
     return EmbeddedServer(
@@ -121,7 +124,7 @@ def start_redis(data_dir: Path, port: int | None = None) -> EmbeddedServer:
         *("--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
         *("--dir", str(data_dir), "--logfile", str(log_file), "--daemonize", "no"),
     ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     _wait_for_port(port, process, "redis-server", log_file, timeout=20)
     return EmbeddedServer("redis", f"redis://127.0.0.1:{port}/0", process, data_dir)
 
@@ -195,7 +198,9 @@ def start_postgres(data_dir: Path, port: int | None = None, *, durable: bool = T
     with open(log_file, "ab") as log_handle:
         if user is not None:
             os.chown(log_file, user.pw_uid, user.pw_gid)
-        process = subprocess.Popen(command, stdout=log_handle, stderr=log_handle, env=env, **as_user)  # type: ignore[call-overload]
+        process = subprocess.Popen(
+            command, stdout=log_handle, stderr=log_handle, env=env, start_new_session=True, **as_user
+        )  # type: ignore[call-overload]
     _wait_for_port(port, process, "postgres", log_file, timeout=60)
     _wait_until_accepting(bin_dir, port, process, log_file)
     dsn = f"postgresql://postgres@127.0.0.1:{port}/screener"

@@ -11,6 +11,7 @@ import signal
 from typing import Any
 
 from aiohttp import web
+from nats.errors import Error as NatsError
 
 from screener.config import Settings
 from screener.connections import connect_nats
@@ -58,7 +59,10 @@ async def _run_worker(name: str, settings: Settings) -> int:
     finally:
         if runner is not None:
             await runner.cleanup()
-        await nc.drain()
+        try:
+            await nc.drain()
+        except NatsError as exc:  # the server may already be gone; nothing is left to flush
+            log.warning("%s: NATS drain skipped: %s", name, exc)
     return 0
 
 
