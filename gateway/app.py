@@ -1,0 +1,275 @@
+"""Build the gateway application (``create_app``) and serve it (``serve``).
+
+``create_app`` takes its connections from the caller, so tests pass the fixtures' real servers and
+``screener up`` passes its own; the app never closes connections it did not open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from contextlib import suppress
+
+import asyncpg
+import redis.asyncio as aioredis
+from aiohttp import web
+from nats.aio.client import Client as NATS
+
+from gateway import openapi
+from gateway.auth import TokenVerifier
+from gateway.context import GATEWAY, Gateway, MetricsReader
+from gateway.fanout import Hub
+from gateway.middleware import MIDDLEWARES
+from gateway.openapi import Endpoint, Param
+from gateway.prom import Registry
+from gateway.ratelimit import RateLimiter, parse_networks
+from gateway.routes import alerts, health, market, metrics, pages, rules, settings, webhooks
+from gateway.switches import RuleSwitches
+from gateway.ws import alerts_socket
+from screener.config import Settings
+
+log = logging.getLogger(__name__)
+VERSION = "1.0.0"
+DRAIN_SECONDS = 5.0
+
+_SYMBOL = Param("symbol", "symbol, like BTCUSDT")
+_LIMIT = Param("limit", "maximum number of items", schema={"type": "integer"})
+
+ENDPOINTS: list[Endpoint] = [
+    Endpoint("GET", "/api/health", health.api_health, "Health with dependency flags (503 when degraded)", tag="ops"),
+    Endpoint("GET", "/health/live", health.live, "Liveness probe", tag="ops"),
+    Endpoint("GET", "/health/ready", health.ready, "Readiness probe (503 while a dependency is down)", tag="ops"),
+    Endpoint("GET", "/metrics", health.prometheus, "Prometheus metrics (text format)", tag="ops"),
+    Endpoint(
+        "GET",
+        "/api/metrics/",
+        metrics.all_metrics,
+        "Latest metrics of every symbol (an array)",
+        params=(Param("symbols", "comma-separated symbols to restrict to"),),
+    ),
+    Endpoint("GET", "/api/metrics", metrics.all_metrics, "Same as /api/metrics/"),
+    Endpoint("GET", "/api/metrics/{symbol}", metrics.one_symbol, "Latest metrics of one symbol (404 if not tracked)"),
+    Endpoint("GET", "/metrics/{symbol}", metrics.one_symbol, "Latest metrics of one symbol (legacy path)"),
+    Endpoint(
+        "GET",
+        "/api/alerts",
+        alerts.list_alerts,
+        "Alert history, newest first (an array)",
+        auth="optional",
+        params=(
+            Param("symbol", "only this symbol"),
+            Param("rule_type", "only this rule"),
+            Param("since", "ISO-8601 instant; alerts at or after it"),
+            Param("limit", "1..1000, default 100", schema={"type": "integer"}),
+        ),
+    ),
+    Endpoint(
+        "GET",
+        "/api/alerts/{alert_id}/deliveries",
+        alerts.alert_deliveries,
+        "Webhook deliveries of an alert",
+        auth="required",
+    ),
+    Endpoint(
+        "GET", "/api/alert-rules", rules.list_rules, "Rules; with a token `enabled` is your setting", auth="optional"
+    ),
+    Endpoint(
+        "POST",
+        "/api/alert-rules",
+        rules.create_rule,
+        "Add your own rule (400 names position and reason)",
+        auth="required",
+        body="{name, expression, description?, cooldown (min) | cooldown_seconds, frequency?}",
+    ),
+    Endpoint(
+        "PUT",
+        "/api/alert-rules/{rule_type}",
+        rules.toggle_rule,
+        "Switch a rule on or off for you",
+        auth="required",
+        body='{"enabled": bool}',
+    ),
+    Endpoint(
+        "DELETE", "/api/alert-rules/{rule_id}", rules.delete_rule, "Delete one of your own rules", auth="required"
+    ),
+    Endpoint(
+        "GET",
+        "/api/tickers",
+        market.get_tickers,
+        "24h tickers from our candles (an array)",
+        params=(Param("symbols", "comma-separated symbols; default all"),),
+    ),
+    Endpoint(
+        "GET",
+        "/api/klines",
+        market.get_klines,
+        "Klines in Binance's array format, intervals 1m..1d",
+        params=(
+            Param("symbol", "symbol", required=True),
+            Param("interval", "1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d", required=True),
+            Param("startTime", "ms", schema={"type": "integer"}),
+            Param("endTime", "ms", schema={"type": "integer"}),
+            Param("limit", "1..1500, default 500", schema={"type": "integer"}),
+        ),
+    ),
+    Endpoint("GET", "/api/symbols", market.get_symbols, "Tracked symbols with first/last minute and coverage"),
+    Endpoint("GET", "/api/webhooks", webhooks.list_webhooks, "Your webhooks", auth="required"),
+    Endpoint(
+        "POST",
+        "/api/webhooks",
+        webhooks.create_webhook,
+        "Add a webhook",
+        auth="required",
+        body="{kind: discord|telegram|json, url, secret?, chat_id?, enabled?, rule_types?, symbols?}",
+    ),
+    Endpoint(
+        "PUT",
+        "/api/webhooks/{webhook_id}",
+        webhooks.update_webhook,
+        "Change a webhook",
+        auth="required",
+        body="any of the fields of POST",
+    ),
+    Endpoint("DELETE", "/api/webhooks/{webhook_id}", webhooks.delete_webhook, "Delete a webhook", auth="required"),
+    Endpoint(
+        "POST", "/api/webhooks/{webhook_id}/test", webhooks.test_webhook, "Send a test alert now", auth="required"
+    ),
+    Endpoint(
+        "GET",
+        "/api/webhooks/{webhook_id}/deliveries",
+        webhooks.webhook_deliveries,
+        "Delivery log of a webhook",
+        auth="required",
+        params=(_LIMIT,),
+    ),
+    Endpoint("GET", "/settings", settings.get_settings, "Your settings", auth="required"),
+    Endpoint(
+        "POST",
+        "/settings",
+        settings.post_settings,
+        "Update your settings",
+        auth="required",
+        body="{rules?: {rule_type: bool}, enabled_rules?: [rule_type], preferences?: {}}",
+    ),
+    Endpoint("GET", "/api/settings", settings.get_settings, "Your settings", auth="required"),
+    Endpoint(
+        "POST",
+        "/api/settings",
+        settings.post_settings,
+        "Update your settings",
+        auth="required",
+        body="{rules?: {rule_type: bool}, enabled_rules?: [rule_type], preferences?: {}}",
+    ),
+    Endpoint(
+        "GET",
+        "/ws/alerts",
+        alerts_socket,
+        "WebSocket: raw alert frames; protocol v2 with ?protocol=2 (close 4401 bad token, 4008 too slow)",
+        auth="optional",
+        params=(
+            Param("token", "JWT (instead of the Authorization header)"),
+            Param("protocol", "1 (raw alerts, default) or 2"),
+            Param("last_alert_id", "v2: resume after this alert"),
+        ),
+        tag="websocket",
+    ),
+    Endpoint("GET", "/api/openapi.json", pages.openapi, "This document", tag="ops"),
+    Endpoint("GET", "/", pages.dashboard, "The dashboard page", response="HTML", tag="ui"),
+]
+
+
+def create_app(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    redis: aioredis.Redis,
+    nc: NATS,
+    *,
+    metrics_store: MetricsReader | None = None,
+) -> web.Application:
+    """Return the gateway application on the given connections (which the caller owns and closes)."""
+    if metrics_store is None:
+        from state.metrics_store import MetricsStore
+
+        metrics_store = MetricsStore(redis)
+    registry = Registry()
+    switches = RuleSwitches(pool)
+    hub = Hub(nc, switches, registry, settings.ws_send_queue)
+    gw = Gateway(
+        settings=settings,
+        pool=pool,
+        redis=redis,
+        nc=nc,
+        metrics=metrics_store,
+        switches=switches,
+        hub=hub,
+        verifier=TokenVerifier(settings.jwt_secret, settings.jwt_audience, settings.jwks_url),
+        limiter=RateLimiter(redis, settings.rate_limit_per_minute),
+        registry=registry,
+        trusted_proxies=parse_networks(settings.trusted_proxies),
+    )
+    app = web.Application(middlewares=list(MIDDLEWARES), client_max_size=settings.max_body_bytes)
+    app[GATEWAY] = gw
+    app[pages.OPENAPI] = openapi.build(ENDPOINTS, VERSION)
+    market.setup(app)
+    metrics.setup(app)
+    for ep in ENDPOINTS:
+        app.router.add_route(ep.method, ep.path, ep.handler)
+    app.router.add_static("/static/", pages.STATIC_DIR, follow_symlinks=False, append_version=False)
+
+    async def start(_: web.Application) -> None:
+        await switches.start()
+        await hub.start()
+
+    async def drain(_: web.Application) -> None:
+        await hub.drain(DRAIN_SECONDS)
+
+    async def stop(_: web.Application) -> None:
+        await switches.close()
+
+    app.on_startup.append(start)
+    app.on_shutdown.append(drain)
+    app.on_cleanup.append(stop)
+    return app
+
+
+async def _rollback_only(conn: asyncpg.Connection) -> None:
+    # asyncpg's default reset runs "RESET ALL; UNLISTEN *; CLOSE ALL ..." on every release: a round
+    # trip per request. The gateway changes no session state, so only an open transaction needs undoing.
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
+async def create_pool(settings: Settings) -> asyncpg.Pool:
+    """Return the gateway's PostgreSQL pool (like ``screener.connections.create_pg_pool``, cheaper releases)."""
+    if not settings.postgres_dsn:
+        raise RuntimeError("SCREENER_POSTGRES_DSN is not set (run `screener up` to start embedded servers)")
+    pool = await asyncpg.create_pool(settings.postgres_dsn, min_size=2, max_size=10, reset=_rollback_only)
+    assert pool is not None
+    return pool
+
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Connect, serve until ``stop`` is set (or SIGINT/SIGTERM), then drain and close everything."""
+    from screener.connections import connect_nats, connect_redis
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    pool = await create_pool(settings)
+    redis = connect_redis(settings)
+    nc = await connect_nats(settings, name="screener-gateway")
+    runner = web.AppRunner(create_app(settings, pool, redis, nc), access_log=None, shutdown_timeout=DRAIN_SECONDS)
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port, backlog=4096)
+        await site.start()
+        log.info("gateway listening on http://%s:%s/", settings.gateway_host, settings.gateway_port)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await nc.drain()
+        await redis.aclose()
+        await pool.close()

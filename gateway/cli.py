@@ -1,0 +1,33 @@
+"""``screener gateway``: serve the REST/WebSocket API and the dashboard."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from screener.config import Settings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the gateway's options (they override SCREENER_GATEWAY_HOST/PORT)."""
+    parser.add_argument("--host", help="address to listen on (default: SCREENER_GATEWAY_HOST)")
+    parser.add_argument("--port", type=int, help="port to listen on (default: SCREENER_GATEWAY_PORT)")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve until SIGINT/SIGTERM; return the exit status."""
+    from gateway.app import serve
+
+    changes: dict[str, object] = {}
+    if args.host:
+        changes["gateway_host"] = args.host
+    if args.port is not None:
+        changes["gateway_port"] = args.port
+    chosen = settings.model_copy(update=changes) if changes else settings
+    try:
+        import uvloop
+    except ImportError:  # not on this platform: the standard loop works, just slower at fan-out
+        asyncio.run(serve(chosen))
+    else:
+        uvloop.run(serve(chosen))
+    return 0

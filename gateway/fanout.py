@@ -1,0 +1,361 @@
+"""One NATS subscription per gateway process, fanned out to every WebSocket client.
+
+The older Go backend opened a NATS subscription per client; here one core subscription on the alert
+subjects and one on the computed-metrics subjects feed every connection. Each event is serialized and
+framed once (server frames are unmasked, so the same bytes suit every client) and written to each
+client's transport without a task switch. A client whose socket does not keep up collects frames in its
+own bounded send queue (``ws_send_queue`` frames beyond a 64 KiB socket buffer); when that is full the
+client is closed with 4008 and a reason. The broadcast never waits for any client, so nobody else
+notices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import struct
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSubscription
+
+from gateway.prom import Registry
+from gateway.switches import RuleSwitches
+from gateway.views import metrics_view
+from screener.events.envelope import InvalidEvent, parse_data
+from screener.events.models import Alert, MetricsSnapshot
+from screener.events.nats_binding import from_message
+from screener.names import SUBJECT_PREFIX_BY_TYPE, TYPE_ALERT_TRIGGERED, TYPE_METRICS_COMPUTED
+
+log = logging.getLogger(__name__)
+
+ALERT_SUBJECTS = f"{SUBJECT_PREFIX_BY_TYPE[TYPE_ALERT_TRIGGERED]}.>"
+METRICS_SUBJECTS = f"{SUBJECT_PREFIX_BY_TYPE[TYPE_METRICS_COMPUTED]}.>"
+CLOSE_SLOW = 4008
+CLOSE_GOING_AWAY = 1001
+WRITE_BUFFER_LIMIT = 64 * 1024
+BACKLOG_POLL_SECONDS = 0.005
+MAX_BATCH = 64  # events coalesced into one write per client at most
+
+
+def text_frame(text: str) -> bytes:
+    """Return ``text`` as one unmasked WebSocket text frame (RFC 6455, section 5.2)."""
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x81, size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + payload
+
+
+@dataclass
+class Filters:
+    """A protocol-v2 client's subscription: which alerts and metrics it wants (None = all)."""
+
+    alerts: bool = True
+    symbols: set[str] | None = None
+    excluded_symbols: set[str] = field(default_factory=set)
+    rule_types: set[str] | None = None
+    excluded_rule_types: set[str] = field(default_factory=set)
+    metrics: bool = False
+    metric_symbols: set[str] | None = None
+
+    def wants_alert(self, alert: Alert) -> bool:
+        """Return whether this subscription covers ``alert``."""
+        if not self.alerts or alert.symbol in self.excluded_symbols or alert.rule_type in self.excluded_rule_types:
+            return False
+        if self.symbols is not None and alert.symbol not in self.symbols:
+            return False
+        return self.rule_types is None or alert.rule_type in self.rule_types
+
+    def wants_metrics(self, symbol: str) -> bool:
+        """Return whether this subscription covers metrics of ``symbol``."""
+        return self.metrics and (self.metric_symbols is None or symbol in self.metric_symbols)
+
+    def describe(self) -> dict[str, Any]:
+        """Return the subscription as JSON for the client."""
+        return {
+            "alerts": self.alerts,
+            "symbols": sorted(self.symbols) if self.symbols is not None else None,
+            "excluded_symbols": sorted(self.excluded_symbols),
+            "rule_types": sorted(self.rule_types) if self.rule_types is not None else None,
+            "excluded_rule_types": sorted(self.excluded_rule_types),
+            "metrics": self.metrics,
+            "metric_symbols": sorted(self.metric_symbols) if self.metric_symbols is not None else None,
+        }
+
+
+class Client:
+    """One WebSocket connection: its identity, protocol, filters and bounded send queue."""
+
+    def __init__(
+        self, ws: web.WebSocketResponse, transport: asyncio.Transport | None, user_id: str | None, protocol: int
+    ) -> None:
+        self.ws = ws
+        self.transport = transport
+        self.user_id = user_id
+        self.protocol = protocol
+        self.filters = Filters()
+        self.backlog: deque[bytes] = deque()
+        self.flusher: asyncio.Task[None] | None = None
+        self.closing = False
+        # While a resume replays history, live alerts wait here so they follow the replay in order.
+        self.replaying = False
+        self.held: list[tuple[Alert, bytes]] = []
+
+
+class Hub:
+    """Own the process's NATS subscriptions and every connected client."""
+
+    def __init__(self, nc: NATS, switches: RuleSwitches, registry: Registry, queue_size: int) -> None:
+        self._nc = nc
+        self._switches = switches
+        self._registry = registry
+        self._queue_size = queue_size
+        self.clients: set[Client] = set()
+        # Clients grouped by user: audience and switches are decided once per user, not per socket.
+        self._by_user: dict[str | None, set[Client]] = {}
+        self._subscriptions: list[NatsSubscription] = []
+        self._closers: set[asyncio.Task[bool]] = set()
+        self._pending_alerts: list[Alert] = []
+        self._pending_metrics: list[MetricsSnapshot] = []
+        self._flush_scheduled = False
+        self.draining = False
+        self.last_alert_at: float | None = None
+        registry.add_gauge("screener_gateway_ws_connections", "Open WebSocket connections by protocol.", self._gauge)
+
+    def _gauge(self) -> dict[tuple[tuple[str, str], ...], float]:
+        counts: dict[tuple[tuple[str, str], ...], float] = {(("protocol", "1"),): 0.0, (("protocol", "2"),): 0.0}
+        for client in self.clients:
+            counts[(("protocol", str(client.protocol)),)] += 1
+        return counts
+
+    async def start(self) -> None:
+        """Subscribe once to the alert and metrics subjects."""
+        self._subscriptions.append(await self._nc.subscribe(ALERT_SUBJECTS, cb=self._on_alert))
+        self._subscriptions.append(await self._nc.subscribe(METRICS_SUBJECTS, cb=self._on_metrics))
+
+    # --- clients --------------------------------------------------------------------------------
+    def register(
+        self, ws: web.WebSocketResponse, transport: asyncio.Transport | None, user_id: str | None, protocol: int
+    ) -> Client:
+        """Add a prepared connection."""
+        client = Client(ws, transport, user_id, protocol)
+        self.clients.add(client)
+        self._by_user.setdefault(user_id, set()).add(client)
+        return client
+
+    async def unregister(self, client: Client) -> None:
+        """Remove a connection whose reader has ended."""
+        self.clients.discard(client)
+        group = self._by_user.get(client.user_id)
+        if group is not None:
+            group.discard(client)
+            if not group:
+                del self._by_user[client.user_id]
+        client.closing = True
+        if client.flusher is not None and not client.flusher.done():
+            client.flusher.cancel()
+            await asyncio.gather(client.flusher, return_exceptions=True)
+
+    def send(self, client: Client, frame: bytes) -> None:
+        """Write a framed message to ``client`` now, or queue it; close the client with 4008 when full."""
+        transport = client.transport
+        if client.closing or transport is None or transport.is_closing():
+            return
+        if not client.backlog and transport.get_write_buffer_size() <= WRITE_BUFFER_LIMIT:
+            transport.write(frame)
+            return
+        if len(client.backlog) >= self._queue_size:
+            self._registry.slow_closes.inc()
+            self.close(client, CLOSE_SLOW, f"send queue full ({self._queue_size} frames): client too slow")
+            return
+        client.backlog.append(frame)
+        if client.flusher is None or client.flusher.done():
+            client.flusher = asyncio.create_task(self._feed_backlog(client), name="gateway-ws-flush")
+
+    def send_json(self, client: Client, message: dict[str, Any]) -> None:
+        """Send a JSON message to ``client``."""
+        self._registry.frames_sent.inc(type=str(message.get("type", "?")))
+        self.send(client, text_frame(json.dumps(message, separators=(",", ":"))))
+
+    def close(self, client: Client, code: int, reason: str) -> None:
+        """Close ``client`` in the background (never blocks the caller)."""
+        if client.closing:
+            return
+        client.closing = True
+        client.backlog.clear()
+        if client.flusher is not None:
+            client.flusher.cancel()
+        task = asyncio.create_task(client.ws.close(code=code, message=reason.encode()[:120]))
+        self._closers.add(task)
+        task.add_done_callback(self._closers.discard)
+
+    async def _feed_backlog(self, client: Client) -> None:
+        """Feed a lagging client's queue to its socket as the socket drains."""
+        while client.backlog:
+            transport = client.transport
+            if client.closing or transport is None or transport.is_closing():
+                return
+            if transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
+                # Only lagging clients get here; a short poll keeps aiohttp's protocol internals untouched.
+                await asyncio.sleep(BACKLOG_POLL_SECONDS)
+                continue
+            transport.write(client.backlog.popleft())
+
+    # --- events ---------------------------------------------------------------------------------
+    async def _on_alert(self, msg: Msg) -> None:
+        try:
+            alert = parse_data(from_message(msg.headers, msg.data), Alert)
+        except InvalidEvent as exc:
+            self._registry.invalid_events.inc(subject="alerts")
+            log.warning("ignoring an undecodable alert on %s: %s", msg.subject, exc)
+            return
+        self._registry.alerts_received.inc()
+        if self.broadcast_alert(alert):
+            await asyncio.sleep(0)  # a long burst still lets HTTP requests and flushers run
+
+    async def _on_metrics(self, msg: Msg) -> None:
+        try:
+            snapshot = parse_data(from_message(msg.headers, msg.data), MetricsSnapshot)
+        except InvalidEvent as exc:
+            self._registry.invalid_events.inc(subject="metrics")
+            log.warning("ignoring undecodable metrics on %s: %s", msg.subject, exc)
+            return
+        self._registry.metrics_received.inc()
+        if self.broadcast_metrics(snapshot):
+            await asyncio.sleep(0)
+
+    def alert_frames(self, alert: Alert) -> tuple[bytes, bytes]:
+        """Return the raw frame (api.md's alert object) and the protocol-v2 envelope frame of ``alert``."""
+        view = alert.public_view()
+        raw = json.dumps(view, separators=(",", ":"))
+        envelope = {"type": "alert", "rule_name": self._switches.name_of(alert.rule_type), "data": view}
+        return text_frame(raw), text_frame(json.dumps(envelope, separators=(",", ":")))
+
+    # Events arriving in one burst (NATS hands a backlog over without suspending) are coalesced: each
+    # client gets one write per loop iteration instead of one per event, since the send system call,
+    # not Python, is the fan-out's cost (about 10 us per socket on loopback).
+    def broadcast_alert(self, alert: Alert) -> bool:
+        """Queue ``alert`` for every client its audience, switches and filters include; True if flushed."""
+        self.last_alert_at = time.time()
+        self._pending_alerts.append(alert)
+        return self._schedule_flush()
+
+    def broadcast_metrics(self, snapshot: MetricsSnapshot) -> bool:
+        """Queue a metrics snapshot for every protocol-v2 client subscribed to it; True if flushed."""
+        self._pending_metrics.append(snapshot)
+        return self._schedule_flush()
+
+    def _schedule_flush(self) -> bool:
+        if len(self._pending_alerts) + len(self._pending_metrics) >= MAX_BATCH:
+            self.flush()
+            return True
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+        return False
+
+    def flush(self) -> None:
+        """Hand every pending event to the clients that want it."""
+        self._flush_scheduled = False
+        alerts, self._pending_alerts = self._pending_alerts, []
+        snapshots, self._pending_metrics = self._pending_metrics, []
+        if alerts:
+            started = time.perf_counter()
+            self._flush_alerts(alerts)
+            self._registry.fanout.observe(time.perf_counter() - started)
+        if snapshots:
+            self._flush_metrics(snapshots)
+
+    def _flush_alerts(self, alerts: list[Alert]) -> None:
+        framed = [(alert, *self.alert_frames(alert)) for alert in alerts]
+        sent = 0
+        for user_id, group in list(self._by_user.items()):
+            wanted = [f for f in framed if self._switches.delivers(user_id, f[0])]
+            if not wanted:
+                continue
+            raw_all = b"".join(f[1] for f in wanted)
+            for client in list(group):
+                if client.protocol == 2:
+                    parts = []
+                    for alert, _, envelope in wanted:
+                        if not client.filters.wants_alert(alert):
+                            continue
+                        if client.replaying:
+                            client.held.append((alert, envelope))
+                            continue
+                        parts.append(envelope)
+                    if not parts:
+                        continue
+                    data = b"".join(parts)
+                    sent += len(parts)
+                else:
+                    data = raw_all
+                    sent += len(wanted)
+                self._write(client, data)
+        self._registry.frames_sent.inc(sent, type="alert")
+
+    def _flush_metrics(self, snapshots: list[MetricsSnapshot]) -> None:
+        frames: dict[str, bytes] = {}
+        sent = 0
+        for client in list(self.clients):
+            if client.protocol != 2 or not client.filters.metrics:
+                continue
+            parts = []
+            for snapshot in snapshots:
+                if not client.filters.wants_metrics(snapshot.symbol):
+                    continue
+                frame = frames.get(snapshot.symbol)
+                if frame is None:
+                    message = {"type": "metrics", "data": metrics_view(snapshot)}
+                    frame = frames[snapshot.symbol] = text_frame(json.dumps(message, separators=(",", ":")))
+                parts.append(frame)
+            if parts:
+                self._write(client, b"".join(parts))
+                sent += len(parts)
+        self._registry.frames_sent.inc(sent, type="metrics")
+
+    def _write(self, client: Client, data: bytes) -> None:
+        transport = client.transport
+        # The common case inline: an idle, healthy socket takes the bytes at once.
+        if (
+            not client.backlog
+            and not client.closing
+            and transport is not None
+            and not transport.is_closing()
+            and transport.get_write_buffer_size() <= WRITE_BUFFER_LIMIT
+        ):
+            transport.write(data)
+        else:
+            self.send(client, data)
+
+    # --- shutdown -------------------------------------------------------------------------------
+    async def drain(self, grace_seconds: float = 5.0) -> None:
+        """Stop reading NATS, flush each client's queue, then close every connection with 1001."""
+        if self.draining:
+            return
+        self.draining = True
+        for subscription in self._subscriptions:
+            try:
+                await subscription.unsubscribe()
+            except Exception as exc:  # the connection may already be closed at shutdown
+                log.debug("unsubscribe at shutdown: %s", exc)
+        self._subscriptions.clear()
+        self.flush()
+        flushers = [c.flusher for c in self.clients if c.flusher is not None and not c.flusher.done()]
+        if flushers:
+            await asyncio.wait(flushers, timeout=grace_seconds)
+        for client in list(self.clients):
+            self.close(client, CLOSE_GOING_AWAY, "server shutting down")
+        if self._closers:
+            await asyncio.wait(list(self._closers), timeout=grace_seconds)

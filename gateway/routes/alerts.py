@@ -1,0 +1,69 @@
+"""Alert history: ``GET /api/alerts`` and the delivery log of one alert."""
+
+from __future__ import annotations
+
+import uuid
+
+from aiohttp import web
+
+from gateway import validation
+from gateway.context import GATEWAY, identity, require_user
+from gateway.errors import BadParameter, json_ok
+from gateway.history import recent_alerts
+from gateway.views import alert_row_view, iso
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+
+async def list_alerts(request: web.Request) -> web.Response:
+    """Return a JSON array of alerts, newest first (api.md, "alert history")."""
+    query = request.query
+    validation.only_params(request, {"symbol", "rule_type", "since", "limit"})
+    limit = validation.integer("limit", query.get("limit"), default=DEFAULT_LIMIT, low=1, high=MAX_LIMIT)
+    assert limit is not None
+    rows = await recent_alerts(
+        request.app[GATEWAY].pool,
+        user_id=identity(request).user_id,
+        symbol=validation.symbol("symbol", query.get("symbol"), required=False),
+        rule_type=validation.rule_type("rule_type", query.get("rule_type"), required=False),
+        since=validation.instant("since", query.get("since")),
+        limit=limit,
+    )
+    return json_ok([alert_row_view(r) for r in rows])
+
+
+async def alert_deliveries(request: web.Request) -> web.Response:
+    """Return the delivery log of one alert to the caller's webhooks."""
+    user_id = require_user(request)
+    try:
+        alert_id = uuid.UUID(request.match_info["alert_id"])
+    except ValueError:
+        raise BadParameter("alert_id", "must be a UUID") from None
+    async with request.app[GATEWAY].pool.acquire() as conn:
+        rows = await conn.fetch(
+            """SELECT d.webhook_id, w.kind, d.status, d.attempts, d.last_error, d.http_status, d.sent_at,
+                      d.updated_at
+               FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
+               WHERE d.alert_id = $1 AND w.user_id = $2 ORDER BY d.updated_at DESC""",
+            alert_id,
+            user_id,
+        )
+    return json_ok(
+        {
+            "alert_id": str(alert_id),
+            "deliveries": [
+                {
+                    "webhook_id": str(r["webhook_id"]),
+                    "kind": r["kind"],
+                    "status": r["status"],
+                    "attempts": r["attempts"],
+                    "last_error": r["last_error"],
+                    "http_status": r["http_status"],
+                    "sent_at": iso(r["sent_at"]) if r["sent_at"] else None,
+                    "updated_at": iso(r["updated_at"]),
+                }
+                for r in rows
+            ],
+        }
+    )

@@ -1,0 +1,120 @@
+"""Which alerts each user's stream delivers: rule defaults plus personal switches, cached in memory.
+
+The cache reloads when PostgreSQL notifies ``screener_rules_changed`` (the triggers of 001_core.sql fire
+on every write to alert_rules and user_settings), so a switch flipped through another gateway replica
+takes effect here within moments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from screener.events.models import Alert
+
+log = logging.getLogger(__name__)
+CHANNEL = "screener_rules_changed"
+
+
+@dataclass(frozen=True)
+class RuleInfo:
+    """What the stream needs to know about a rule."""
+
+    rule_type: str
+    name: str
+    default_on: bool
+    owner: str | None
+
+
+class RuleSwitches:
+    """An in-memory view of alert_rules and user_settings.rules."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self.rules: dict[str, RuleInfo] = {}
+        self._overrides: dict[str, dict[str, bool]] = {}
+        self._listener: asyncpg.pool.PoolConnectionProxy | None = None
+        self._reload_task: asyncio.Task[None] | None = None
+        self._dirty = asyncio.Event()
+        self.version = 0
+
+    async def start(self) -> None:
+        """Load the tables and listen for changes."""
+        await self.reload()
+        self._listener = await self._pool.acquire()
+        await self._listener.add_listener(CHANNEL, self._on_notify)
+        self._reload_task = asyncio.create_task(self._reload_loop(), name="gateway-switches-reload")
+
+    async def close(self) -> None:
+        """Stop listening."""
+        if self._reload_task:
+            self._reload_task.cancel()
+            await asyncio.gather(self._reload_task, return_exceptions=True)
+        if self._listener is not None:
+            try:
+                await self._listener.remove_listener(CHANNEL, self._on_notify)
+            finally:
+                await self._pool.release(self._listener)
+            self._listener = None
+
+    async def reload(self) -> None:
+        """Read every rule and every user's overrides."""
+        async with self._pool.acquire() as conn:
+            rules = await conn.fetch("SELECT rule_type, name, default_on, owner FROM alert_rules")
+            settings = await conn.fetch("SELECT user_id, rules FROM user_settings")
+        self.rules = {r["rule_type"]: RuleInfo(r["rule_type"], r["name"], r["default_on"], r["owner"]) for r in rules}
+        self._overrides = {s["user_id"]: _bool_map(s["rules"]) for s in settings}
+        self.version += 1
+
+    def _on_notify(self, *_: Any) -> None:
+        self._dirty.set()
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            await asyncio.sleep(0.05)  # coalesce a burst of statement triggers into one reload
+            self._dirty.clear()
+            try:
+                await self.reload()
+            except (OSError, asyncpg.PostgresError) as exc:  # the loop boundary: keep the old view
+                log.warning("reloading rule switches failed: %s", exc)
+                self._dirty.set()
+                await asyncio.sleep(1.0)
+
+    def set_user_rule(self, user_id: str, rule_type: str, enabled: bool) -> None:
+        """Apply a switch this process just wrote (the NOTIFY round trip will confirm it)."""
+        self._overrides.setdefault(user_id, {})[rule_type] = enabled
+
+    def enabled_for(self, user_id: str | None, rule_type: str) -> bool:
+        """Return whether ``rule_type`` is on for ``user_id`` (anonymous: the rule's default)."""
+        info = self.rules.get(rule_type)
+        default = info.default_on if info else True
+        if user_id is None:
+            return default
+        return self._overrides.get(user_id, {}).get(rule_type, default)
+
+    def delivers(self, user_id: str | None, alert: Alert) -> bool:
+        """Return whether ``alert`` belongs on ``user_id``'s stream now."""
+        audience = alert.audience
+        if audience.owner is not None:
+            return user_id == audience.owner and self.enabled_for(user_id, alert.rule_type)
+        if not audience.public and (user_id is None or user_id not in audience.users):
+            return False
+        return self.enabled_for(user_id, alert.rule_type)
+
+    def name_of(self, rule_type: str) -> str:
+        """Return the rule's product name (alert_rules.name), or the id when unknown."""
+        info = self.rules.get(rule_type)
+        return info.name if info else rule_type
+
+
+def _bool_map(value: Any) -> dict[str, bool]:
+    data = json.loads(value) if isinstance(value, str | bytes) else value
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): v for k, v in data.items() if isinstance(v, bool)}

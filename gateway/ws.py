@@ -1,0 +1,250 @@
+"""The WebSocket endpoint ``/ws/alerts``: the raw-alert mode of the web client and protocol v2.
+
+Raw mode (the web client's contract, api.md): every text frame the server sends is one alert object;
+whatever the client sends (its ``{"type":"ping"}`` every 10 s, garbage, binary) is never answered.
+Liveness is checked with protocol-level pings (aiohttp's heartbeat).
+
+Protocol v2 (``?protocol=2`` or a first message ``{"type":"hello","protocol":2}``): every frame is an
+envelope ``{"type": ...}``. The client sends ``hello``, ``ping`` (answered by ``pong``), ``subscribe`` /
+``unsubscribe`` (``symbols``, ``rule_types``, ``alerts``, ``metrics``; answered by ``subscribed`` with
+the resulting filters) and ``resume`` (``last_alert_id``; missed alerts are replayed from history,
+then ``resumed`` says whether nothing was lost, then live alerts follow). The server sends ``alert``
+(``data`` is the alert object, ``rule_name`` the product's label), ``metrics`` (``data`` is the metrics
+object of api.md), ``pong``, ``hello``, ``subscribed``, ``resumed`` and ``error``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from gateway.auth import InvalidToken, bearer_token
+from gateway.context import GATEWAY, Gateway
+from gateway.errors import ApiError
+from gateway.fanout import Client
+from gateway.history import alerts_after
+from gateway.validation import RULE_TYPE_RE, SYMBOL_RE
+
+log = logging.getLogger(__name__)
+
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_POLICY = 1008
+MAX_FRAME_BYTES = 16 * 1024
+MAX_BAD_FRAMES = 20
+MAX_FILTER_ITEMS = 1000
+REPLAY_LIMIT = 1000
+UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+class FrameError(Exception):
+    """A client message is malformed; the message says how (sent back as an ``error`` envelope)."""
+
+
+async def alerts_socket(request: web.Request) -> web.WebSocketResponse:
+    """Serve ``/ws/alerts``."""
+    gw = request.app[GATEWAY]
+    # No permessage-deflate: compressing the same small frame once per client would multiply the
+    # fan-out's CPU by the number of clients.
+    ws = web.WebSocketResponse(
+        heartbeat=gw.settings.ws_heartbeat_seconds, max_msg_size=MAX_FRAME_BYTES, autoping=True, compress=False
+    )
+    await ws.prepare(request)
+    if gw.hub.draining:
+        await ws.close(code=1001, message=b"server shutting down")
+        return ws
+    # Authenticate after the upgrade: a browser cannot read an HTTP status of a failed upgrade, so the
+    # close code 4401 is how it learns that its token was refused.
+    try:
+        token = bearer_token(request, allow_query=True)
+        user_id = (await gw.verifier.verify(token)).user_id if token else None
+    except (InvalidToken, ApiError) as exc:
+        await ws.close(code=CLOSE_UNAUTHORIZED, message=str(exc).encode()[:120])
+        return ws
+    protocol = request.query.get("protocol", "1")
+    if protocol not in ("1", "2"):
+        await ws.close(code=CLOSE_POLICY, message=b"parameter 'protocol' must be 1 or 2")
+        return ws
+    client = gw.hub.register(ws, request.transport, user_id, int(protocol))
+    try:
+        if client.protocol == 2:
+            _hello(gw, client)
+            last_id = request.query.get("last_alert_id")
+            if last_id:
+                await _resume(gw, client, {"type": "resume", "last_alert_id": last_id})
+        await _read(gw, client)
+    finally:
+        await gw.hub.unregister(client)
+    return ws
+
+
+async def _read(gw: Gateway, client: Client) -> None:
+    first = True
+    bad_frames = 0
+    async for msg in client.ws:
+        if msg.type == WSMsgType.TEXT:
+            text = msg.data
+        elif msg.type == WSMsgType.BINARY:
+            text = None
+        else:  # ERROR (e.g. a frame over the size cap): aiohttp has closed the connection already
+            break
+        try:
+            message = _decode(text)
+            if client.protocol == 1:
+                # The web client's mode: read and ignore; only a first hello may switch to v2.
+                if first and message.get("type") == "hello" and message.get("protocol") == 2:
+                    client.protocol = 2
+                    _hello(gw, client)
+            else:
+                await _handle(gw, client, message)
+        except FrameError as exc:
+            bad_frames += 1
+            if client.protocol == 2:
+                gw.hub.send_json(client, {"type": "error", "error": {"code": "invalid_message", "message": str(exc)}})
+            if bad_frames >= MAX_BAD_FRAMES:
+                client.closing = True
+                await client.ws.close(code=CLOSE_POLICY, message=b"too many malformed messages")
+                break
+        first = False
+
+
+def _decode(text: str | None) -> dict[str, Any]:
+    if text is None:
+        raise FrameError("binary frames are not accepted; send JSON text")
+    try:
+        message = json.loads(text)
+    except ValueError:
+        raise FrameError("message is not valid JSON") from None
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise FrameError("message must be a JSON object with a string 'type'")
+    return message
+
+
+def _hello(gw: Gateway, client: Client) -> None:
+    gw.hub.send_json(
+        client,
+        {"type": "hello", "protocol": 2, "user_id": client.user_id, "subscription": client.filters.describe()},
+    )
+
+
+async def _handle(gw: Gateway, client: Client, message: dict[str, Any]) -> None:
+    kind = message["type"]
+    if kind == "ping":
+        pong: dict[str, Any] = {"type": "pong"}
+        if "id" in message and isinstance(message["id"], str | int):
+            pong["id"] = message["id"]
+        gw.hub.send_json(client, pong)
+    elif kind == "hello":
+        if message.get("protocol") != 2:
+            raise FrameError("'protocol' must be 2")
+        _hello(gw, client)
+    elif kind in ("subscribe", "unsubscribe"):
+        _subscribe(client, message, add=kind == "subscribe")
+        gw.hub.send_json(client, {"type": "subscribed", "subscription": client.filters.describe()})
+    elif kind == "resume":
+        await _resume(gw, client, message)
+    else:
+        raise FrameError(f"unknown message type {kind[:40]!r}")
+
+
+def _names(message: dict[str, Any], key: str, pattern: re.Pattern[str]) -> set[str] | None:
+    if key not in message or message[key] is None:
+        return None
+    value = message[key]
+    if not isinstance(value, list) or len(value) > MAX_FILTER_ITEMS or not all(isinstance(v, str) for v in value):
+        raise FrameError(f"'{key}' must be a list of at most {MAX_FILTER_ITEMS} strings")
+    cleaned = {v.upper() if key == "symbols" else v for v in value}
+    bad = sorted(v for v in cleaned if not pattern.match(v))
+    if bad:
+        raise FrameError(f"'{key}' has an invalid entry {bad[0][:40]!r}")
+    return cleaned
+
+
+def _flag(message: dict[str, Any], key: str) -> bool | None:
+    if key not in message:
+        return None
+    if not isinstance(message[key], bool):
+        raise FrameError(f"'{key}' must be true or false")
+    return bool(message[key])
+
+
+def _subscribe(client: Client, message: dict[str, Any], *, add: bool) -> None:
+    unknown = sorted(set(message) - {"type", "symbols", "rule_types", "alerts", "metrics"})
+    if unknown:
+        raise FrameError(f"unknown field {unknown[0][:40]!r}")
+    symbols = _names(message, "symbols", SYMBOL_RE)
+    rule_types = _names(message, "rule_types", RULE_TYPE_RE)
+    alerts, metrics = _flag(message, "alerts"), _flag(message, "metrics")
+    f = client.filters
+    if add:
+        if symbols is not None:
+            f.symbols = (f.symbols or set()) | symbols
+            f.excluded_symbols -= symbols
+            if f.metrics or metrics:
+                f.metric_symbols = (f.metric_symbols or set()) | symbols
+        if rule_types is not None:
+            f.rule_types = (f.rule_types or set()) | rule_types
+            f.excluded_rule_types -= rule_types
+        if alerts is not None:
+            f.alerts = alerts
+        if metrics is not None:
+            f.metrics = metrics
+            if metrics and symbols is None:
+                f.metric_symbols = None
+        return
+    if symbols is None and rule_types is None and alerts is None and metrics is None:
+        client.filters = type(f)(alerts=False)  # a bare unsubscribe stops everything
+        return
+    if symbols is not None:
+        if f.symbols is None:
+            f.excluded_symbols |= symbols
+        else:
+            f.symbols -= symbols
+        if f.metric_symbols is not None:
+            f.metric_symbols -= symbols
+    if rule_types is not None:
+        if f.rule_types is None:
+            f.excluded_rule_types |= rule_types
+        else:
+            f.rule_types -= rule_types
+    if alerts:
+        f.alerts = False
+    if metrics:
+        f.metrics = False
+
+
+async def _resume(gw: Gateway, client: Client, message: dict[str, Any]) -> None:
+    last_id = message.get("last_alert_id")
+    if not isinstance(last_id, str) or not UUID_RE.match(last_id):
+        raise FrameError("'last_alert_id' must be an alert id (a UUID)")
+    client.replaying = True
+    client.held = []
+    try:
+        replay = await alerts_after(gw.pool, last_id, user_id=client.user_id, limit=REPLAY_LIMIT)
+        sent_ids: set[str] = set()
+        for alert in replay.alerts:
+            if gw.switches.delivers(client.user_id, alert) and client.filters.wants_alert(alert):
+                gw.hub.send(client, gw.hub.alert_frames(alert)[1])
+                sent_ids.add(alert.id)
+        complete = replay.found and not replay.truncated
+        resumed: dict[str, Any] = {
+            "type": "resumed",
+            "last_alert_id": last_id,
+            "replayed": len(sent_ids),
+            "complete": complete,
+        }
+        if not replay.found:
+            resumed["reason"] = "last_alert_id is not in the alert history (unknown or past retention)"
+        elif replay.truncated:
+            resumed["reason"] = f"more than {REPLAY_LIMIT} alerts were missed; only the oldest were replayed"
+        gw.hub.send_json(client, resumed)
+        # Live alerts that arrived during the replay follow it, without duplicates.
+        for alert, frame in client.held:
+            if alert.id not in sent_ids:
+                gw.hub.send(client, frame)
+    finally:
+        client.replaying = False
+        client.held = []
