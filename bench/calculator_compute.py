@@ -1,0 +1,137 @@
+"""Compute cost of the calculator per symbol-minute, next to TA-Lib and to a per-symbol loop.
+
+Builds the rings of N symbols (copies of the 7 real 2026-02 series) in memory through the write
+script's own rules, then times, at one minute:
+- the vectorised compute of every metric (``compute_arrays``) and the payloads built from it;
+- the indicators alone (RSI, MACD, BBANDS on all 7 timeframes' bar series) with our code, and with
+  TA-Lib on the same arrays, series by series (TA-Lib is the floor for these recursions);
+- the same compute called one symbol at a time (a plain per-symbol loop).
+
+    .venv/bin/python bench/calculator_compute.py --symbols 650 --repeat 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import talib
+
+from functions.calculator import indicators
+from functions.calculator.compute import bar_series, compute_arrays, gather_minutes, left_align, to_payloads
+from functions.calculator.indicators import FloatArray, IntArray
+from state import layout
+from state.candles import SymbolState, apply_candles, pack_candles
+from tests.functions.calculator.klines import SET_2026, read_candles
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "klines" / SET_2026
+
+
+def empty_state(symbol: str) -> SymbolState:
+    """Return empty rings, as the write script creates them."""
+    bars = {r.timeframe: np.zeros((r.capacity, len(layout.BAR_FIELDS))) for r in layout.BAR_RINGS}
+    candles = np.zeros((layout.CAPACITY, len(layout.CANDLE_FIELDS)))
+    return SymbolState(symbol, candles, np.full(layout.CAPACITY, np.nan), bars)
+
+
+def build_states(count: int, minutes: int) -> tuple[int, list[SymbolState]]:
+    """Return the minute to compute at and ``count`` symbols' rings holding ``minutes`` minutes each.
+
+    The 7 real series are written once (by the write script's rules, ``apply_candles``) and copied;
+    the cost of the compute does not depend on the values.
+    """
+    files = sorted(DATA.glob("*.csv.gz"))
+    sources = []
+    for path in files:
+        rows = read_candles(path)[-minutes:]
+        state = empty_state(rows[0].symbol)
+        apply_candles(state, pack_candles(rows))
+        sources.append(state)
+    minute = int(sources[0].candles[:, layout.OPEN_TIME].max())
+    states = [
+        SymbolState(
+            f"S{i}USDT",
+            source.candles.copy(),
+            source.previous_quote_volume.copy(),
+            {tf: ring.copy() for tf, ring in source.bars.items()},
+        )
+        for i, source in ((i, sources[i % len(sources)]) for i in range(count))
+    ]
+    return minute, states
+
+
+def timed(repeat: int, call: object) -> float:
+    """Return the median wall time of ``call()`` over ``repeat`` runs."""
+    assert callable(call)
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def packed_series(minute: int, states: list[SymbolState]) -> list[tuple[FloatArray, IntArray]]:
+    """Return every timeframe's bar closes, left-aligned, as the indicators receive them."""
+    series = bar_series(gather_minutes(minute, states), states)
+    return [left_align(bars.closes, bars.present) for bars in series.values()]
+
+
+def talib_indicators(packed: list[tuple[FloatArray, IntArray]]) -> None:
+    """Compute RSI, MACD and BBANDS with TA-Lib on every bar series, one series at a time."""
+    for closes, lengths in packed:
+        for row, n in zip(closes, lengths, strict=True):
+            x = np.ascontiguousarray(row[:n])
+            talib.RSI(x, 14)
+            talib.MACD(x, 12, 26, 9)
+            talib.BBANDS(x, 20, 2.0, 2.0, 0)  # type: ignore[arg-type]  # 0 = SMA
+
+
+def our_indicators(packed: list[tuple[FloatArray, IntArray]]) -> None:
+    """Compute the same indicators with the calculator's code, all rows of all timeframes at once."""
+    closes = np.concatenate([c for c, _ in packed])
+    lengths = np.concatenate([n for _, n in packed])
+    indicators.last_values(indicators.rsi(closes), lengths)
+    for line in indicators.macd(closes):
+        indicators.last_values(line, lengths)
+    indicators.bbands_last(closes, lengths)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--symbols", type=int, default=650)
+    parser.add_argument("--minutes", type=int, default=3000, help="history per symbol (>= 2 laps of the ring)")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--loop-symbols", type=int, default=50, help="symbols timed in the per-symbol loop")
+    args = parser.parse_args()
+
+    minute, states = build_states(args.symbols, args.minutes)
+    count = len(states)
+    vectorised = timed(args.repeat, lambda: compute_arrays(minute, states))
+    arrays = compute_arrays(minute, states)
+    payloads = timed(args.repeat, lambda: to_payloads(arrays))
+    packed = packed_series(minute, states)
+    ours = timed(args.repeat, lambda: our_indicators(packed))
+    theirs = timed(max(1, args.repeat // 2), lambda: talib_indicators(packed))
+    loop_states = states[: args.loop_symbols]
+    per_symbol = timed(max(1, args.repeat // 2), lambda: [compute_arrays(minute, [s]) for s in loop_states])
+
+    us = 1e6
+    vec = vectorised / count * us
+    rows = sum(len(c) for c, _ in packed)
+    print(f"symbols: {count}, history: {args.minutes} minutes, at minute {minute}")
+    print(f"vectorised compute, all metrics:  {vectorised * 1e3:8.1f} ms = {vec:7.1f} us per symbol-minute")
+    print(f"payload dicts (JSON-ready):       {payloads * 1e3:8.1f} ms = {payloads / count * us:7.1f} us per symbol")
+    print(
+        f"indicators only, {rows} series of {layout.INDICATOR_BARS} bars: ours {ours * 1e3:.1f} ms, "
+        f"TA-Lib {theirs * 1e3:.1f} ms on the same arrays (ours/TA-Lib = {ours / theirs:.2f})"
+    )
+    loop = per_symbol / len(loop_states) * us
+    print(f"per-symbol loop (same code, 1 row): {loop:7.1f} us per symbol-minute (loop/vectorised = {loop / vec:.1f}x)")
+
+
+if __name__ == "__main__":
+    main()

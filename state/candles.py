@@ -1,0 +1,320 @@
+"""Each symbol's 1-minute candles and bars in Redis: batched writes, read back in the same round trip.
+
+The layout is in ``state.layout`` and docs/state.md. A batch of candles for many symbols is one
+pipeline of one ``EVALSHA`` per symbol: one round trip however many candles and symbols.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
+
+from screener.events.models import MINUTE_MS, Candle
+from state import layout
+
+FloatArray = npt.NDArray[np.float64]
+
+# The layout's constants are prepended, so each call passes only its candles (fewer arguments to pack).
+WRITE_SCRIPT = (
+    f"local CAPACITY = {layout.CAPACITY}\n"
+    f"local BAR_RINGS = {{{', '.join(f'{{{r.minutes}, {r.capacity}}}' for r in layout.BAR_RINGS)}}}\n"
+    + resources.files("state").joinpath("write_candles.lua").read_text()
+)
+WRITE_SCRIPT_SHA = hashlib.sha1(WRITE_SCRIPT.encode()).hexdigest()  # Redis names scripts by SHA-1
+
+_BAR_INDEX: dict[str, int] = {ring.timeframe: i for i, ring in enumerate(layout.BAR_RINGS, start=1)}
+
+
+class StateError(RuntimeError):
+    """A symbol's state in Redis is missing or malformed; the message names the key."""
+
+
+@dataclass(frozen=True)
+class SymbolState:
+    """One symbol's rings, decoded (views on the bytes Redis returned; read-only).
+
+    ``candles`` is (CAPACITY, 8) in slot order, columns ``layout.CANDLE_FIELDS``; a slot whose
+    ``open_time`` is not the minute asked for is a gap. ``previous_quote_volume`` is (CAPACITY,):
+    slot i is the quote volume of minute ``candles[i, OPEN_TIME] - CAPACITY`` minutes, NaN if unknown.
+    ``bars`` maps a timeframe of ``layout.BAR_RINGS`` to its (capacity, 3) ring, columns
+    ``layout.BAR_FIELDS``.
+    """
+
+    symbol: str
+    candles: FloatArray
+    previous_quote_volume: FloatArray
+    bars: Mapping[str, FloatArray]
+    created: bool = False
+
+    def latest_minute(self) -> int | None:
+        """Return the newest minute stored, or None for an empty ring."""
+        newest = float(self.candles[:, layout.OPEN_TIME].max())
+        return int(newest) if newest > 0 else None
+
+
+@dataclass(frozen=True)
+class SeedBar:
+    """A closed bar of a native Binance interval, to seed a bar ring with."""
+
+    timeframe: str
+    open_time: int
+    open: float
+    close: float
+
+
+def pack_candles(candles: Iterable[Candle]) -> bytes:
+    """Return ``candles`` as ring slots: 8 little-endian float64 each (``layout.CANDLE_FIELDS``)."""
+    rows = [(c.open_time, c.open, c.high, c.low, c.close, c.volume, c.quote_volume, c.trades) for c in candles]
+    return np.asarray(rows, dtype="<f8").reshape(-1, len(layout.CANDLE_FIELDS)).tobytes()
+
+
+def pack_seed_bars(bars: Iterable[SeedBar]) -> bytes:
+    """Return ``bars`` as the write script's seed records (ring index, open time, open, close)."""
+    rows = []
+    for bar in bars:
+        if bar.timeframe not in _BAR_INDEX:
+            continue  # 5m bars are rebuilt from the 1-minute ring, which holds 1,250 minutes of them
+        rows.append((_BAR_INDEX[bar.timeframe], bar.open_time, bar.open, bar.close))
+    return np.asarray(rows, dtype="<f8").reshape(-1, 4).tobytes()
+
+
+def decode_state(symbol: str, rings: Sequence[bytes | None], created: bool = False) -> SymbolState:
+    """Decode ``symbol``'s rings (``layout.ring_keys`` order) as returned by Redis."""
+    if len(rings) != 2 + len(layout.BAR_RINGS):
+        raise StateError(f"state of {symbol} is incomplete in Redis (keys {layout.ring_keys(symbol)})")
+    candles = _frombuffer(rings[0], symbol, layout.CAPACITY * layout.ROW_BYTES)
+    previous = _frombuffer(rings[1], symbol, layout.CAPACITY * 8)
+    bars = {
+        ring.timeframe: _frombuffer(raw, symbol, ring.capacity * layout.BAR_BYTES).reshape(ring.capacity, 3)
+        for ring, raw in zip(layout.BAR_RINGS, rings[2:], strict=True)
+    }
+    return SymbolState(symbol, candles.reshape(layout.CAPACITY, len(layout.CANDLE_FIELDS)), previous, bars, created)
+
+
+def _frombuffer(raw: bytes | None, symbol: str, size: int) -> FloatArray:
+    if not isinstance(raw, bytes) or len(raw) != size:
+        got = f"{len(raw)} bytes" if isinstance(raw, bytes) else repr(raw)
+        raise StateError(f"a ring of {symbol} has {got}, expected {size} bytes (layout changed? see docs/state.md)")
+    return np.frombuffer(raw, dtype="<f8")
+
+
+class CandleStore:
+    """The rings of every symbol, on one Redis (or Redis Cluster) client.
+
+    With ``mirror``, the store keeps a copy of the rings it has seen, with their version. A write
+    then ships only the candles: when the symbol's version in Redis is the mirror's (no other
+    writer since), Redis replies with the new version alone and the store applies the same candles
+    to its copy (``apply_candles``, the script's rules in numpy); otherwise it replies with the rings.
+    Without it, every write reads the rings back (about 140 KB per symbol).
+    """
+
+    def __init__(self, redis: aioredis.Redis, *, mirror: bool = False) -> None:
+        self._redis = redis
+        self._mirror: dict[str, tuple[int, SymbolState]] | None = {} if mirror else None
+        self.mirror_hits = 0
+
+    async def write(
+        self,
+        candles: Sequence[Candle],
+        *,
+        read_back: bool = True,
+        seeds: Sequence[tuple[str, SeedBar]] = (),
+        also: Sequence[str] = (),
+    ) -> dict[str, SymbolState]:
+        """Store closed ``candles`` (any symbols, any order, repeats allowed); return the symbols' state.
+
+        ``seeds`` are (symbol, bar) pairs to merge into the bar rings first; ``also`` names symbols to
+        return without writing anything for them (with a mirror, only what changed is shipped). One
+        round trip. With ``read_back`` False nothing is returned (warm start).
+        """
+        by_symbol: dict[str, list[Candle]] = defaultdict(list)
+        for candle in candles:
+            by_symbol[candle.symbol].append(candle)
+        seeds_by_symbol: dict[str, list[SeedBar]] = defaultdict(list)
+        for symbol, bar in seeds:
+            seeds_by_symbol[symbol].append(bar)
+        symbols = sorted(set(by_symbol) | set(seeds_by_symbol) | set(also))
+        packed = {s: pack_candles(by_symbol.get(s, ())) for s in symbols}
+        packed_seeds = {s: pack_seed_bars(seeds_by_symbol.get(s, ())) for s in symbols}
+        # What each call is based on: its reply may say "your copy plus these candles" (see the class doc).
+        based = {sym: self._mirror.get(sym) for sym in symbols} if self._mirror is not None and read_back else {}
+        calls = [
+            (
+                layout.state_keys(sym),
+                [packed[sym], _known_version(based.get(sym)) if read_back else "no", packed_seeds[sym]],
+            )
+            for sym in symbols
+        ]
+        replies = await self._run_script(calls)
+        if not read_back:
+            if self._mirror is not None:
+                for sym in symbols:
+                    self._mirror.pop(sym, None)
+            return {}
+        states = {}
+        for sym, reply in zip(symbols, replies, strict=True):
+            version, created = int(reply[0]), reply[1] == 1
+            if len(reply) > 2:
+                state = decode_state(sym, reply[2:], created)
+                if self._mirror is not None:
+                    state = writable_copy(state)
+            else:
+                # Redis held exactly our copy's version before these candles. Apply them to that copy
+                # (which other calls may only have grown with candles Redis also holds), never to a
+                # newer or older entry another call put in the mirror meanwhile.
+                base = based[sym]
+                if base is None:
+                    raise StateError(f"{sym}: Redis replied for a mirror copy this store never sent")
+                state = base[1]
+                apply_candles(state, packed[sym], packed_seeds[sym])
+                self.mirror_hits += 1
+            if self._mirror is not None:
+                held = self._mirror.get(sym)
+                # Replies of concurrent calls may be processed out of order: only move forward.
+                if held is None or held[0] < version:
+                    self._mirror[sym] = (version, state)
+            states[sym] = state
+        return states
+
+    def forget(self) -> None:
+        """Drop the mirror (the next write of each symbol reads its rings back)."""
+        if self._mirror is not None:
+            self._mirror.clear()
+
+    async def read(self, symbols: Sequence[str]) -> dict[str, SymbolState]:
+        """Return the state of the ``symbols`` that have one (one round trip, nothing written)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for symbol in symbols:
+                for key in layout.ring_keys(symbol):
+                    pipe.get(key)
+            raw = await pipe.execute()
+        width = 2 + len(layout.BAR_RINGS)
+        states = {}
+        for i, symbol in enumerate(symbols):
+            rings = raw[i * width : (i + 1) * width]
+            if rings[0] is not None:
+                states[symbol] = decode_state(symbol, rings)
+        return states
+
+    async def window(self, symbols: Sequence[str], n_minutes: int) -> dict[str, FloatArray]:
+        """Return the last ``n_minutes`` 1-minute candles of each symbol that has any (one round trip).
+
+        Each array is (n_minutes, 8), columns ``state.layout.CANDLE_FIELDS``, row i the minute
+        ``latest - (n_minutes - 1 - i)`` (oldest first) where ``latest`` is the symbol's newest stored
+        minute. A minute that is not stored (a gap, or older than the ring) is a row of NaN, its
+        ``open_time`` included. ``n_minutes`` is at most ``layout.CAPACITY``. For the gateway's 24h
+        tickers (``window(symbols, 1440)``) and screener tables.
+        """
+        if not 1 <= n_minutes <= layout.CAPACITY:
+            raise ValueError(f"n_minutes must be in 1..{layout.CAPACITY}, got {n_minutes}")
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for symbol in symbols:
+                pipe.get(layout.candles_key(symbol))
+            raw = await pipe.execute()
+        windows = {}
+        for symbol, ring_bytes in zip(symbols, raw, strict=True):
+            if ring_bytes is None:
+                continue
+            ring = _frombuffer(ring_bytes, symbol, layout.CAPACITY * layout.ROW_BYTES).reshape(layout.CAPACITY, -1)
+            latest = float(ring[:, layout.OPEN_TIME].max())
+            if latest <= 0:
+                continue
+            minutes = latest - MINUTE_MS * np.arange(n_minutes - 1, -1, -1, dtype=np.float64)
+            rows = ring[(minutes // MINUTE_MS).astype(np.int64) % layout.CAPACITY]
+            windows[symbol] = np.where((rows[:, layout.OPEN_TIME] == minutes)[:, None], rows, np.nan)
+        return windows
+
+    async def _run_script(self, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run the write script once per call in one pipeline; load it once if Redis lost it."""
+        for attempt in range(2):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for keys, args in calls:
+                    pipe.evalsha(WRITE_SCRIPT_SHA, len(keys), *keys, *args)
+                replies: list[Any] = await pipe.execute(raise_on_error=False)
+            if attempt == 0 and any(isinstance(r, NoScriptError) for r in replies):
+                # A restarted or flushed Redis forgets scripts; the writes are idempotent, so rerun all.
+                await self._redis.script_load(WRITE_SCRIPT)
+                continue
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            return replies
+        raise AssertionError("unreachable")
+
+
+def _known_version(entry: tuple[int, SymbolState] | None) -> str:
+    return str(entry[0]) if entry is not None else "-1"
+
+
+def writable_copy(state: SymbolState) -> SymbolState:
+    """Return ``state`` with arrays of its own that ``apply_candles`` may change."""
+    return SymbolState(
+        state.symbol,
+        state.candles.copy(),
+        state.previous_quote_volume.copy(),
+        {tf: ring.copy() for tf, ring in state.bars.items()},
+        state.created,
+    )
+
+
+def apply_candles(state: SymbolState, packed: bytes, packed_seeds: bytes = b"") -> None:
+    """Apply packed candles (and seeds) to ``state`` in place, by exactly the write script's rules.
+
+    The mirror's half of write_candles.lua: the same slot, eviction and bar-merge decisions on the
+    same float64 values, so the mirror and Redis hold the same bytes (tests/state check it).
+    """
+    seeds = np.frombuffer(packed_seeds, dtype="<f8").reshape(-1, 4)
+    rings = [state.bars[ring.timeframe] for ring in layout.BAR_RINGS]
+    for index, open_time, o, c in seeds.tolist():
+        ring = layout.BAR_RINGS[int(index) - 1]
+        minute = open_time / MINUTE_MS
+        _merge_bar(rings[int(index) - 1], ring, minute, o, o)
+        _merge_bar(rings[int(index) - 1], ring, minute + ring.minutes - 1, c, c)
+    rows = np.frombuffer(packed, dtype="<f8").reshape(-1, len(layout.CANDLE_FIELDS))
+    capacity = layout.CAPACITY
+    lap = capacity * MINUTE_MS
+    candles, previous = state.candles, state.previous_quote_volume
+    for row in rows:
+        open_time = float(row[layout.OPEN_TIME])
+        minute = open_time / MINUTE_MS
+        slot = int(minute % capacity)
+        held = float(candles[slot, layout.OPEN_TIME])
+        if held == open_time:
+            candles[slot] = row
+        elif held < open_time:
+            previous[slot] = candles[slot, layout.QUOTE_VOLUME] if held == open_time - lap else np.nan
+            candles[slot] = row
+        elif held == open_time + lap:
+            previous[slot] = row[layout.QUOTE_VOLUME]
+        o, c = float(row[layout.OPEN]), float(row[layout.CLOSE])
+        for ring, bar_ring in zip(layout.BAR_RINGS, rings, strict=True):
+            _merge_bar(bar_ring, ring, minute, o, c)
+
+
+def _merge_bar(bars: FloatArray, ring: layout.BarRing, minute: float, o: float, c: float) -> None:
+    open_minute = minute - minute % ring.minutes
+    k = minute - open_minute
+    slot = int(open_minute / ring.minutes % ring.capacity)
+    tag, bar_open, bar_close = (float(v) for v in bars[slot])
+    held = float(math.floor(tag / layout.TAG_MINUTE))
+    if held == open_minute:
+        rest = tag - held * layout.TAG_MINUTE
+        first = float(math.floor(rest / layout.TAG_OFFSET))
+        last = rest - first * layout.TAG_OFFSET
+        if k <= first:
+            bar_open, first = o, k
+        if k >= last:
+            bar_close, last = c, k
+        bars[slot] = (held * layout.TAG_MINUTE + first * layout.TAG_OFFSET + last, bar_open, bar_close)
+    elif held < open_minute:
+        bars[slot] = (open_minute * layout.TAG_MINUTE + k * layout.TAG_OFFSET + k, o, c)

@@ -1,0 +1,133 @@
+"""Where each symbol's state lives in Redis and how its bytes are laid out (docs/state.md).
+
+Every key of a symbol carries the hash tag ``{SYMBOL}``, so all of them live in one Redis Cluster slot
+and one Lua script may touch them together.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from screener.events.models import MINUTE_MS
+
+# Columns of a 1-minute slot, in order; each is a little-endian float64.
+CANDLE_FIELDS: tuple[str, ...] = ("open_time", "open", "high", "low", "close", "volume", "quote_volume", "trades")
+OPEN_TIME, OPEN, HIGH, LOW, CLOSE, VOLUME, QUOTE_VOLUME, TRADES = range(len(CANDLE_FIELDS))
+ROW_BYTES = 8 * len(CANDLE_FIELDS)
+
+# The longest rolling window (1d) plus a margin: a worker computing minute t while minutes up to
+# t + MARGIN_MINUTES are already stored (a redelivery, a second worker ahead of it) still finds
+# t - 1439 intact, so its metrics do not depend on what was written after t.
+LONGEST_WINDOW_MINUTES = 1440
+MARGIN_MINUTES = 60
+CAPACITY = LONGEST_WINDOW_MINUTES + MARGIN_MINUTES
+
+# Indicators run over this many bars of each timeframe (the last one forming). metrics.md asks for
+# at least 250; more bars cost compute on every minute and change nothing at 1e-9 (the seeds of
+# Wilder's RSI and the EMAs have decayed by then).
+INDICATOR_BARS = 250
+# change_14d reads the open of the 1h bar 335 bars before the one containing t.
+CHANGE_14D_BARS_BACK = 335
+
+# Columns of a bar slot (float64): a tag, the bar's open and its close. The tag packs the bar's open
+# time in minutes with the offsets (within the bar) of the earliest and latest minute merged so far:
+# tag = open_minute * TAG_MINUTE + first * TAG_OFFSET + last, an integer below 2**53, so exact in a
+# float64 and in Lua. The offsets make a late or repeated minute update open and close idempotently;
+# packing them keeps a bar at 24 bytes (docs/state.md, "Memory").
+BAR_FIELDS: tuple[str, ...] = ("tag", "open", "close")
+BAR_TAG, BAR_OPEN, BAR_CLOSE = range(len(BAR_FIELDS))
+BAR_BYTES = 8 * len(BAR_FIELDS)
+TAG_OFFSET = 4096
+TAG_MINUTE = TAG_OFFSET * TAG_OFFSET
+
+
+@dataclass(frozen=True)
+class BarRing:
+    """A ring of clock-aligned bars of one timeframe, filled from the 1-minute candles written."""
+
+    timeframe: str
+    minutes: int
+    capacity: int
+
+    @property
+    def span_ms(self) -> int:
+        """Return the bar length in milliseconds."""
+        return self.minutes * MINUTE_MS
+
+
+def bars_needed(minutes: int, bars_back: int) -> int:
+    """Return the slots a ring needs to hold ``bars_back`` bars before the forming one.
+
+    Also the forming bar (one slot) and the bars that MARGIN_MINUTES of newer minutes may have
+    opened since it.
+    """
+    return bars_back + 1 + math.ceil(MARGIN_MINUTES / minutes)
+
+
+# 1m bars are the 1-minute ring; 5m bars fit in it too (250 x 5 = 1,250 minutes < CAPACITY).
+# Capacities are rounded up to fill jemalloc's size class with Redis' string header (255 x 24 + 6 <=
+# 6,144 bytes, 341 x 24 + 6 <= 8,192): the extra bars cost nothing.
+BAR_RINGS: tuple[BarRing, ...] = (
+    BarRing("15m", 15, 255),
+    BarRing("1h", 60, 341),
+    BarRing("4h", 240, 255),
+    BarRing("8h", 480, 255),
+    BarRing("1d", 1440, 255),
+)
+assert all(
+    r.capacity >= bars_needed(r.minutes, max(INDICATOR_BARS - 1, CHANGE_14D_BARS_BACK if r.timeframe == "1h" else 0))
+    for r in BAR_RINGS
+), "a bar ring is too small for its indicators"
+BAR_RING_BY_TIMEFRAME: dict[str, BarRing] = {ring.timeframe: ring for ring in BAR_RINGS}
+
+KEY_PREFIX = "st"
+
+
+def candles_key(symbol: str) -> str:
+    """Return the key of ``symbol``'s 1-minute ring."""
+    return f"{KEY_PREFIX}:{{{symbol}}}:1m"
+
+
+def previous_lap_key(symbol: str) -> str:
+    """Return the key of the quote volumes of the minutes one lap (CAPACITY minutes) older than the ring's.
+
+    Slot i holds the quote volume of minute ``ring[i].open_time - CAPACITY`` (NaN when unknown): the 1d
+    volume ratio needs the 1,440 minutes before the day window, which the ring no longer holds.
+    """
+    return f"{KEY_PREFIX}:{{{symbol}}}:1m:prev"
+
+
+def version_key(symbol: str) -> str:
+    """Return the key of the version of ``symbol``'s rings (bumped by every write)."""
+    return f"{KEY_PREFIX}:{{{symbol}}}:version"
+
+
+def gap_key(symbol: str) -> str:
+    """Return the key recording when each recent hole of ``symbol``'s minutes was first seen."""
+    return f"{KEY_PREFIX}:{{{symbol}}}:gaps"
+
+
+def bars_key(symbol: str, timeframe: str) -> str:
+    """Return the key of ``symbol``'s bar ring of ``timeframe``."""
+    return f"{KEY_PREFIX}:{{{symbol}}}:bars:{timeframe}"
+
+
+def state_keys(symbol: str) -> list[str]:
+    """Return every state key of ``symbol``, in the order the write script takes them."""
+    return [
+        candles_key(symbol),
+        previous_lap_key(symbol),
+        version_key(symbol),
+        *(bars_key(symbol, r.timeframe) for r in BAR_RINGS),
+    ]
+
+
+def ring_keys(symbol: str) -> list[str]:
+    """Return the keys of ``symbol``'s rings (the state keys but the version), in reply order."""
+    return [candles_key(symbol), previous_lap_key(symbol), *(bars_key(symbol, r.timeframe) for r in BAR_RINGS)]
+
+
+def state_bytes() -> int:
+    """Return the payload bytes of one symbol's rings (without Redis' own overhead)."""
+    return CAPACITY * ROW_BYTES + CAPACITY * 8 + sum(r.capacity * BAR_BYTES for r in BAR_RINGS)

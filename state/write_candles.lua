@@ -1,0 +1,124 @@
+-- Write the 1-minute candles of ONE symbol into its rings; optionally return the rings.
+--
+-- Touches only the keys it is given, all hash-tagged by the symbol, so it runs on Redis Cluster.
+-- Every write is a fixed-size SETRANGE into the slot of the candle's minute (O(1) per candle), and
+-- writing the same candles again leaves the same bytes (idempotent, in any order).
+--
+-- KEYS[1]  the 1-minute ring: CAPACITY slots of 8 little-endian float64 (layout.CANDLE_FIELDS)
+-- KEYS[2]  the previous lap: slot i holds the quote volume of minute ring[i].open_time - CAPACITY
+-- KEYS[3]  the rings' version: a counter bumped by every write, started from the server clock when
+--          the rings are created (so a flushed and rebuilt symbol never repeats a version)
+-- KEYS[4..] the bar rings (layout.BAR_RINGS order): slots of (tag, open, close) float64
+-- CAPACITY and BAR_RINGS ({minutes, capacity} per bar ring) are prepended from state/layout.py.
+-- ARGV[1]  the candles, packed like ring slots (64 bytes each); may be empty (a pure read)
+-- ARGV[2]  the version of the rings the caller holds in memory ("-1": none); the reply is
+--          {version after, created (1/0), rings...}, the rings left out when the caller's copy was
+--          current before this call (it applies the same candles itself); "no" for no reply
+-- ARGV[3]  closed bars to seed (Binance's native klines), 32 bytes each: 4 float64 (bar ring index
+--          from 1, open time, open, close); merged as the bar's first and last minute, so a bar
+--          built from stored minutes and its seed agree
+
+local MINUTE = 60000
+local ROW = 64
+local BAR = 24
+local TAG_OFFSET = 4096
+local TAG_MINUTE = 4096 * 4096
+local cap = CAPACITY
+local blob = ARGV[1]
+local nan = 0 / 0
+
+-- A ring is allocated once at its full size: SETRANGE never grows it (no realloc slack).
+local function ensure(key, bytes, fill)
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('SET', key, string.rep(fill, bytes / #fill))
+    return 1
+  end
+  return 0
+end
+
+local created = ensure(KEYS[1], cap * ROW, string.rep('\0', 8))
+ensure(KEYS[2], cap * 8, struct.pack('<d', nan))
+if created == 1 or redis.call('EXISTS', KEYS[3]) == 0 then
+  local now = redis.call('TIME')
+  redis.call('SET', KEYS[3], now[1] * 1000000 + now[2])
+end
+local version = tonumber(redis.call('GET', KEYS[3]))
+local FIRST_BAR = 3
+local nbars = #KEYS - FIRST_BAR
+local bar_minutes, bar_cap = {}, {}
+for b = 1, nbars do
+  bar_minutes[b] = BAR_RINGS[b][1]
+  bar_cap[b] = BAR_RINGS[b][2]
+  ensure(KEYS[FIRST_BAR + b], bar_cap[b] * BAR, string.rep('\0', 8))
+end
+
+local function merge_bar(key, span, capacity, minute, o, c)
+  local open_minute = minute - minute % span
+  local k = minute - open_minute
+  local at = (open_minute / span % capacity) * BAR
+  local tag, bar_open, bar_close = struct.unpack('<ddd', redis.call('GETRANGE', key, at, at + BAR - 1))
+  local held = math.floor(tag / TAG_MINUTE)
+  if held == open_minute then
+    local rest = tag - held * TAG_MINUTE
+    local first = math.floor(rest / TAG_OFFSET)
+    local last = rest - first * TAG_OFFSET
+    -- The earliest minute seen gives the open, the latest the close; a repeat rewrites the same.
+    if k <= first then bar_open = o; first = k end
+    if k >= last then bar_close = c; last = k end
+    redis.call('SETRANGE', key, at, struct.pack('<ddd', held * TAG_MINUTE + first * TAG_OFFSET + last, bar_open, bar_close))
+  elseif held < open_minute then
+    -- A newer bar takes over the slot; an older one (held > open_minute) keeps it.
+    redis.call('SETRANGE', key, at, struct.pack('<ddd', open_minute * TAG_MINUTE + k * TAG_OFFSET + k, o, c))
+  end
+end
+
+local seeds = ARGV[3]
+for i = 0, #seeds / 32 - 1 do
+  local b, open_time, o, c = struct.unpack('<dddd', string.sub(seeds, i * 32 + 1, (i + 1) * 32))
+  local minute = open_time / MINUTE
+  merge_bar(KEYS[FIRST_BAR + b], bar_minutes[b], bar_cap[b], minute, o, o)
+  merge_bar(KEYS[FIRST_BAR + b], bar_minutes[b], bar_cap[b], minute + bar_minutes[b] - 1, c, c)
+end
+
+for i = 0, #blob / ROW - 1 do
+  local row = string.sub(blob, i * ROW + 1, (i + 1) * ROW)
+  local open_time, o, h, l, c, v, q = struct.unpack('<ddddddd', row)
+  local minute = open_time / MINUTE
+  local slot = minute % cap
+  local at = slot * ROW
+  local held = struct.unpack('<d', redis.call('GETRANGE', KEYS[1], at, at + 7))
+  if held == open_time then
+    redis.call('SETRANGE', KEYS[1], at, row)
+  elseif held < open_time then
+    -- Evict the slot's minute; keep its quote volume only if it is exactly one lap older.
+    local previous = nan
+    if held == open_time - cap * MINUTE then
+      previous = struct.unpack('<d', redis.call('GETRANGE', KEYS[1], at + 48, at + 55))
+    end
+    redis.call('SETRANGE', KEYS[2], slot * 8, struct.pack('<d', previous))
+    redis.call('SETRANGE', KEYS[1], at, row)
+  elseif held == open_time + cap * MINUTE then
+    -- A late minute one lap old: the ring has moved on, but the previous lap still wants it.
+    redis.call('SETRANGE', KEYS[2], slot * 8, struct.pack('<d', q))
+  end
+  for b = 1, nbars do
+    merge_bar(KEYS[FIRST_BAR + b], bar_minutes[b], bar_cap[b], minute, o, c)
+  end
+end
+
+local after = version
+if #blob > 0 or #seeds > 0 then
+  after = redis.call('INCR', KEYS[3])
+end
+if ARGV[2] == 'no' then
+  return after
+end
+local reply = {after, created}
+if created == 1 or tonumber(ARGV[2]) ~= version then
+  reply[3] = redis.call('GET', KEYS[1])
+  reply[4] = redis.call('GET', KEYS[2])
+  for b = 1, nbars do
+    reply[4 + b] = redis.call('GET', KEYS[FIRST_BAR + b])
+  end
+end
+return reply

@@ -1,0 +1,200 @@
+"""The calculator as a Function: parse, handle, the events it emits and what it keeps in Redis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+from cloudevents.core.base import BaseCloudEvent
+
+from functions.calculator.compute import compute_snapshots
+from functions.calculator.function import Calculator
+from screener.events.envelope import InvalidEvent, make_event
+from screener.events.models import MINUTE_MS, Candle, MetricsSnapshot, candle_event_id, metrics_event_id
+from screener.names import (
+    EVENT_SOURCE_COLLECTOR,
+    TYPE_CANDLE_CLOSED,
+    TYPE_CANDLE_FORMING,
+    TYPE_METRICS_COMPUTED,
+    TYPE_METRICS_PROVISIONAL,
+)
+from screener.runtime.function import Delivery
+from state import layout
+from state.candles import CandleStore
+from tests.functions.calculator.klines import SET_2026, csv_path, read_candles
+from tests.state.test_warm_start import record
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def candle_event(candle: Candle, forming: bool = False) -> BaseCloudEvent:
+    """Return the collector's event for ``candle``."""
+    return make_event(
+        event_type=TYPE_CANDLE_FORMING if forming else TYPE_CANDLE_CLOSED,
+        source=EVENT_SOURCE_COLLECTOR,
+        event_id=candle_event_id(candle.symbol, candle.open_time) + (":forming" if forming else ""),
+        subject=candle.symbol,
+        data=candle,
+        traceparent=TRACEPARENT,
+    )
+
+
+def deliveries(calculator: Calculator, candles: list[Candle], forming: bool = False) -> list[Delivery[Candle]]:
+    """Return parsed deliveries of ``candles``' events."""
+    return [Delivery(e, calculator.parse(e)) for e in (candle_event(c, forming) for c in candles)]
+
+
+@pytest.fixture(scope="module")
+def near(klines_dir: Path) -> list[Candle]:
+    """Return 2,000 real minutes of NEARUSDT."""
+    return read_candles(csv_path(klines_dir, SET_2026, "NEARUSDT"), limit=2000)
+
+
+@pytest.fixture(scope="module")
+def link(klines_dir: Path) -> list[Candle]:
+    """Return 2,000 real minutes of LINKUSDT."""
+    return read_candles(csv_path(klines_dir, SET_2026, "LINKUSDT"), limit=2000)
+
+
+def test_parse_returns_the_candle_of_a_closed_event(redis_client: aioredis.Redis, near: list[Candle]) -> None:
+    calculator = Calculator(redis_client)
+    assert calculator.parse(candle_event(near[0])) == near[0]
+    forming = calculator.parse(candle_event(near[0], forming=True))
+    assert forming.closed is False
+
+
+def test_parse_rejects_an_invalid_candle_with_its_reason(redis_client: aioredis.Redis, near: list[Candle]) -> None:
+    calculator = Calculator(redis_client)
+    broken = near[0].model_copy(update={"low": near[0].open * 2})
+    with pytest.raises(InvalidEvent, match=r"low .* > min\(open, close\)"):
+        calculator.parse(candle_event(broken))
+    assert calculator.rejected == 1
+    wrong = make_event(
+        event_type=TYPE_METRICS_COMPUTED, source="/x", event_id="x", subject="NEARUSDT", data={"symbol": "NEARUSDT"}
+    )
+    with pytest.raises(InvalidEvent, match="unexpected event type"):
+        calculator.parse(wrong)
+    with pytest.raises(InvalidEvent, match="invalid Candle"):
+        calculator.parse(make_event(event_type=TYPE_CANDLE_CLOSED, source="/x", event_id="y", subject="X", data={}))
+
+
+async def test_handle_emits_one_metrics_event_per_symbol_and_minute(
+    redis_client: aioredis.Redis, near: list[Candle], link: list[Candle]
+) -> None:
+    calculator = Calculator(redis_client)
+    await calculator.start()
+    await CandleStore(redis_client).write(near[:1990] + link[:1990], read_back=False)
+    batch = near[1990:1993] + link[1990:1993]  # three minutes of two symbols in one batch
+    events = await calculator.handle(deliveries(calculator, batch))
+    assert sorted((e.get_subject(), e.get_id()) for e in events) == sorted(
+        (c.symbol, metrics_event_id(c.symbol, c.open_time)) for c in batch
+    )
+    for event in events:
+        assert event.get_type() == TYPE_METRICS_COMPUTED
+        assert event.get_attributes().get("traceparent") == TRACEPARENT
+    # Each minute's metrics see only the minutes up to it, even though later ones were written.
+    fresh = CandleStore(redis_client)
+    state = (await fresh.read(["NEARUSDT"]))["NEARUSDT"]
+    data = {e.get_id(): MetricsSnapshot.model_validate(e.get_data()) for e in events}
+    for candle in near[1990:1993]:
+        expected = compute_snapshots(candle.open_time, [state])[0]
+        assert data[metrics_event_id("NEARUSDT", candle.open_time)] == expected
+    latest = await calculator.metrics.latest()
+    assert [(s.symbol, s.minute) for s in latest] == [
+        ("LINKUSDT", link[1992].open_time),
+        ("NEARUSDT", near[1992].open_time),
+    ]
+    assert (
+        await calculator.metrics.at("NEARUSDT", near[1991].open_time)
+        == data[metrics_event_id("NEARUSDT", near[1991].open_time)]
+    )
+
+
+async def test_a_forming_minute_gives_provisional_metrics_and_never_enters_the_ring(
+    redis_client: aioredis.Redis, near: list[Candle]
+) -> None:
+    calculator = Calculator(redis_client)
+    await CandleStore(redis_client).write(near[:1499], read_back=False)
+    await calculator.handle(deliveries(calculator, near[1499:1500]))
+    before = (await calculator.candles.read(["NEARUSDT"]))["NEARUSDT"]
+    forming = near[1500].model_copy(update={"closed": False})
+    (event,) = await calculator.handle(deliveries(calculator, [forming], forming=True))
+    assert event.get_type() == TYPE_METRICS_PROVISIONAL
+    assert event.get_id() == metrics_event_id("NEARUSDT", forming.open_time, provisional=True)
+    snapshot = MetricsSnapshot.model_validate(event.get_data())
+    assert snapshot.provisional
+    assert snapshot.minute == forming.open_time
+    assert snapshot.last_price == forming.close
+    after = (await calculator.candles.read(["NEARUSDT"]))["NEARUSDT"]
+    assert (before.candles == after.candles).all()
+    (closed,) = await calculator.metrics.latest(["NEARUSDT"])
+    assert (closed.minute, closed.provisional) == (near[1499].open_time, False)
+    # The same numbers as if that minute had closed with these values.
+    (closed_event,) = await calculator.handle(deliveries(calculator, [near[1500]]))
+    as_closed = MetricsSnapshot.model_validate(closed_event.get_data())
+    assert as_closed.model_copy(update={"provisional": True}) == snapshot
+    # A forming candle of a minute already closed is stale: nothing is emitted.
+    assert await calculator.handle(deliveries(calculator, [forming], forming=True)) == []
+
+
+async def test_state_lost_in_redis_is_rebuilt_from_postgres_on_the_next_batch(
+    redis_client: aioredis.Redis, pg: asyncpg.Connection, postgres_dsn: str, near: list[Candle]
+) -> None:
+    reference = Calculator(redis_client)
+    await CandleStore(redis_client).write(near[:1999], read_back=False)
+    (expected,) = await reference.handle(deliveries(reference, near[1999:]))
+    await record(pg, near[:1999])
+    await redis_client.flushdb()
+    pool = await asyncpg.create_pool(postgres_dsn, min_size=1, max_size=2)
+    try:
+        calculator = Calculator(redis_client, postgres=pool)
+        (event,) = await calculator.handle(deliveries(calculator, near[1999:]))
+    finally:
+        await pool.close()
+    ours = MetricsSnapshot.model_validate(event.get_data())
+    assert ours == MetricsSnapshot.model_validate(expected.get_data())
+    assert ours.timeframes["1d"].coverage == 1.0
+    assert (await calculator.candles.window(["NEARUSDT"], 1440))["NEARUSDT"][:, layout.OPEN_TIME].min() == (
+        near[1999].open_time - 1439 * MINUTE_MS
+    )
+
+
+async def test_a_batch_spanning_hours_gives_the_metrics_of_minute_by_minute_batches(
+    redis_client: aioredis.Redis, near: list[Candle]
+) -> None:
+    store = CandleStore(redis_client)
+    await store.write(near[:1500], read_back=False)
+    one_by_one = Calculator(redis_client)
+    expected = {}
+    for candle in near[1500:1700]:
+        (event,) = await one_by_one.handle(deliveries(one_by_one, [candle]))
+        expected[event.get_id()] = event.get_data()
+    await redis_client.flushdb()
+    await store.write(near[:1500], read_back=False)
+    batched = Calculator(redis_client)
+    events = await batched.handle(deliveries(batched, near[1500:1700][::-1]))  # 200 minutes, newest first
+    assert {e.get_id(): e.get_data() for e in events} == expected
+
+
+async def test_a_hole_just_before_a_minute_is_waited_for_then_taken_as_a_gap(
+    redis_client: aioredis.Redis, near: list[Candle]
+) -> None:
+    from screener.runtime.function import TransientError
+
+    now = [1000.0]
+    calculator = Calculator(redis_client, gap_grace_seconds=2.0, clock=lambda: now[0])
+    await CandleStore(redis_client).write(near[:100], read_back=False)
+    with pytest.raises(TransientError, match="in flight"):
+        await calculator.handle(deliveries(calculator, [near[101]]))  # minute 100 is not there (yet)
+    now[0] += 1.0
+    with pytest.raises(TransientError):
+        await calculator.handle(deliveries(calculator, [near[101]]))
+    # Another calculator (worker) sees the same hole as already waited for.
+    other = Calculator(redis_client, gap_grace_seconds=2.0, clock=lambda: now[0] + 1.5)
+    (event,) = await other.handle(deliveries(other, [near[101]]))
+    assert MetricsSnapshot.model_validate(event.get_data()).timeframes["5m"].coverage == 0.8
+    # A filled hole costs no wait.
+    await calculator.handle(deliveries(calculator, [near[100]]))
+    assert len(await calculator.handle(deliveries(calculator, [near[101], near[102]]))) == 2
