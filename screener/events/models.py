@@ -89,10 +89,22 @@ class Fibonacci(BaseModel):
     s1: float | None = None
 
 
-class TimeframeMetrics(BaseModel):
-    """A rolling window's values plus the indicators of the same timeframe's aligned bars."""
+class Indicators(BaseModel):
+    """Indicators of one timeframe's aligned bars (alone for the 1m timeframe, which has no window)."""
 
     model_config = ConfigDict(frozen=True)
+
+    rsi_14: float | None = None
+    macd: float | None = None
+    macd_signal: float | None = None
+    macd_hist: float | None = None
+    bb_upper: float | None = None
+    bb_middle: float | None = None
+    bb_lower: float | None = None
+
+
+class TimeframeMetrics(Indicators):
+    """A rolling window's values plus the indicators of the same timeframe's aligned bars."""
 
     open: float | None = None
     high: float | None = None
@@ -104,33 +116,12 @@ class TimeframeMetrics(BaseModel):
     volume_ratio: float | None = None
     vwap: float | None = None
     vcp: float | None = None
-    rsi_14: float | None = None
-    macd: float | None = None
-    macd_signal: float | None = None
-    macd_hist: float | None = None
-    bb_upper: float | None = None
-    bb_middle: float | None = None
-    bb_lower: float | None = None
     coverage: float = 0.0
     fibonacci: Fibonacci | None = None
 
 
 WINDOWS: dict[str, int] = {"5m": 5, "15m": 15, "1h": 60, "4h": 240, "8h": 480, "1d": 1440}
 BAR_TIMEFRAMES: dict[str, int] = {"1m": 1, "5m": 5, "15m": 15, "1h": 60, "4h": 240, "8h": 480, "1d": 1440}
-
-
-class Indicators(BaseModel):
-    """Indicators of one timeframe's aligned bars (used for the 1m timeframe, which has no window)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    rsi_14: float | None = None
-    macd: float | None = None
-    macd_signal: float | None = None
-    macd_hist: float | None = None
-    bb_upper: float | None = None
-    bb_middle: float | None = None
-    bb_lower: float | None = None
 
 
 class MetricsSnapshot(BaseModel):
