@@ -1,0 +1,230 @@
+"""Read recorded 1-minute klines into columnar series (reused by the backtest).
+
+Two CSV layouts are read, plain or gzip-compressed, with or without a header row:
+
+* Binance's kline CSV (data.binance.vision), 12 columns: ``open_time, open, high, low, close,
+  volume, close_time, quote_volume, count, taker_buy_volume, taker_buy_quote_volume, ignore``;
+* OHLCV only, 6 columns: ``open_time, open, high, low, close, volume`` (the 2025-05 set).
+
+Where the quote volume is missing it is derived as ``volume * (high + low + close) / 3`` (base
+volume times the candle's typical price, the usual estimate of the USDT traded) and every candle of
+the series says so with ``quote_volume_derived=True``; trades and taker volumes are then 0.
+
+Usage::
+
+    series = read_klines(Path("data/klines/binance-um-2026-02/ALGOUSDT-1m-2026-02.csv.gz"))
+    for candle in series.candles():   # screener.events.models.Candle, closed, in time order
+        ...
+    market = read_folder(Path("data/klines/binance-um-2025-05"))   # {"BTCUSDT": KlineSeries, ...}
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import re
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from screener.events.models import MINUTE_MS, Candle
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+BINANCE_COLUMNS = (
+    "open_time", "open", "high", "low", "close", "volume", "close_time",
+    "quote_volume", "count", "taker_buy_volume", "taker_buy_quote_volume", "ignore",
+)  # fmt: skip
+OHLCV_COLUMNS = ("open_time", "open", "high", "low", "close", "volume")
+# Symbol = the file name up to the first dash: BTCUSDT-1m-futures.csv.gz, ALGOUSDT-1m-2026-02.csv.gz.
+_SYMBOL = re.compile(r"^([A-Z0-9]+)-")
+KLINE_SUFFIXES = (".csv", ".csv.gz")
+
+
+class KlineFileError(ValueError):
+    """A kline file cannot be read; the message names the file and the problem."""
+
+
+@dataclass(frozen=True, eq=False)
+class KlineSeries:
+    """One symbol's 1-minute klines as columns, sorted by open time, one row per minute present.
+
+    ``values`` has the columns of ``VALUE_COLUMNS``; ``quote_volume_derived`` tells whether the
+    quote volume was derived (OHLCV-only source).
+    """
+
+    symbol: str
+    open_time: IntArray
+    values: FloatArray
+    quote_volume_derived: bool
+
+    VALUE_COLUMNS = (
+        "open", "high", "low", "close", "volume", "quote_volume",
+        "trades", "taker_buy_volume", "taker_buy_quote_volume",
+    )  # fmt: skip
+
+    def __len__(self) -> int:
+        return int(self.open_time.shape[0])
+
+    @property
+    def first_open_time(self) -> int:
+        """Return the open time of the first minute."""
+        return int(self.open_time[0])
+
+    @property
+    def last_open_time(self) -> int:
+        """Return the open time of the last minute."""
+        return int(self.open_time[-1])
+
+    def candle(self, index: int, *, symbol: str | None = None, shift_ms: int = 0) -> Candle:
+        """Return row ``index`` as a closed ``Candle`` (optionally renamed and moved in time)."""
+        o, h, lo, c, v, q, n, tv, tq = self.values[index].tolist()
+        return Candle(
+            symbol=symbol or self.symbol,
+            open_time=int(self.open_time[index]) + shift_ms,
+            open=o,
+            high=h,
+            low=lo,
+            close=c,
+            volume=v,
+            quote_volume=q,
+            trades=int(n),
+            taker_buy_volume=tv,
+            taker_buy_quote_volume=tq,
+            closed=True,
+            quote_volume_derived=self.quote_volume_derived,
+        )
+
+    def candles(self, start_ms: int | None = None, end_ms: int | None = None) -> Iterator[Candle]:
+        """Yield the candles with ``start_ms <= open_time < end_ms`` (both optional), in time order."""
+        lo = 0 if start_ms is None else int(np.searchsorted(self.open_time, start_ms, side="left"))
+        hi = len(self) if end_ms is None else int(np.searchsorted(self.open_time, end_ms, side="left"))
+        for index in range(lo, hi):
+            yield self.candle(index)
+
+    def index_of(self, open_time: int) -> int | None:
+        """Return the row of the minute that opened at ``open_time``, or None when it is missing."""
+        index = int(np.searchsorted(self.open_time, open_time, side="left"))
+        if index < len(self) and int(self.open_time[index]) == open_time:
+            return index
+        return None
+
+
+def symbol_of(path: Path) -> str:
+    """Return the symbol a kline file is named after (``BTCUSDT-1m-...csv.gz`` -> ``BTCUSDT``)."""
+    match = _SYMBOL.match(path.name)
+    if not match:
+        raise KlineFileError(f"{path}: cannot tell the symbol from the file name (expected SYMBOL-1m-...)")
+    return match.group(1)
+
+
+def read_klines(path: Path, symbol: str | None = None) -> KlineSeries:
+    """Read one kline CSV (12-column Binance or 6-column OHLCV, plain or ``.gz``) into a series.
+
+    Rows are sorted by open time and duplicate minutes dropped (the first is kept). Raise
+    ``KlineFileError`` naming the file, line and problem when it cannot be read.
+    """
+    symbol = symbol or symbol_of(path)
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
+    except (OSError, EOFError) as exc:
+        raise KlineFileError(f"{path}: {exc}") from None
+    text = raw.decode("utf-8")
+    first_line = text.split("\n", 1)[0].strip()
+    has_header = bool(first_line) and not first_line[0].isdigit()
+    columns = [c.strip() for c in first_line.split(",")] if has_header else None
+    table = _parse_table(path, text.split("\n", 1)[1] if has_header else text)
+    width = table.shape[1]
+    if columns is None:
+        if width >= 11:
+            columns = list(BINANCE_COLUMNS[:width])
+        elif width == 6:
+            columns = list(OHLCV_COLUMNS)
+        else:
+            raise KlineFileError(f"{path}: {width} columns, expected 12 (Binance) or 6 (OHLCV)")
+    index = {name: i for i, name in enumerate(columns)}
+    missing = [name for name in OHLCV_COLUMNS if name not in index]
+    if missing:
+        raise KlineFileError(f"{path}: missing column(s) {missing}")
+    open_time = table[:, index["open_time"]].astype(np.int64)
+    if np.any(open_time % MINUTE_MS):
+        bad = int(open_time[np.nonzero(open_time % MINUTE_MS)[0][0]])
+        raise KlineFileError(f"{path}: open_time {bad} is not a whole minute (expected epoch milliseconds)")
+    high, low, close, volume = (table[:, index[name]] for name in ("high", "low", "close", "volume"))
+    derived = "quote_volume" not in index
+    zeros = np.zeros_like(volume)
+
+    def column(name: str) -> FloatArray:
+        return table[:, index[name]] if name in index else zeros
+
+    quote_volume = volume * (high + low + close) / 3.0 if derived else column("quote_volume")
+    values = np.column_stack(
+        [
+            table[:, index["open"]], high, low, close, volume, quote_volume,
+            column("count"), column("taker_buy_volume"), column("taker_buy_quote_volume"),
+        ]
+    ).astype(np.float64)  # fmt: skip
+    order = np.argsort(open_time, kind="stable")
+    open_time, values = open_time[order], values[order]
+    keep = np.concatenate(([True], np.diff(open_time) != 0))
+    return KlineSeries(symbol, open_time[keep], values[keep], derived)
+
+
+def _parse_table(path: Path, body: str) -> FloatArray:
+    """Parse comma-separated numbers, one row per line, into a 2-D array."""
+    lines = body.strip().splitlines()
+    if not lines:
+        raise KlineFileError(f"{path}: no rows")
+    width = lines[0].count(",") + 1
+    # Fast path: one flat parse of every number; a count mismatch means a bad row somewhere.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            flat = np.fromstring(",".join(lines), sep=",")
+        except ValueError:
+            flat = np.empty(0)
+    if flat.shape[0] == len(lines) * width:
+        return flat.reshape(len(lines), width)
+    try:  # slow path, for the error message naming the line
+        return np.loadtxt(io.StringIO(body), delimiter=",", ndmin=2)
+    except ValueError as exc:
+        raise KlineFileError(f"{path}: {exc}") from None
+
+
+def kline_files(folder: Path) -> list[Path]:
+    """Return the kline CSV files of ``folder``, sorted by name."""
+    if not folder.is_dir():
+        raise KlineFileError(f"{folder}: not a folder of kline CSV files")
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(KLINE_SUFFIXES))
+
+
+def read_folder(folder: Path, symbols: list[str] | None = None) -> dict[str, KlineSeries]:
+    """Read every kline file of ``folder`` (or only those of ``symbols``); return series by symbol.
+
+    Several files of one symbol (e.g. consecutive months) are concatenated.
+    """
+    wanted = {s.upper() for s in symbols} if symbols else None
+    parts: dict[str, list[KlineSeries]] = {}
+    for path in kline_files(folder):
+        symbol = symbol_of(path)
+        if wanted is None or symbol in wanted:
+            parts.setdefault(symbol, []).append(read_klines(path, symbol))
+    if not parts:
+        raise KlineFileError(f"{folder}: no kline files" + (f" for {sorted(wanted)}" if wanted else ""))
+    return {symbol: _concat(symbol, series) for symbol, series in sorted(parts.items())}
+
+
+def _concat(symbol: str, parts: list[KlineSeries]) -> KlineSeries:
+    if len(parts) == 1:
+        return parts[0]
+    open_time = np.concatenate([p.open_time for p in parts])
+    values = np.concatenate([p.values for p in parts])
+    order = np.argsort(open_time, kind="stable")
+    open_time, values = open_time[order], values[order]
+    keep = np.concatenate(([True], np.diff(open_time) != 0))
+    return KlineSeries(symbol, open_time[keep], values[keep], any(p.quote_volume_derived for p in parts))

@@ -1,0 +1,155 @@
+"""The recorder stores closed candles in candles_1m exactly once, equal to the source."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from nats.js import JetStreamContext
+
+from collector.emitter import CandleEmitter, closed_candle_event
+from collector.replay.readers import read_klines
+from functions.recorder.function import Recorder
+from screener.config import load_settings
+from screener.events.envelope import InvalidEvent, make_event
+from screener.events.models import Candle
+from screener.names import EVENT_SOURCE_COLLECTOR, TYPE_CANDLE_FORMING
+from screener.runtime.function import Delivery
+from screener.runtime.publisher import Publisher
+from screener.runtime.worker import Worker
+from screener.streams import ensure_streams
+
+COLUMNS = (
+    "symbol, (extract(epoch from open_time) * 1000)::bigint AS open_time, open, high, low, close, volume, "
+    "quote_volume, trades, taker_buy_volume, taker_buy_quote_volume, quote_volume_derived"
+)
+
+
+def source_candles(klines_dir: Path, count: int) -> list[Candle]:
+    series = read_klines(klines_dir / "binance-um-2026-02" / "ALGOUSDT-1m-2026-02.csv.gz")
+    return list(series.candles())[:count]
+
+
+async def stored(pg: asyncpg.Connection) -> list[Candle]:
+    rows = await pg.fetch(f"SELECT {COLUMNS} FROM candles_1m ORDER BY symbol, open_time")
+    return [Candle(**dict(row), closed=True) for row in rows]
+
+
+@pytest.fixture
+async def recorder(postgres_dsn: str) -> AsyncIterator[Recorder]:
+    function = Recorder(load_settings({}, postgres_dsn=postgres_dsn))
+    await function.start()
+    yield function
+    await function.close()
+
+
+def deliveries(recorder: Recorder, candles: list[Candle]) -> list[Delivery[Candle]]:
+    out = []
+    for candle in candles:
+        event = closed_candle_event(candle)
+        out.append(Delivery(event, recorder.parse(event)))
+    return out
+
+
+async def test_handle_stores_every_candle_equal_to_the_source(
+    recorder: Recorder, pg: asyncpg.Connection, klines_dir: Path
+) -> None:
+    candles = source_candles(klines_dir, 500)
+    emitted = await recorder.handle(deliveries(recorder, candles))
+    assert emitted == ()
+    assert await stored(pg) == candles
+
+
+async def test_handle_is_idempotent_across_redeliveries_and_duplicates_in_a_batch(
+    recorder: Recorder, pg: asyncpg.Connection, klines_dir: Path
+) -> None:
+    candles = source_candles(klines_dir, 100)
+    await recorder.handle(deliveries(recorder, candles[:60]))
+    await recorder.handle(deliveries(recorder, candles[40:] + candles[40:50]))
+    assert await stored(pg) == candles
+    assert recorder.recorded == 100
+
+
+async def test_derived_quote_volume_is_stored_with_its_label(
+    recorder: Recorder, pg: asyncpg.Connection, klines_dir: Path
+) -> None:
+    series = read_klines(klines_dir / "binance-um-2025-05" / "BTCUSDT-1m-futures.csv.gz")
+    candles = list(series.candles())[:10]
+    await recorder.handle(deliveries(recorder, candles))
+    rows = await stored(pg)
+    assert rows == candles
+    assert all(row.quote_volume_derived for row in rows)
+
+
+def test_parse_rejects_an_invalid_candle_with_the_reason(klines_dir: Path) -> None:
+    recorder = Recorder(load_settings({}))
+    good = source_candles(klines_dir, 1)[0]
+    bad = good.model_copy(update={"low": good.high * 2})
+    with pytest.raises(InvalidEvent, match=r"low .* > min\(open, close\)"):
+        recorder.parse(closed_candle_event(bad))
+
+
+def test_parse_rejects_other_event_types_and_forming_candles(klines_dir: Path) -> None:
+    recorder = Recorder(load_settings({}))
+    candle = source_candles(klines_dir, 1)[0]
+    forming = make_event(
+        event_type=TYPE_CANDLE_FORMING, source=EVENT_SOURCE_COLLECTOR, event_id="x", subject=candle.symbol, data=candle
+    )
+    with pytest.raises(InvalidEvent, match="unexpected event type"):
+        recorder.parse(forming)
+    with pytest.raises(InvalidEvent, match="not closed"):
+        recorder.parse(closed_candle_event(candle.model_copy(update={"closed": False})))
+    broken = make_event(
+        event_type=closed_candle_event(candle).get_type(),
+        source=EVENT_SOURCE_COLLECTOR,
+        event_id="y",
+        subject=candle.symbol,
+        data={"symbol": candle.symbol},
+    )
+    with pytest.raises(InvalidEvent, match="open_time"):
+        recorder.parse(broken)
+
+
+async def test_worker_records_candles_published_to_jetstream(
+    jetstream: JetStreamContext, postgres_dsn: str, pg: asyncpg.Connection, nats_url: str, klines_dir: Path
+) -> None:
+    settings = load_settings({}, postgres_dsn=postgres_dsn, nats_url=nats_url)
+    candles = source_candles(klines_dir, 300)
+    emitter = CandleEmitter(Publisher(jetstream))
+    await ensure_streams(jetstream, settings)
+    worker = Worker(Recorder(settings), jetstream, settings, fetch_timeout=0.2)
+    task = asyncio.create_task(worker.run())
+    try:
+        await emitter.emit_closed(candles[:200])
+        await emitter.emit_closed(candles[100:])  # re-publishes inside the duplicate window are dropped
+        async with asyncio.timeout(30):
+            while True:
+                if await pg.fetchval("SELECT count(*) FROM candles_1m") == len(candles):
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        worker.stop()
+        await task
+    assert await stored(pg) == candles
+    info = await jetstream.stream_info("CANDLES")
+    assert info.state.messages == len(candles)
+
+
+async def test_concurrent_writers_creating_the_same_day_partition_both_succeed(
+    postgres_dsn: str, pg: asyncpg.Connection, klines_dir: Path
+) -> None:
+    series = read_klines(klines_dir / "binance-um-2026-02" / "ALGOUSDT-1m-2026-02.csv.gz")
+    recorders = [Recorder(load_settings({}, postgres_dsn=postgres_dsn)) for _ in range(4)]
+    for recorder in recorders:
+        await recorder.start()
+    try:
+        for day in range(5):  # each day is a new partition that four writers race to create
+            candles = list(series.candles(series.first_open_time + day * 1440 * 60_000))[:8]
+            await asyncio.gather(*(r.handle(deliveries(r, candles[i::4])) for i, r in enumerate(recorders)))
+    finally:
+        for recorder in recorders:
+            await recorder.close()
+    assert await pg.fetchval("SELECT count(*) FROM candles_1m") == 5 * 8
