@@ -72,8 +72,10 @@ async def raw_round(js: JetStreamContext, events: list[BaseCloudEvent], batch: i
     start = time.perf_counter()
     await asyncio.gather(*(publish(event) for event in events))
     published = time.perf_counter() - start
-    await js.add_consumer(STREAM_CANDLES.name, ConsumerConfig(durable_name="bench-raw", ack_policy=AckPolicy.EXPLICIT,
-                                                              max_ack_pending=20000))
+    await js.add_consumer(
+        STREAM_CANDLES.name,
+        ConsumerConfig(durable_name="bench-raw", ack_policy=AckPolicy.EXPLICIT, max_ack_pending=20000),
+    )
     sub = await js.pull_subscribe_bind("bench-raw", stream=STREAM_CANDLES.name)
     start = time.perf_counter()
     seen = 0
@@ -130,8 +132,10 @@ async def main(events_count: int, batch: int, nats_url: str | None, repeats: int
     for label, pub, con in rows:
         print(f"{label:16}{pub:14,.0f}{con:14,.0f}")
     (_, raw_pub, raw_con), (_, rt_pub, rt_con) = rows
-    print(f"runtime / raw:  publish {rt_pub / raw_pub:.2f}x, consume {rt_con / raw_con:.2f}x "
-          f"(overhead {100 * (1 - rt_con / raw_con):.0f}% on consume)")
+    print(
+        f"runtime / raw:  publish {rt_pub / raw_pub:.2f}x, consume {rt_con / raw_con:.2f}x "
+        f"(overhead {100 * (1 - rt_con / raw_con):.0f}% on consume)"
+    )
 
 
 if __name__ == "__main__":

@@ -40,22 +40,6 @@ def unique_candles(candles: Iterable[Candle]) -> list[Candle]:
     return list(seen.values())
 
 
-async def ensure_partitions(conn: asyncpg.Connection, partitions: PartitionCache, instants_ms: set[int]) -> None:
-    """Create the day partitions of ``candles_1m`` for ``instants_ms``, tolerating a concurrent creator.
-
-    ``CREATE TABLE IF NOT EXISTS ... PARTITION OF`` still fails when another writer (a second
-    worker, the replay warm-up) creates the same partition at the same instant; the retry then
-    finds it.
-    """
-    for attempt in range(3):
-        try:
-            await partitions.ensure(conn, "candles_1m", instants_ms)
-            return
-        except (asyncpg.DuplicateTableError, asyncpg.UniqueViolationError):
-            if attempt == 2:
-                raise
-
-
 CandleRecord = tuple[str, int, float, float, float, float, float, float, int, float, float, bool]
 
 
@@ -83,7 +67,7 @@ async def insert_records(conn: asyncpg.Connection, records: Sequence[CandleRecor
     """
     if not records:
         return 0
-    await ensure_partitions(conn, partitions, {r[1] for r in records})
+    await partitions.ensure(conn, "candles_1m", {r[1] for r in records})
     async with conn.transaction():
         await conn.execute(_CREATE_STAGE)
         await conn.copy_records_to_table(_STAGE, records=records, columns=CANDLE_COLUMNS)

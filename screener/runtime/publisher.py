@@ -17,9 +17,8 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 REASON_HEADER = "Screener-Dead-Letter-Reason"
 FUNCTION_HEADER = "Screener-Dead-Letter-Function"
 ORIGINAL_SUBJECT_HEADER = "Screener-Original-Subject"
-# How many publish acknowledgements may be outstanding at once: enough to fill the pipe, bounded so
-# that a burst of thousands of events does not open thousands of inbox waits.
-_IN_FLIGHT = 512
+# A publish whose acknowledgement has not come back by then is an error (the stream is unreachable).
+ACK_TIMEOUT_SECONDS = 30.0
 
 
 class Publisher:
@@ -29,16 +28,18 @@ class Publisher:
         self._js = js
 
     async def publish(self, events: Sequence[BaseCloudEvent]) -> None:
-        """Publish ``events`` on their subjects; return once every one is stored (or deduplicated)."""
-        semaphore = asyncio.Semaphore(_IN_FLIGHT)
+        """Publish ``events`` on their subjects; return once every one is stored (or deduplicated).
 
-        async def one(event: BaseCloudEvent) -> None:
+        The messages are pipelined (``publish_async``: one shared reply subscription, nats-py bounds the
+        acknowledgements outstanding) rather than one request-reply round trip per event.
+        """
+        acks = []
+        for event in events:
             headers, body = nats_binding.to_binary(event)
             headers[MSG_ID_HEADER] = event.get_id()
-            async with semaphore:
-                await self._js.publish(nats_subject(event), body, headers=headers)
-
-        await asyncio.gather(*(one(event) for event in events))
+            acks.append(await self._js.publish_async(nats_subject(event), body, headers=headers))
+        if acks:
+            await asyncio.wait_for(asyncio.gather(*acks), ACK_TIMEOUT_SECONDS)
 
     async def dead_letter(
         self,

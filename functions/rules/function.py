@@ -1,0 +1,249 @@
+"""The rules function: metrics snapshots in, alerts out (persisted in ``alert_history`` first).
+
+Per batch: evaluate every enabled rule for every snapshot (``RuleEngine``), decide firings
+atomically in Redis, insert the alerts into ``alert_history``, and return the alert events for the
+adapter to publish. Any failure before the adapter acknowledges the batch leads to a redelivery,
+which re-derives the same alert ids, so an alert is stored and published once in effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Collection, Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+import asyncpg
+import redis.asyncio as aioredis
+import redis.exceptions
+from cloudevents.core.base import BaseCloudEvent
+
+from functions.rules.config import RulesConfig
+from functions.rules.engine import CrossSymbols, RuleEngine
+from functions.rules.history import AlertHistory
+from functions.rules.ordering import MinuteOrder
+from functions.rules.recompute import RingRecompute
+from functions.rules.redis_state import RedisFiringState
+from functions.rules.reload import RulesWatcher
+from functions.rules.store import load_config
+from screener.config import Settings
+from screener.connections import connect_redis, create_pg_pool
+from screener.events.envelope import expect_type, make_event, parse_data
+from screener.events.models import MINUTE_MS, Alert, MetricsSnapshot
+from screener.names import (
+    CONSUMER_RULES,
+    EVENT_SOURCE_RULES,
+    TYPE_ALERT_TRIGGERED,
+    TYPE_METRICS_COMPUTED,
+    TYPE_METRICS_PROVISIONAL,
+)
+from screener.runtime.function import Delivery, TransientError
+from screener.tracing import traceparent_of
+from state.metrics_store import MetricsStore
+
+log = logging.getLogger(__name__)
+
+_TRANSIENT = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+)
+
+
+class SnapshotStore(Protocol):
+    """The part of ``state.metrics_store.MetricsStore`` the rules read for cross-symbol values."""
+
+    async def at(self, symbol: str, minute: int) -> MetricsSnapshot | None:
+        """Return ``symbol``'s snapshot of ``minute``, if stored."""
+        ...
+
+    async def latest_minute(self, symbol: str) -> int | None:
+        """Return the newest minute stored for ``symbol``."""
+        ...
+
+    async def tracked_symbols(self) -> Collection[str]:
+        """Return the symbols the calculator keeps state for."""
+        ...
+
+
+class StoreCrossSymbols:
+    """Read other symbols' snapshots of the same minute from the metrics store.
+
+    A tracked symbol whose snapshot of that minute is not there yet is waited for up to
+    ``wait_seconds`` (the calculator may be a few milliseconds behind), then the batch is retried
+    later (``TransientError``). An untracked symbol reads as null; so does one already past that
+    minute without a snapshot, unless ``recompute`` finds the minute's candle in the rings (the
+    store's short history evicted it) and computes the snapshot again.
+    """
+
+    def __init__(
+        self,
+        store: SnapshotStore,
+        wait_seconds: float = 2.0,
+        poll_seconds: float = 0.05,
+        recompute: RingRecompute | None = None,
+    ) -> None:
+        self._store = store
+        self._recompute = recompute
+        self._wait = wait_seconds
+        self._poll = poll_seconds
+
+    async def fetch(self, symbols: Collection[str], minute: int) -> dict[str, MetricsSnapshot | None]:
+        """Return each symbol's snapshot of ``minute`` or None; raise ``TransientError`` if one may come."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._wait
+        found: dict[str, MetricsSnapshot | None] = {}
+        pending = set(symbols)
+        while True:
+            for symbol in sorted(pending):
+                snapshot = await self._store.at(symbol, minute)
+                if snapshot is not None:
+                    found[symbol] = snapshot
+            pending -= found.keys()
+            if not pending:
+                return found
+            tracked = set(await self._store.tracked_symbols())
+            for symbol in sorted(pending):
+                latest = await self._store.latest_minute(symbol) if symbol in tracked else None
+                if symbol not in tracked:
+                    found[symbol] = None
+                elif latest is not None and latest >= minute:
+                    # Past that minute: a gap (null), or evicted from the store's short history
+                    # while the rules lag behind; then the rings still give the exact value.
+                    again = await self._recompute.snapshot(symbol, minute) if self._recompute else None
+                    found[symbol] = again
+            pending -= found.keys()
+            if not pending:
+                return found
+            if loop.time() >= deadline:
+                raise TransientError(f"rules: metrics of {sorted(pending)} at minute {minute} not stored yet", 1.0)
+            await asyncio.sleep(self._poll)
+
+
+def alert_event(alert: Alert, traceparent: str | None = None) -> BaseCloudEvent:
+    """Return the alert-triggered CloudEvent of ``alert`` (id = alert id, subject = symbol)."""
+    return make_event(
+        event_type=TYPE_ALERT_TRIGGERED,
+        source=EVENT_SOURCE_RULES,
+        event_id=alert.id,
+        subject=alert.symbol,
+        data=alert,
+        time=datetime.fromtimestamp((alert.minute + MINUTE_MS) / 1000, tz=UTC),
+        traceparent=traceparent,
+    )
+
+
+class RulesFunction:
+    """Evaluate the rules on metrics events; persist and emit the alerts."""
+
+    consumer = CONSUMER_RULES
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        pool: asyncpg.Pool | None = None,
+        redis_client: aioredis.Redis | None = None,
+        cross: CrossSymbols | None = None,
+        watch: bool = True,
+    ) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._own_pool = pool is None
+        self._redis = redis_client
+        self._own_redis = redis_client is None
+        self._cross = cross
+        self._order: MinuteOrder | None = None
+        self._watch = watch
+        self._watcher: RulesWatcher | None = None
+        self._engine: RuleEngine | None = None
+        self._firing: RedisFiringState | None = None
+        self._history = AlertHistory()
+        # Minutes of one symbol must be decided in order (cooldowns, recent()); the adapter may run
+        # batches concurrently, so evaluation is serialised here. Persistence is not.
+        self._evaluation_lock = asyncio.Lock()
+        self.alerts_emitted = 0
+        self.alerts_inserted = 0
+        self.reloads = 0
+
+    @property
+    def config(self) -> RulesConfig:
+        """Return the rules configuration in force."""
+        if self._engine is None:
+            raise RuntimeError("RulesFunction used before start()")
+        return self._engine.config
+
+    async def start(self) -> None:
+        """Connect, load the rules and start following their changes."""
+        if self._pool is None:
+            self._pool = await create_pg_pool(self._settings)
+        if self._redis is None:
+            self._redis = connect_redis(self._settings)
+        if self._cross is None:
+            store = MetricsStore(self._redis)
+            self._cross = StoreCrossSymbols(store, recompute=RingRecompute(self._redis))
+            self._order = MinuteOrder(self._redis, store)
+        self._firing = RedisFiringState(self._redis, self._settings.retention_hours * 3600 * 1000)
+        self._engine = RuleEngine(await load_config(self._pool), self._firing, self._cross)
+        await self._firing.ensure_index(self._pool)
+        if self._watch and self._settings.postgres_dsn:
+            self._watcher = RulesWatcher(self._settings.postgres_dsn, self.reload)
+            await self._watcher.start()
+        log.info("rules: %d rules loaded, %d enabled", len(self.config.ruleset), len(self.config.enabled()))
+
+    async def reload(self) -> None:
+        """Reload rules and users' switches from PostgreSQL; the next batch uses them."""
+        if self._engine is None or self._pool is None:
+            return
+        self._engine.config = await load_config(self._pool)
+        self.reloads += 1
+        log.info("rules: reloaded, %d rules enabled", len(self._engine.config.enabled()))
+
+    async def close(self) -> None:
+        """Stop the watcher and release the connections this function opened."""
+        if self._watcher is not None:
+            await self._watcher.close()
+            self._watcher = None
+        if self._redis is not None and self._own_redis:
+            await self._redis.aclose()
+            self._redis = None
+        if self._pool is not None and self._own_pool:
+            await self._pool.close()
+            self._pool = None
+
+    def parse(self, event: BaseCloudEvent) -> MetricsSnapshot:
+        """Return the metrics snapshot of ``event``; raise ``InvalidEvent`` for anything else."""
+        expect_type(event, TYPE_METRICS_COMPUTED, TYPE_METRICS_PROVISIONAL)
+        return parse_data(event, MetricsSnapshot)
+
+    async def handle(self, batch: Sequence[Delivery[MetricsSnapshot]]) -> Sequence[BaseCloudEvent]:
+        """Evaluate the batch, store its alerts in ``alert_history``; return the alert events."""
+        if self._engine is None or self._pool is None or self._firing is None:
+            raise RuntimeError("RulesFunction.handle called before start()")
+        try:
+            await self._firing.ensure_index(self._pool)
+            async with self._evaluation_lock:
+                snapshots = [d.payload for d in batch]
+                if self._order is not None:
+                    snapshots = await self._order.complete(snapshots)
+                evaluation = await self._engine.evaluate(snapshots)
+                if self._order is not None:
+                    await self._order.record(snapshots)
+            alerts = evaluation.alerts
+            if alerts:
+                async with self._pool.acquire() as conn:
+                    self.alerts_inserted += await self._history.save(conn, alerts)
+        except _TRANSIENT as exc:
+            raise TransientError(f"rules: a server is unavailable: {exc!r}", delay_seconds=2.0) from exc
+        traces = {(d.payload.symbol, d.payload.minute): traceparent_of(d.event) for d in batch}
+        self.alerts_emitted += len(alerts)
+        return [alert_event(a, traces.get((a.symbol, a.minute))) for a in alerts]
+
+
+def create(settings: Settings) -> RulesFunction:
+    """Return the rules function for ``screener run rules``."""
+    return RulesFunction(settings)

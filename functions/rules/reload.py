@@ -1,0 +1,101 @@
+"""Hot reload: follow ``alert_rules`` / ``user_settings`` changes through PostgreSQL LISTEN/NOTIFY.
+
+The triggers of 001_core.sql notify ``screener_rules_changed`` after every statement on those tables.
+A watcher keeps one connection listening, waits a short moment so a burst of edits costs one
+reload, and calls back. A lost connection is re-opened and followed by a reload, because
+notifications sent while it was down are gone; a periodic reload covers anything else missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from functions.rules.store import RULES_CHANGED_CHANNEL
+
+log = logging.getLogger(__name__)
+
+
+class RulesWatcher:
+    """Call ``reload`` within about ``debounce_seconds`` of every rules change notified on ``dsn``."""
+
+    def __init__(
+        self,
+        dsn: str,
+        reload: Callable[[], Awaitable[None]],
+        *,
+        debounce_seconds: float = 0.2,
+        resync_seconds: float = 300.0,
+        retry_seconds: float = 1.0,
+    ) -> None:
+        self._dsn = dsn
+        self._reload = reload
+        self._debounce = debounce_seconds
+        self._resync = resync_seconds
+        self._retry = retry_seconds
+        self._changed = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listening = asyncio.Event()
+
+    async def start(self) -> None:
+        """Start listening; return once the first LISTEN is in place."""
+        self._task = asyncio.create_task(self._run(), name="rules-watcher")
+        waiter = asyncio.create_task(self._listening.wait())
+        await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+
+    async def close(self) -> None:
+        """Stop listening."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def _notified(self, *_: object) -> None:
+        self._changed.set()
+
+    def _terminated(self, *_: object) -> None:
+        self._lost.set()
+
+    async def _run(self) -> None:
+        first = True
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self._dsn)
+                self._lost.clear()
+                conn.add_termination_listener(self._terminated)
+                await conn.add_listener(RULES_CHANGED_CHANNEL, self._notified)
+                self._listening.set()
+                if not first:
+                    await self._reload()  # changes made while we were not listening
+                first = False
+                await self._follow()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a loop boundary: log, reconnect, never die silently
+                log.exception("rules watcher: listening failed; reconnecting in %.1fs", self._retry)
+            finally:
+                if conn is not None and not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+            await asyncio.sleep(self._retry)
+
+    async def _follow(self) -> None:
+        while not self._lost.is_set():
+            changed = asyncio.create_task(self._changed.wait())
+            lost = asyncio.create_task(self._lost.wait())
+            done, pending = await asyncio.wait({changed, lost}, timeout=self._resync, return_when="FIRST_COMPLETED")
+            for task in pending:
+                task.cancel()
+            if lost in done:
+                return
+            await asyncio.sleep(self._debounce)
+            self._changed.clear()
+            await self._reload()

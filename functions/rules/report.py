@@ -1,0 +1,191 @@
+"""The backtest report: alerts per rule and symbol, forward returns after each alert, a PNG chart.
+
+Forward returns are measured from the alert's price (the close of its minute) to the close 15m,
+1h, 4h and 1d later. The hit rate is the share of alerts after which the price moved the rule's
+way: down for the bearish rules (``SHORT_RULES``), up for every other rule (custom ones included).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from functions.rules.replay import ReplayResult, forward_return
+from screener.events.models import Alert, minute_close_iso
+
+HORIZONS: dict[str, int] = {"15m": 15, "1h": 60, "4h": 240, "1d": 1440}
+SHORT_RULES = frozenset(
+    {
+        "futures_big_bear_60",
+        "futures_big_bear_60_v2",
+        "futures_pioneer_bear",
+        "futures_5_big_bear",
+        "futures_15_big_bear",
+        "futures_top_hunter",
+        "futures_top_hunter_v2",
+        "futures_whale_distribution",
+    }
+)
+
+
+@dataclass(frozen=True)
+class ReturnStats:
+    """Forward returns of one rule at one horizon, in percent."""
+
+    count: int
+    mean: float | None
+    median: float | None
+    hit_rate: float | None
+
+
+def alert_line(alert: Alert) -> str:
+    """Return the alert as one JSON line: ``id, rule_type, symbol, timestamp, price``."""
+    return json.dumps(
+        {
+            "id": alert.id,
+            "rule_type": alert.rule_type,
+            "symbol": alert.symbol,
+            "timestamp": alert.timestamp,
+            "price": alert.price,
+        }
+    )
+
+
+def write_alerts(path: Path, alerts: Sequence[Alert]) -> None:
+    """Write ``alerts`` as JSON lines, in time order."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as out:
+        for alert in alerts:
+            out.write(alert_line(alert) + "\n")
+
+
+def return_stats(result: ReplayResult) -> dict[str, dict[str, ReturnStats]]:
+    """Return, per rule and horizon, the forward-return statistics of its alerts."""
+    returns: dict[str, dict[str, list[float]]] = {}
+    for alert in result.alerts:
+        per_horizon = returns.setdefault(alert.rule_type, {h: [] for h in HORIZONS})
+        for name, minutes in HORIZONS.items():
+            value = forward_return(result.series[alert.symbol], alert.minute, alert.price, minutes)
+            if value is not None:
+                per_horizon[name].append(value)
+    stats: dict[str, dict[str, ReturnStats]] = {}
+    for rule_type, per_horizon in sorted(returns.items()):
+        sign = -1.0 if rule_type in SHORT_RULES else 1.0
+        stats[rule_type] = {
+            name: ReturnStats(
+                count=len(values),
+                mean=statistics.fmean(values) if values else None,
+                median=statistics.median(values) if values else None,
+                hit_rate=sum(1 for v in values if sign * v > 0) / len(values) if values else None,
+            )
+            for name, values in per_horizon.items()
+        }
+    return stats
+
+
+def build_report(result: ReplayResult) -> dict[str, object]:
+    """Return the report as a JSON-ready dict."""
+    per_rule = Counter(a.rule_type for a in result.alerts)
+    per_rule_symbol: dict[str, Counter[str]] = {}
+    for alert in result.alerts:
+        per_rule_symbol.setdefault(alert.rule_type, Counter())[alert.symbol] += 1
+    stats = return_stats(result)
+    return {
+        "from": minute_close_iso(result.start - 60_000),  # the first evaluated minute's open time
+        "to": minute_close_iso(result.end - 60_000),  # exclusive
+        "symbols": sorted(result.series),
+        "symbol_minutes": result.symbol_minutes,
+        "quote_volume_derived": sorted(s for s, series in result.series.items() if series.quote_volume_derived),
+        "alerts": len(result.alerts),
+        "rules": {
+            rule_type: {
+                "alerts": count,
+                "direction": "short" if rule_type in SHORT_RULES else "long",
+                "by_symbol": dict(sorted(per_rule_symbol[rule_type].items())),
+                "forward_returns": {h: s.__dict__ for h, s in stats[rule_type].items()},
+            }
+            for rule_type, count in sorted(per_rule.items())
+        },
+    }
+
+
+def _fmt(value: float | None, percent: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 100:.0f}%" if percent else f"{value:+.2f}"
+
+
+def render_markdown(report: dict[str, object]) -> str:
+    """Return the report as a Markdown document."""
+    rules = report["rules"]
+    assert isinstance(rules, dict)
+    lines = [
+        "# Backtest report",
+        "",
+        f"Minutes opening from {report['from']} to {report['to']} (exclusive), {len(report['symbols'])} symbols "  # type: ignore[arg-type]
+        f"({report['symbol_minutes']} symbol-minutes), {report['alerts']} alerts.",
+    ]
+    if report["quote_volume_derived"]:
+        lines.append(
+            "Quote volume derived as volume x typical price (no quote volume in the source) for: "
+            + ", ".join(report["quote_volume_derived"])  # type: ignore[arg-type]
+        )
+    header = " | ".join(f"{h} mean / median / hit" for h in HORIZONS)
+    lines += ["", "## Forward returns after each alert (percent)", "", f"| rule | dir | alerts | {header} |"]
+    lines.append("|" + "---|" * (3 + len(HORIZONS)))
+    for rule_type, entry in rules.items():
+        cells = []
+        for h in HORIZONS:
+            s = entry["forward_returns"][h]
+            cells.append(f"{_fmt(s['mean'])} / {_fmt(s['median'])} / {_fmt(s['hit_rate'], percent=True)}")
+        lines.append(f"| {rule_type} | {entry['direction']} | {entry['alerts']} | " + " | ".join(cells) + " |")
+    lines += ["", "## Alerts per rule and symbol", "", "| rule | symbol | alerts |", "|---|---|---|"]
+    for rule_type, entry in rules.items():
+        for symbol, count in entry["by_symbol"].items():
+            lines.append(f"| {rule_type} | {symbol} | {count} |")
+    lines += ["", "Hit rate: share of alerts after which the price moved the rule's way (down for short rules)."]
+    return "\n".join(lines) + "\n"
+
+
+def render_chart(report: dict[str, object], path: Path) -> None:
+    """Draw alerts per rule and mean forward returns per horizon into a PNG at ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: write files only
+    import matplotlib.pyplot as plt
+
+    rules = report["rules"]
+    assert isinstance(rules, dict)
+    names = list(rules)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 9), constrained_layout=True)
+    top.barh(names, [rules[n]["alerts"] for n in names], color="#4c72b0")
+    top.set_title("Alerts per rule")
+    top.invert_yaxis()
+    width = 0.8 / len(HORIZONS)
+    for k, horizon in enumerate(HORIZONS):
+        means = [rules[n]["forward_returns"][horizon]["mean"] or 0.0 for n in names]
+        bottom.bar([i + k * width for i in range(len(names))], means, width, label=horizon)
+    bottom.axhline(0, color="black", linewidth=0.8)
+    bottom.set_xticks([i + width * (len(HORIZONS) - 1) / 2 for i in range(len(names))])
+    bottom.set_xticklabels([n.removeprefix("futures_") for n in names], rotation=45, ha="right")
+    bottom.set_ylabel("mean forward return (%)")
+    bottom.set_title("Mean forward return after the alert")
+    bottom.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(result: ReplayResult, directory: Path) -> dict[str, Path]:
+    """Write ``report.json``, ``report.md`` and ``chart.png`` into ``directory``; return their paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    report = build_report(result)
+    paths = {"json": directory / "report.json", "markdown": directory / "report.md", "chart": directory / "chart.png"}
+    paths["json"].write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    paths["markdown"].write_text(render_markdown(report), encoding="utf-8")
+    render_chart(report, paths["chart"])
+    return paths

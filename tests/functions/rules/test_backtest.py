@@ -1,0 +1,74 @@
+"""``screener backtest`` on real recorded klines: alerts JSONL, report, chart, custom rules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from functions.rules import backtest
+from screener.cli import build_parser
+from screener.config import load_settings
+from screener.events.models import alert_id
+
+
+def run(argv: list[str]) -> int:
+    args = build_parser(["backtest", *argv]).parse_args(["backtest", *argv])
+    return backtest.run(args, load_settings({}))
+
+
+def test_backtest_writes_alerts_report_and_chart(klines_dir: Path, tmp_path: Path) -> None:
+    alerts_out = tmp_path / "alerts.jsonl"
+    status = run(
+        [
+            "--data", str(klines_dir / "binance-um-2025-05"),
+            "--symbols", "BTCUSDT,ETHUSDT,LAYERUSDT,ENAUSDT",
+            "--from", "2025-05-12T14:00", "--to", "2025-05-12T15:00",
+            "--expr", "big_dip=c5m < -0.8",
+            "--alerts-out", str(alerts_out), "--report-dir", str(tmp_path / "report"), "--no-progress",
+        ]
+    )  # fmt: skip
+    assert status == 0
+    lines = [json.loads(line) for line in alerts_out.read_text().splitlines()]
+    assert lines, "the slice has alerts"
+    for line in lines:
+        assert set(line) == {"id", "rule_type", "symbol", "timestamp", "price"}
+        minute = backtest.parse_instant(line["timestamp"]) - 60_000
+        assert line["id"] == alert_id(line["rule_type"], line["symbol"], minute)
+    assert "big_dip" in {line["rule_type"] for line in lines}
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["alerts"] == len(lines)
+    assert report["quote_volume_derived"] == ["BTCUSDT", "ENAUSDT", "ETHUSDT", "LAYERUSDT"]
+    rule = report["rules"]["futures_bottom_hunter"]
+    assert sum(rule["by_symbol"].values()) == rule["alerts"]
+    assert set(rule["forward_returns"]) == {"15m", "1h", "4h", "1d"}
+    assert rule["forward_returns"]["1h"]["count"] == rule["alerts"]
+    assert 0.0 <= rule["forward_returns"]["1h"]["hit_rate"] <= 1.0
+    assert (tmp_path / "report" / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| futures_bottom_hunter |" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_backtest_rejects_a_bad_expression_with_its_position(
+    klines_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = run(["--data", str(klines_dir / "binance-um-2026-02"), "--expr", "oops=c5m >> 1", "--no-progress"])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "rule 'oops'" in err
+    assert "at position 5" in err
+
+
+def test_backtest_only_named_rules_fire(klines_dir: Path, tmp_path: Path) -> None:
+    alerts_out = tmp_path / "alerts.jsonl"
+    status = run(
+        [
+            "--data", str(klines_dir / "binance-um-2026-02"), "--symbols", "ALGOUSDT,DOTUSDT",
+            "--from", "2026-02-16T00:00", "--to", "2026-02-16T06:00",
+            "--rules", "futures_whale_accumulation,futures_whale_distribution",
+            "--alerts-out", str(alerts_out), "--report-dir", str(tmp_path / "r"), "--no-progress",
+        ]
+    )  # fmt: skip
+    assert status == 0
+    fired = {json.loads(line)["rule_type"] for line in alerts_out.read_text().splitlines()}
+    assert fired <= {"futures_whale_accumulation", "futures_whale_distribution"}
