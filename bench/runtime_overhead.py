@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import tempfile
 import time
@@ -55,10 +56,8 @@ class NoOp:
 
 async def reset(js: JetStreamContext) -> None:
     for stream in STREAMS:
-        try:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
             await js.delete_stream(stream.name)
-        except nats.js.errors.NotFoundError:
-            pass
 
 
 async def raw_round(js: JetStreamContext, events: list[BaseCloudEvent], batch: int) -> tuple[float, float]:
