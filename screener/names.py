@@ -56,11 +56,14 @@ class ConsumerSpec:
     durable: str
     stream: StreamSpec
     filter_subject: str
+    # Batches one worker process may have in flight; None: as configured (worker_concurrency).
+    max_concurrency: int | None = None
 
 
 CONSUMER_CALCULATOR = ConsumerSpec("calculator", "calculator", STREAM_CANDLES, "candles.>")
 CONSUMER_RECORDER = ConsumerSpec("recorder", "recorder", STREAM_CANDLES, "candles.1m.>")
-CONSUMER_RULES = ConsumerSpec("rules", "rules", STREAM_METRICS, "metrics.>")
+# The rules evaluate each symbol's minutes in order (cooldowns, on_change, recent()): one batch at a time.
+CONSUMER_RULES = ConsumerSpec("rules", "rules", STREAM_METRICS, "metrics.>", max_concurrency=1)
 CONSUMER_NOTIFIER = ConsumerSpec("notifier", "notifier", STREAM_ALERTS, "alerts.>")
 CONSUMERS: dict[str, ConsumerSpec] = {
     c.function: c for c in (CONSUMER_CALCULATOR, CONSUMER_RECORDER, CONSUMER_RULES, CONSUMER_NOTIFIER)

@@ -331,19 +331,13 @@ def bar_indicators(
     todo = np.setdiff1d(np.arange(rows), np.asarray(resumed, dtype=np.int64))
     if len(todo):
         sub, sub_lengths = packed[todo], lengths[todo]
-        rsi, gains, losses = indicators.rsi_with_state(sub)
-        line, signal, hist, slows, fasts = indicators.macd_with_state(sub)
-        for name, full in zip(names, (rsi, line, signal, hist), strict=True):
-            values[name][todo] = indicators.last_values(full, sub_lengths)
+        found = indicators.recursions_at(sub, sub_lengths)
+        for name, last in zip(names, (found.rsi, found.macd, found.macd_signal, found.macd_hist), strict=True):
+            values[name][todo] = last
         if cache is not None:
-            closed_at = np.maximum(sub_lengths - 2, 0)[:, None]
-            snapshot = np.stack(
-                [np.take_along_axis(a, closed_at, axis=1)[:, 0] for a in (gains, losses, sub, slows, fasts, signal)],
-                axis=1,
-            )
             for k, row in enumerate(todo.tolist()):
                 if row in keys:
-                    cache.store(keys[row][0], keys[row][1], snapshot[k])
+                    cache.store(keys[row][0], keys[row][1], found.closed_state[k])
     upper, middle, lower = indicators.bbands_last(packed, lengths)
     values.update(bb_upper=upper, bb_middle=middle, bb_lower=lower)
     return {tf: {name: v[i * size : (i + 1) * size] for name, v in values.items()} for i, tf in enumerate(timeframes)}

@@ -11,6 +11,8 @@ agree with ``talib`` to rounding (about 1e-14 relative on real data).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import numpy.typing as npt
 
@@ -41,11 +43,21 @@ def rsi_with_state(closes: FloatArray, period: int = RSI_PERIOD) -> tuple[FloatA
     out = np.full((rows, length), np.nan)
     if length <= period:
         return out, out.copy(), out.copy()
-    change = np.diff(np.ascontiguousarray(closes.T), axis=0)  # change[i - 1] = close[i] - close[i - 1]
+    gains, losses = _rsi_averages_by_bar(np.ascontiguousarray(closes.T), period)
+    out[:, period:] = _rsi_value(gains[period:], losses[period:]).T
+    return out, np.ascontiguousarray(gains.T), np.ascontiguousarray(losses.T)
+
+
+def _rsi_averages_by_bar(by_bar: FloatArray, period: int) -> tuple[FloatArray, FloatArray]:
+    """Return Wilder's average gain and loss, (columns, rows) with one row per bar; NaN before ``period``."""
+    length, rows = by_bar.shape
+    change = np.diff(by_bar, axis=0)  # change[i - 1] = close[i] - close[i - 1]
     up = np.maximum(change, 0.0)
     down = -np.minimum(change, 0.0)
     gains = np.full((length, rows), np.nan)
     losses = np.full((length, rows), np.nan)
+    if length <= period:
+        return gains, losses
     gain = _running_sum(up, 0, period) / period
     loss = _running_sum(down, 0, period) / period
     gains[period], losses[period] = gain, loss
@@ -58,8 +70,7 @@ def rsi_with_state(closes: FloatArray, period: int = RSI_PERIOD) -> tuple[FloatA
         np.add(loss, down[i - 1], out=loss)
         np.divide(loss, period, out=loss)
         gains[i], losses[i] = gain, loss
-    out[:, period:] = _rsi_value(gains[period:], losses[period:]).T
-    return out, np.ascontiguousarray(gains.T), np.ascontiguousarray(losses.T)
+    return gains, losses
 
 
 def rsi_step(gain: FloatArray, loss: FloatArray, change: FloatArray, period: int = RSI_PERIOD) -> FloatArray:
@@ -103,7 +114,23 @@ def macd_with_state(
 
     The signal column holds its EMA from its first value on; the EMAs from column ``slow - 1`` on.
     """
-    rows, length = closes.shape
+    line, sig, slows, fasts = _macd_by_bar(np.ascontiguousarray(closes.T), fast, slow, signal)
+    macd_line = np.ascontiguousarray(line.T)
+    signal_line = np.ascontiguousarray(sig.T)
+    return (
+        macd_line,
+        signal_line,
+        macd_line - signal_line,
+        np.ascontiguousarray(slows.T),
+        np.ascontiguousarray(fasts.T),
+    )
+
+
+def _macd_by_bar(
+    by_bar: FloatArray, fast: int, slow: int, signal: int
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Return (macd, signal, slow EMA, fast EMA), (columns, rows) with one row per bar."""
+    length, rows = by_bar.shape
     line = np.full((length, rows), np.nan)
     sig = np.full((length, rows), np.nan)
     slows = np.full((length, rows), np.nan)
@@ -111,7 +138,6 @@ def macd_with_state(
     seed_at = slow - 1
     signal_at = seed_at + signal - 1
     if length > seed_at:
-        by_bar = np.ascontiguousarray(closes.T)
         k_slow, k_fast = 2.0 / (slow + 1), 2.0 / (fast + 1)
         slow_ema = _running_sum(by_bar, 0, slow) / slow
         fast_ema = _running_sum(by_bar, slow - fast, slow) / fast
@@ -130,15 +156,42 @@ def macd_with_state(
                 _ema_step(value, line[i], 2.0 / (signal + 1), scratch)
                 sig[i] = value
         line[:signal_at] = np.nan
-    macd_line = np.ascontiguousarray(line.T)
-    signal_line = np.ascontiguousarray(sig.T)
-    return (
-        macd_line,
-        signal_line,
-        macd_line - signal_line,
-        np.ascontiguousarray(slows.T),
-        np.ascontiguousarray(fasts.T),
+    return line, sig, slows, fasts
+
+
+@dataclass(frozen=True)
+class RecursionsAt:
+    """RSI and MACD at each row's last bar, and the recursion state at its last closed bar (the one before)."""
+
+    rsi: FloatArray
+    macd: FloatArray
+    macd_signal: FloatArray
+    macd_hist: FloatArray
+    closed_state: FloatArray  # (rows, 6): average gain, average loss, close, slow EMA, fast EMA, signal EMA
+
+
+def recursions_at(closes: FloatArray, lengths: IntArray) -> RecursionsAt:
+    """Return what the calculator needs of RSI and MACD for left-aligned rows of ``lengths`` bars.
+
+    The same recursions as ``rsi_with_state`` and ``macd_with_state`` (identical numbers), but only
+    the values at each row's last and last-closed bar are read out, so the full histories are never
+    transposed or turned into RSI values.
+    """
+    by_bar = np.ascontiguousarray(closes.T)
+    gains, losses = _rsi_averages_by_bar(by_bar, RSI_PERIOD)
+    line, sig, slows, fasts = _macd_by_bar(by_bar, MACD_FAST, MACD_SLOW, MACD_SIGNAL)
+    rows = np.arange(closes.shape[0])
+    last = np.maximum(lengths - 1, 0)
+    closed = np.maximum(lengths - 2, 0)
+    empty = lengths <= 0
+    rsi = np.where(empty, np.nan, _rsi_value(gains[last, rows], losses[last, rows]))
+    macd_line = np.where(empty, np.nan, line[last, rows])
+    signal_line = np.where(empty, np.nan, sig[last, rows])
+    state = np.stack(
+        [a[closed, rows] for a in (gains, losses, by_bar, slows, fasts, sig)],
+        axis=1,
     )
+    return RecursionsAt(rsi, macd_line, signal_line, macd_line - signal_line, state)
 
 
 def macd_step(

@@ -88,7 +88,9 @@ class Worker:
         self._js = js
         self._publisher = Publisher(js)
         self._batch_size = batch_size or settings.batch_size
-        self._concurrency = concurrency or settings.worker_concurrency
+        limit = function.consumer.max_concurrency
+        wanted = concurrency or settings.worker_concurrency
+        self._concurrency = min(wanted, limit) if limit else wanted
         self._fetch_timeout = fetch_timeout
         self._clock = clock
         self._stopping = asyncio.Event()

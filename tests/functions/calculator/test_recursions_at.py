@@ -1,0 +1,26 @@
+"""The calculator's read-out of RSI and MACD equals the full recursions, number for number."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from functions.calculator import indicators
+
+
+def test_recursions_at_equals_the_last_values_of_the_full_series() -> None:
+    rng = np.random.default_rng(7)
+    closes = np.cumprod(1 + rng.normal(0, 0.01, size=(40, 250)), axis=1) * 30_000
+    lengths = rng.integers(0, 251, size=40).astype(np.int64)
+    lengths[:3] = (0, 1, 250)
+    found = indicators.recursions_at(closes, lengths)
+    rsi, gains, losses = indicators.rsi_with_state(closes)
+    line, signal, hist, slows, fasts = indicators.macd_with_state(closes)
+    np.testing.assert_array_equal(found.rsi, indicators.last_values(rsi, lengths))
+    np.testing.assert_array_equal(found.macd, indicators.last_values(line, lengths))
+    np.testing.assert_array_equal(found.macd_signal, indicators.last_values(signal, lengths))
+    np.testing.assert_array_equal(found.macd_hist, indicators.last_values(hist, lengths))
+    closed = np.maximum(lengths - 2, 0)[:, None]
+    expected_state = np.stack(
+        [np.take_along_axis(a, closed, axis=1)[:, 0] for a in (gains, losses, closes, slows, fasts, signal)], axis=1
+    )
+    np.testing.assert_array_equal(found.closed_state, expected_state)
