@@ -158,7 +158,11 @@ class Settings(BaseModel):
     ws_heartbeat_seconds: float = Field(default=20.0, gt=0, description="WebSocket protocol-level ping interval")
 
     # --- calculator --------------------------------------------------------------------------------
-    calculator_gap_grace_seconds: float = Field(default=5.0, ge=0)
+    calculator_gap_grace_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="how long the calculator waits for an earlier minute still in flight before taking it as a gap",
+    )
 
     # --- notifier ----------------------------------------------------------------------------------
     webhook_timeout_seconds: float = Field(default=5.0, gt=0, description="timeout of one webhook attempt")
