@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import quote, unquote
 
+import orjson
 from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.formats.json import JSONFormat
@@ -46,7 +47,12 @@ def to_binary(event: BaseCloudEvent) -> tuple[dict[str, str], bytes]:
         if value is not None
     }
     content_type = event.get_datacontenttype()
-    body = _FORMAT.write_data(event.get_data(), content_type)
+    data = event.get_data()
+    if isinstance(data, dict) and (content_type or "application/json").startswith("application/json"):
+        # orjson: several times faster than the stdlib encoder on a minute's burst of metrics payloads.
+        body = orjson.dumps(data)
+    else:
+        body = _FORMAT.write_data(data, content_type)
     return headers, body
 
 
@@ -87,8 +93,8 @@ def _from_binary(headers: dict[str, str], payload: bytes) -> CloudEvent:
     content_type = attributes.get("datacontenttype")
     if content_type and content_type.startswith("application/json") and payload:
         try:
-            data: Any = json.loads(payload)
-        except ValueError as exc:
+            data: Any = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
             raise InvalidEvent(f"data is not valid JSON: {exc}", attributes.get("id")) from None
     else:
         data = _FORMAT.read_data(payload, content_type)
