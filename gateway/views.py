@@ -80,3 +80,21 @@ def decimal_text(value: float) -> str:
     if "e" in text or "n" in text:  # exponent (1e-05) or inf/nan: the slow exact path
         text = format(Decimal(text), "f")
     return text[:-2] if text.endswith(".0") else text
+
+
+def delivery_view(row: Any, *keys: str) -> dict[str, Any]:
+    """Return one ``webhook_deliveries`` row as the API shows it, with ``keys`` naming its subject.
+
+    ``keys`` are the identifying columns the caller selected (``alert_id``, or ``webhook_id`` and
+    ``kind``); ids are rendered as strings.
+    """
+    view: dict[str, Any] = {key: str(row[key]) if key.endswith("_id") else row[key] for key in keys}
+    view.update(
+        status=row["status"],
+        attempts=row["attempts"],
+        last_error=row["last_error"],
+        http_status=row["http_status"],
+        sent_at=iso(row["sent_at"]) if row["sent_at"] else None,
+        updated_at=iso(row["updated_at"]),
+    )
+    return view

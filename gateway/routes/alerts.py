@@ -10,7 +10,7 @@ from gateway import validation
 from gateway.context import GATEWAY, identity, require_user
 from gateway.errors import BadParameter, json_ok
 from gateway.history import recent_alerts
-from gateway.views import alert_row_view, iso
+from gateway.views import alert_row_view, delivery_view
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -52,18 +52,6 @@ async def alert_deliveries(request: web.Request) -> web.Response:
     return json_ok(
         {
             "alert_id": str(alert_id),
-            "deliveries": [
-                {
-                    "webhook_id": str(r["webhook_id"]),
-                    "kind": r["kind"],
-                    "status": r["status"],
-                    "attempts": r["attempts"],
-                    "last_error": r["last_error"],
-                    "http_status": r["http_status"],
-                    "sent_at": iso(r["sent_at"]) if r["sent_at"] else None,
-                    "updated_at": iso(r["updated_at"]),
-                }
-                for r in rows
-            ],
+            "deliveries": [delivery_view(r, "webhook_id", "kind") for r in rows],
         }
     )

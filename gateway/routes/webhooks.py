@@ -16,7 +16,7 @@ from functions.notifier.models import InvalidWebhook
 from gateway import validation
 from gateway.context import GATEWAY, require_user
 from gateway.errors import ApiError, BadParameter, json_ok, not_found
-from gateway.views import iso
+from gateway.views import delivery_view, iso
 
 KINDS = ("discord", "telegram", "json")
 MAX_WEBHOOKS = 20
@@ -213,17 +213,6 @@ async def webhook_deliveries(request: web.Request) -> web.Response:
     return json_ok(
         {
             "webhook_id": str(webhook_id),
-            "deliveries": [
-                {
-                    "alert_id": str(r["alert_id"]),
-                    "status": r["status"],
-                    "attempts": r["attempts"],
-                    "last_error": r["last_error"],
-                    "http_status": r["http_status"],
-                    "sent_at": iso(r["sent_at"]) if r["sent_at"] else None,
-                    "updated_at": iso(r["updated_at"]),
-                }
-                for r in rows
-            ],
+            "deliveries": [delivery_view(r, "alert_id") for r in rows],
         }
     )
