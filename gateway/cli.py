@@ -6,6 +6,7 @@ import argparse
 import asyncio
 
 from screener.config import Settings
+from screener.tracing import setup_tracing
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +25,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.port is not None:
         changes["gateway_port"] = args.port
     chosen = settings.model_copy(update=changes) if changes else settings
+    setup_tracing(chosen, "gateway")
     try:
         import uvloop
     except ImportError:  # not on this platform: the standard loop works, just slower at fan-out

@@ -32,6 +32,7 @@ from screener.events.envelope import InvalidEvent, parse_data
 from screener.events.models import Alert, MetricsSnapshot
 from screener.events.nats_binding import from_message
 from screener.names import SUBJECT_PREFIX_BY_TYPE, TYPE_ALERT_TRIGGERED, TYPE_METRICS_COMPUTED
+from screener.tracing import start_event_span
 
 log = logging.getLogger(__name__)
 
@@ -215,13 +216,20 @@ class Hub:
     # --- events ---------------------------------------------------------------------------------
     async def _on_alert(self, msg: Msg) -> None:
         try:
-            alert = parse_data(from_message(msg.headers, msg.data), Alert)
+            event = from_message(msg.headers, msg.data)
+            alert = parse_data(event, Alert)
         except InvalidEvent as exc:
             self._registry.invalid_events.inc(subject="alerts")
             log.warning("ignoring an undecodable alert on %s: %s", msg.subject, exc)
             return
         self._registry.alerts_received.inc()
-        if self.broadcast_alert(alert):
+        # The last hop of the candle's trace: the alert's frames queued for every WebSocket client.
+        span, _ = start_event_span(event, "gateway.fanout")
+        try:
+            sent = self.broadcast_alert(alert)
+        finally:
+            span.end()
+        if sent:
             await asyncio.sleep(0)  # a long burst still lets HTTP requests and flushers run
 
     async def _on_metrics(self, msg: Msg) -> None:

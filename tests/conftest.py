@@ -21,6 +21,10 @@ import nats
 import pytest
 import redis.asyncio as aioredis
 from nats.js import JetStreamContext
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from screener.db.migrate import migrate
 from screener.embedded.servers import EmbeddedServer, start_nats, start_postgres, start_redis
@@ -159,6 +163,16 @@ async def nats_client(nats_url: str) -> AsyncIterator[nats.NATS]:
 def jetstream(nats_client: nats.NATS) -> JetStreamContext:
     """Return a JetStream context on the test's connection."""
     return nats_client.jetstream()
+
+
+@pytest.fixture(scope="session")
+def span_exporter() -> InMemorySpanExporter:
+    """Install, once per session, a tracer provider whose finished spans the tests can read."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return exporter
 
 
 @pytest.fixture(scope="session")

@@ -39,7 +39,7 @@ from screener.names import (
     TYPE_METRICS_PROVISIONAL,
 )
 from screener.runtime.function import Delivery, TransientError
-from screener.tracing import traceparent_of
+from screener.tracing import traceparent_for
 from state.metrics_store import MetricsStore
 
 log = logging.getLogger(__name__)
@@ -239,7 +239,7 @@ class RulesFunction:
                     self.alerts_inserted += await self._history.save(conn, alerts)
         except _TRANSIENT as exc:
             raise TransientError(f"rules: a server is unavailable: {exc!r}", delay_seconds=2.0) from exc
-        traces = {(d.payload.symbol, d.payload.minute): traceparent_of(d.event) for d in batch}
+        traces = {(d.payload.symbol, d.payload.minute): traceparent_for(d) for d in batch}
         self.alerts_emitted += len(alerts)
         return [alert_event(a, traces.get((a.symbol, a.minute))) for a in alerts]
 

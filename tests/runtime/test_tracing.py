@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 from nats.js import JetStreamContext
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from screener.config import load_settings
@@ -21,17 +17,8 @@ from screener.tracing import current_traceparent, tracer
 from tests.fakes.echo import ECHO_CONSUMER, Echo, input_event
 
 
-@pytest.fixture(scope="module")
-def spans() -> InMemorySpanExporter:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
-    return exporter
-
-
 async def test_worker_continues_the_trace_of_each_event_and_passes_it_on(
-    spans: InMemorySpanExporter, jetstream: JetStreamContext, redis_url: str
+    span_exporter: InMemorySpanExporter, jetstream: JetStreamContext, redis_url: str
 ) -> None:
     settings = load_settings({}, ack_wait_seconds=5.0)
     await ensure_streams(jetstream, settings)
@@ -51,7 +38,7 @@ async def test_worker_continues_the_trace_of_each_event_and_passes_it_on(
     emitted = nats_binding.from_message(output.headers, output.data)
     emitted_trace = int(str(emitted.get_attributes()["traceparent"]).split("-")[1], 16)
     assert emitted_trace == trace_id
-    handle_spans = [s for s in spans.get_finished_spans() if s.name == "echo.handle"]
+    handle_spans = [s for s in span_exporter.get_finished_spans() if s.name == "echo.handle"]
     assert handle_spans
     assert handle_spans[0].context.trace_id == trace_id
     assert handle_spans[0].parent is not None
