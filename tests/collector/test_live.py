@@ -255,7 +255,7 @@ async def bar_series(pg: asyncpg.Connection, expected: int) -> bool:
     return bool(await pg.fetchval("SELECT count(DISTINCT (symbol, interval)) FROM bars") == expected)
 
 
-async def test_start_fetches_only_the_minutes_not_already_stored(  # noqa: PLR0917
+async def test_start_fetches_only_the_minutes_not_already_stored(
     series_2026: dict[str, KlineSeries],
     fake_binance: FakeFactory,
     jetstream: JetStreamContext,

@@ -69,7 +69,7 @@ async def rows_reach(pg: asyncpg.Connection, expected: int) -> bool:
 
 
 @pytest.mark.timeout(240)
-async def test_fifty_symbols_for_an_hour_with_random_disconnects_are_recorded_exactly_once(  # noqa: PLR0917
+async def test_fifty_symbols_for_an_hour_with_random_disconnects_are_recorded_exactly_once(
     market_50: ReplayMarket,
     fake_binance: FakeFactory,
     jetstream: JetStreamContext,

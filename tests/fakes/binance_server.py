@@ -428,7 +428,7 @@ class FakeBinance:
             rows = rows[-limit:]
         return web.json_response(rows, headers=self._weight_headers())
 
-    def _rows(  # noqa: PLR0917
+    def _rows(
         self, track: Track, interval: str, span: int, start: int, end: int, now: int
     ) -> list[list[Any]]:
         forming_open = now // span * span
