@@ -428,9 +428,7 @@ class FakeBinance:
             rows = rows[-limit:]
         return web.json_response(rows, headers=self._weight_headers())
 
-    def _rows(
-        self, track: Track, interval: str, span: int, start: int, end: int, now: int
-    ) -> list[list[Any]]:
+    def _rows(self, track: Track, interval: str, span: int, start: int, end: int, now: int) -> list[list[Any]]:
         forming_open = now // span * span
         times, values = self.market.track_arrays(track, start, min(end + span, now // MINUTE_MS * MINUTE_MS))
         rows: list[list[Any]] = []
