@@ -10,6 +10,7 @@ application/cloudevents+json``, as Knative's JetStream channel stores events) is
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import quote, unquote
@@ -27,6 +28,7 @@ CONTENT_TYPE: Final = "Content-Type"
 STRUCTURED_JSON: Final = "application/cloudevents+json"
 # Printable ASCII except space, double quote and percent stays as is (HTTP binding, 3.1.3.2).
 _SAFE: Final = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in ' "%')
+_NEEDS_NO_ENCODING: Final = re.compile(r"[\x21\x23-\x24\x26-\x7e]*")
 _FORMAT: Final = JSONFormat()
 
 
@@ -36,6 +38,9 @@ def encode_header_value(value: Any) -> str:
         text = value.astimezone(UTC).isoformat().replace("+00:00", "Z")
     else:
         text = str(value)
+    # Fast path: ids, types, sources and timestamps almost never hold a character to encode.
+    if _NEEDS_NO_ENCODING.fullmatch(text):
+        return text
     return quote(text, safe=_SAFE)
 
 

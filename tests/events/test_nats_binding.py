@@ -106,3 +106,16 @@ def test_malformed_messages_raise_invalid_event_with_a_reason(
 ) -> None:
     with pytest.raises(InvalidEvent, match=reason):
         nats_binding.from_message(headers, body)
+
+
+def test_header_encoding_equals_the_specs_percent_encoding_for_any_text() -> None:
+    import random
+    from urllib.parse import quote
+
+    # The spec's rule (HTTP binding 3.1.3.2): printable ASCII except space, '"' and '%' stays as is.
+    safe = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in ' "%')
+    alphabet = [chr(c) for c in range(0x20, 0x7F)] + ["\u00e9", "\u20ac", "\n", "\t"]
+    rng = random.Random(42)
+    for _ in range(5000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 16)))
+        assert nats_binding.encode_header_value(text) == quote(text, safe=safe), text
