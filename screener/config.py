@@ -129,11 +129,15 @@ class Settings(BaseModel):
     backfill_minutes: int = Field(
         default=2880, ge=1, description="live: minutes of history filled from REST per symbol when none is stored"
     )
+    # 14 days and 8 h 10 min: 14 days give every window and the 1h bars of change_14d; the extra
+    # 490 minutes start the shipped February 2026 month at 2026-02-15 08:10 UTC, some 20 s (at 60x)
+    # before a market-wide drop, so a new user sees real alerts within the first minute.
     replay_warmup_minutes: int = Field(
-        default=20160,
+        default=20650,
         ge=0,
         description="replay: recorded minutes written straight to PostgreSQL before streaming "
-        "(the last 2 days as candles, all as bars); 0: none",
+        "(the last 2 days as candles, all as bars; the default starts the shipped month at "
+        "2026-02-15 08:10 UTC, just before its first alerts); 0: none",
     )
 
     # --- gateway -----------------------------------------------------------------------------------

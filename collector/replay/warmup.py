@@ -32,8 +32,9 @@ WARMUP_CANDLE_MINUTES = 2 * 1440
 
 
 def warmup_end(market: ReplayMarket, warmup_minutes: int) -> int:
-    """Return the first streamed minute after a warm-up of ``warmup_minutes`` (at most half the recording)."""
-    return market.start_ms + min(warmup_minutes, market.minutes // 2) * MINUTE_MS
+    """Return the first streamed minute after a warm-up of ``warmup_minutes`` (at most 3/4 of the recording)."""
+    # A quarter of the recording is always left to stream (a week of the shipped month).
+    return market.start_ms + min(warmup_minutes, market.minutes * 3 // 4) * MINUTE_MS
 
 
 async def warm_up(conn: asyncpg.Connection, market: ReplayMarket, warmup_minutes: int) -> int:

@@ -18,8 +18,8 @@ from screener.runtime.function import Delivery
 async def warmed(postgres_dsn: str) -> str:
     conn = await asyncpg.connect(postgres_dsn)
     try:
-        market = load_market(load_settings({}))
-        await warm_up(conn, market, 14 * 1440)
+        defaults = load_settings({})
+        await warm_up(conn, load_market(defaults), defaults.replay_warmup_minutes)
     finally:
         await conn.close()
     return postgres_dsn
