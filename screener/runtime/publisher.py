@@ -17,8 +17,9 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 REASON_HEADER = "Screener-Dead-Letter-Reason"
 FUNCTION_HEADER = "Screener-Dead-Letter-Function"
 ORIGINAL_SUBJECT_HEADER = "Screener-Original-Subject"
-# A publish whose acknowledgement has not come back by then is an error (the stream is unreachable).
-ACK_TIMEOUT_SECONDS = 30.0
+# How many publish acknowledgements may be outstanding at once: enough to fill the pipe, bounded so
+# that a burst of thousands of events does not open thousands of inbox waits.
+_IN_FLIGHT = 512
 
 
 class Publisher:
@@ -30,16 +31,20 @@ class Publisher:
     async def publish(self, events: Sequence[BaseCloudEvent]) -> None:
         """Publish ``events`` on their subjects; return once every one is stored (or deduplicated).
 
-        The messages are pipelined (``publish_async``: one shared reply subscription, nats-py bounds the
-        acknowledgements outstanding) rather than one request-reply round trip per event.
+        Each publish is a request for JetStream's acknowledgement, up to ``_IN_FLIGHT`` at once.
+        (nats-py's ``publish_async`` was faster, but it turns a cancellation while it waits for a
+        free slot into ``TooManyStalledMsgsError``, so a caller's retry loop could outlive its own
+        cancellation; a collector then never stopped.)
         """
-        acks = []
-        for event in events:
+        semaphore = asyncio.Semaphore(_IN_FLIGHT)
+
+        async def one(event: BaseCloudEvent) -> None:
             headers, body = nats_binding.to_binary(event)
             headers[MSG_ID_HEADER] = event.get_id()
-            acks.append(await self._js.publish_async(nats_subject(event), body, headers=headers))
-        if acks:
-            await asyncio.wait_for(asyncio.gather(*acks), ACK_TIMEOUT_SECONDS)
+            async with semaphore:
+                await self._js.publish(nats_subject(event), body, headers=headers)
+
+        await asyncio.gather(*(one(event) for event in events))
 
     async def dead_letter(
         self,
