@@ -7,11 +7,8 @@ CloudEvent attribute, so it survives NATS, JetStream redelivery and Knative's HT
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 from cloudevents.core.base import BaseCloudEvent
-from opentelemetry import context, propagate, trace
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
@@ -77,14 +74,3 @@ def traceparent_for(delivery: object) -> str | None:
         return str(own)
     event = getattr(delivery, "event", None)
     return traceparent_of(event) if event is not None else None
-
-
-@contextlib.contextmanager
-def start_span_from_event(event: BaseCloudEvent, name: str) -> Iterator[trace.Span]:
-    """Start a span named ``name`` continuing the trace carried by ``event``."""
-    parent = traceparent_of(event)
-    ctx = propagate.extract({"traceparent": parent}) if parent else context.get_current()
-    with tracer().start_as_current_span(name, context=ctx, kind=trace.SpanKind.CONSUMER) as span:
-        span.set_attribute("cloudevents.event_id", event.get_id())
-        span.set_attribute("cloudevents.event_type", event.get_type())
-        yield span

@@ -27,7 +27,6 @@ from typing import Any
 
 from aiohttp import web
 from cloudevents.core.base import BaseCloudEvent
-from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
@@ -251,15 +250,3 @@ async def serve_health(worker: Worker, port: int, host: str = "0.0.0.0") -> web.
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner
-
-
-async def run_worker(function: Function[Any], nc: NATS, settings: Settings, health_port: int | None = None) -> Worker:
-    """Build a worker for ``function`` on ``nc`` and run it until stopped; return it."""
-    worker = Worker(function, nc.jetstream(), settings)
-    runner = await serve_health(worker, health_port) if health_port else None
-    try:
-        await worker.run()
-    finally:
-        if runner is not None:
-            await runner.cleanup()
-    return worker
