@@ -10,6 +10,7 @@ import asyncpg
 import nats
 import redis.asyncio as aioredis
 from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 
 from screener.config import Settings
 
@@ -41,3 +42,9 @@ async def create_pg_pool(settings: Settings, min_size: int = 1, max_size: int = 
     pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
     assert pool is not None
     return pool
+
+
+def nats_client_of(js: JetStreamContext) -> NATS:
+    """Return the connection a JetStream context uses (nats-py keeps it private, with no accessor)."""
+    client: NATS = js._nc
+    return client

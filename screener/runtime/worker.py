@@ -18,7 +18,6 @@ has crashed ``max_deliver`` times is dead-lettered with the error.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -28,18 +27,22 @@ from typing import Any
 from aiohttp import web
 from cloudevents.core.base import BaseCloudEvent
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
 from screener.config import Settings
+from screener.connections import nats_client_of
 from screener.events import nats_binding
 from screener.events.envelope import InvalidEvent
 from screener.runtime.function import Delivery, Function, TransientError
 from screener.runtime.publisher import Publisher
+from screener.runtime.pull import ConsumerError, PullFetcher
 from screener.streams import ensure_consumer, ensure_streams
 from screener.tracing import start_event_span, tracer
 
 log = logging.getLogger(__name__)
+
+# How long a loop waits before pulling again after the server refused a pull request.
+_REFUSED_RETRY_SECONDS = 1.0
 
 
 def backoff_seconds(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
@@ -94,6 +97,7 @@ class Worker:
         self._clock = clock
         self._stopping = asyncio.Event()
         self._ready = False
+        self._loops: list[tuple[asyncio.Task[None], PullFetcher]] = []
 
     @property
     def name(self) -> str:
@@ -103,6 +107,9 @@ class Worker:
     def stop(self) -> None:
         """Ask the worker to drain: finish the batches in hand, fetch no more."""
         self._stopping.set()
+        for task, fetcher in self._loops:
+            if fetcher.idle:
+                task.cancel()  # nothing in hand: do not wait out the fetch timeout (see _loop)
 
     @property
     def ready(self) -> bool:
@@ -115,30 +122,45 @@ class Worker:
         await ensure_streams(self._js, self.settings)
         await ensure_consumer(self._js, spec, self.settings)
         await self.function.start()
+        # One fetcher per loop: each waits for its own requests' replies (screener.runtime.pull).
+        client = nats_client_of(self._js)
+        fetchers = [PullFetcher(client, spec.stream.name, spec.durable) for _ in range(self._concurrency)]
         try:
-            subscription = await self._js.pull_subscribe_bind(spec.durable, stream=spec.stream.name)
+            for fetcher in fetchers:
+                await fetcher.start()
             self._ready = True
             log.info("%s: consuming %s/%s", self.name, spec.stream.name, spec.durable)
-            loops = [asyncio.create_task(self._loop(subscription)) for _ in range(self._concurrency)]
+            self._loops = [(asyncio.create_task(self._loop(fetcher)), fetcher) for fetcher in fetchers]
             try:
-                await asyncio.gather(*loops)
+                await asyncio.gather(*(task for task, _ in self._loops))
             finally:
-                for task in loops:
+                for task, _ in self._loops:
                     task.cancel()
-                with contextlib.suppress(Exception):
-                    await subscription.unsubscribe()
+                self._loops = []
         finally:
+            for fetcher in fetchers:
+                await fetcher.close()
             self._ready = False
             await self.function.close()
             log.info("%s: drained and stopped", self.name)
 
-    async def _loop(self, subscription: JetStreamContext.PullSubscription) -> None:
+    async def _loop(self, fetcher: PullFetcher) -> None:
         while not self._stopping.is_set():
             try:
-                messages = await subscription.fetch(self._batch_size, timeout=self._fetch_timeout)
-            except (TimeoutError, NatsTimeoutError):
+                messages = await fetcher.fetch(self._batch_size, self._fetch_timeout)
+            except asyncio.CancelledError:
+                if not self._stopping.is_set():
+                    raise
+                # stop() cancelled a fetch still waiting for its first message: the loop is done.
+                # (Anything delivered to it after all is unacknowledged, so JetStream redelivers it.)
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                return
+            except ConsumerError as exc:
+                log.warning("%s: %s; retrying in %.0f s", self.name, exc, _REFUSED_RETRY_SECONDS)
+                await asyncio.sleep(_REFUSED_RETRY_SECONDS)
                 continue
-            await self.process(messages)
+            if messages:
+                await self.process(messages)
 
     async def process(self, messages: Sequence[Msg]) -> None:
         """Run one fetched batch through parse, handle, publish and ack."""
