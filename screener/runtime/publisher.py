@@ -7,7 +7,9 @@ from collections.abc import Mapping, Sequence
 
 from cloudevents.core.base import BaseCloudEvent
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
 
+from screener.connections import nats_client_of
 from screener.events import nats_binding
 from screener.events.envelope import nats_subject
 from screener.names import dead_letter_subject
@@ -18,33 +20,62 @@ REASON_HEADER = "Screener-Dead-Letter-Reason"
 FUNCTION_HEADER = "Screener-Dead-Letter-Function"
 ORIGINAL_SUBJECT_HEADER = "Screener-Original-Subject"
 # How many publish acknowledgements may be outstanding at once: enough to fill the pipe, bounded so
-# that a burst of thousands of events does not open thousands of inbox waits.
-_IN_FLIGHT = 512
+# that a burst of thousands of events does not hold thousands of futures.
+IN_FLIGHT = 512
+# How long an acknowledgement (or a free slot for the next publish) is waited for.
+ACK_TIMEOUT_SECONDS = 5.0
+
+
+class PublishError(RuntimeError):
+    """JetStream did not store an event (no ack in time, no stream for the subject, ...)."""
 
 
 class Publisher:
     """Publish events and wait for JetStream's acknowledgements."""
 
-    def __init__(self, js: JetStreamContext) -> None:
+    def __init__(self, js: JetStreamContext, in_flight: int = IN_FLIGHT) -> None:
+        """Publish through the connection of ``js``, with at most ``in_flight`` unacknowledged events."""
         self._js = js
+        # A context of our own for pipelined publishes, with twice our own limit: nats-py's slot wait
+        # turns a cancellation into TooManyStalledMsgsError, so it must never be the one that waits.
+        self._pipelined = nats_client_of(js).jetstream(publish_async_max_pending=2 * in_flight)
+        self._slots = asyncio.Semaphore(in_flight)
 
     async def publish(self, events: Sequence[BaseCloudEvent]) -> None:
         """Publish ``events`` on their subjects; return once every one is stored (or deduplicated).
 
-        Each publish is a request for JetStream's acknowledgement, up to ``_IN_FLIGHT`` at once.
-        (nats-py's ``publish_async`` was faster, but it turns a cancellation while it waits for a
-        free slot into ``TooManyStalledMsgsError``, so a caller's retry loop could outlive its own
-        cancellation; a collector then never stopped.)
+        The events are written back to back, each with its own reply subject, and the acknowledgements
+        are collected as they come (``publish_async``), up to ``IN_FLIGHT`` unacknowledged at a time.
+        Raise ``PublishError`` if one is refused or not acknowledged within ``ACK_TIMEOUT_SECONDS``.
         """
-        semaphore = asyncio.Semaphore(_IN_FLIGHT)
-
-        async def one(event: BaseCloudEvent) -> None:
+        pending: list[asyncio.Future[PubAck]] = []
+        for event in events:
             headers, body = nats_binding.to_binary(event)
             headers[MSG_ID_HEADER] = event.get_id()
-            async with semaphore:
-                await self._js.publish(nats_subject(event), body, headers=headers)
+            try:
+                async with asyncio.timeout(ACK_TIMEOUT_SECONDS):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise PublishError(f"no acknowledgement from JetStream in {ACK_TIMEOUT_SECONDS} s") from None
+            try:
+                future = await self._pipelined.publish_async(nats_subject(event), body, headers=headers)
+            except BaseException:
+                self._slots.release()
+                raise
+            future.add_done_callback(self._release)
+            pending.append(future)
+        if not pending:
+            return
+        done, late = await asyncio.wait(pending, timeout=ACK_TIMEOUT_SECONDS)
+        for future in late:
+            future.cancel()  # frees its slot; a late ack is then ignored
+        failures = [f.exception() for f in done if f.exception() is not None]
+        if late or failures:
+            reason = f"{len(late)} not acknowledged in {ACK_TIMEOUT_SECONDS} s" if late else repr(failures[0])
+            raise PublishError(f"{len(late) + len(failures)} of {len(pending)} events not stored: {reason}")
 
-        await asyncio.gather(*(one(event) for event in events))
+    def _release(self, _: asyncio.Future[PubAck]) -> None:
+        self._slots.release()
 
     async def dead_letter(
         self,
