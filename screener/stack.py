@@ -202,7 +202,8 @@ class Stack:
                 child.log_path,
             )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._stopping.wait()
 
     async def wait_healthy(self, within_seconds: float = 90.0) -> bool:
         """Wait until every child with a health URL answers 200; log which ones do not."""
@@ -227,7 +228,8 @@ class Stack:
         try:
             while not self._stopping.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), 10)
+                    async with asyncio.timeout(10):
+                        await self._stopping.wait()
                 if self._stopping.is_set():
                     break
                 counts = []

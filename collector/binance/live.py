@@ -437,8 +437,11 @@ class LiveCollector:
 
     async def _publish_loop(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+            # lands as the event is set, and this loop would then never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+                async with asyncio.timeout(1.0):
+                    await self._wake.wait()
             self._wake.clear()
             now = self._clock.monotonic()
             for symbol, since in list(self._held_since.items()):
@@ -497,7 +500,8 @@ class LiveCollector:
     async def _sweep_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._sweep_now.wait(), timeout=self._tuning.sweep_seconds)
+                async with asyncio.timeout(self._tuning.sweep_seconds):
+                    await self._sweep_now.wait()
             try:
                 await self._sweep()
             except BinanceRestError as exc:
