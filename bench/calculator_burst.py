@@ -1,16 +1,19 @@
 """The minute-boundary burst through real NATS and Redis: candles published -> last metrics event.
 
 Prepares N symbols with a full day of state (the 7 real 2026-02 series written through the write
-script, then copied key by key to N symbols), starts calculator workers (``screener.runtime.worker``)
-on the calculator's consumer, and then:
+script, then copied key by key to N symbols), starts calculator workers as production runs them
+(``screener run calculator``, one process each, on the calculator's consumer), and then:
 - bursts: publishes one minute of all N symbols at once, and times until the N-th metrics event of that
   minute arrives (the first burst reads every ring back; later ones use the workers' mirrors);
 - steady throughput: publishes K minutes of all symbols at once and times the drain (candles/s);
 - memory: MEMORY USAGE of one symbol's keys, and Redis' used memory per symbol.
 
-Embedded nats-server and redis-server are started when no URL is given.
+The publisher and the counter of metrics events run in this process; the workers in their own, as in
+production (a collector and a calculator never share a process). Embedded nats-server and
+redis-server are started when no URL is given.
 
-    .venv/bin/python bench/calculator_burst.py --symbols 650 --bursts 5 --steady-minutes 10
+    .venv/bin/python bench/calculator_burst.py --symbols 650 --bursts 6 --steady-minutes 10
+    .venv/bin/python bench/calculator_burst.py --workers 2     # two calculator processes (KEDA scale-out)
 """
 
 from __future__ import annotations
@@ -18,24 +21,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
+import signal
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
 import nats
 import redis.asyncio as aioredis
 from cloudevents.core.v1.event import CloudEvent
 from nats.aio.msg import Msg
 
-from functions.calculator.function import Calculator
 from screener.config import load_settings
-from screener.embedded.servers import start_nats, start_redis
+from screener.embedded.servers import free_port, start_nats, start_redis
 from screener.events.envelope import make_event
 from screener.events.models import MINUTE_MS, Candle, candle_event_id
 from screener.names import CONSUMER_CALCULATOR, EVENT_SOURCE_COLLECTOR, STREAMS, TYPE_CANDLE_CLOSED
 from screener.runtime.publisher import Publisher
-from screener.runtime.worker import Worker
 from screener.streams import ensure_consumer, ensure_streams
 from state import layout
 from state.candles import CandleStore
@@ -108,6 +113,64 @@ class MetricsCounter:
         return future
 
 
+class WorkerProcesses:
+    """Calculator workers as production runs them: ``screener run calculator``, one process each."""
+
+    def __init__(self, args: argparse.Namespace, nats_url: str, redis_url: str) -> None:
+        self._args = args
+        self._ports = [free_port() for _ in range(args.workers)]
+        self._env = {k: v for k, v in os.environ.items() if not k.startswith("SCREENER_")}
+        self._env.update(
+            SCREENER_NATS_URL=nats_url,
+            SCREENER_REDIS_URL=redis_url,
+            SCREENER_BATCH_SIZE=str(args.batch_size),
+            SCREENER_WORKER_CONCURRENCY=str(args.concurrency),
+            SCREENER_LOG_LEVEL="WARNING",
+        )
+        self._processes: list[asyncio.subprocess.Process] = []
+        self._http: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        """Start the processes and wait until each is bound to the consumer."""
+        command = [str(Path(sys.executable).parent / "screener"), "run", "calculator"]
+        for port in self._ports:
+            env = {**self._env, "SCREENER_HEALTH_PORT": str(port)}
+            self._processes.append(await asyncio.create_subprocess_exec(*command, env=env))
+        self._http = aiohttp.ClientSession()
+        deadline = time.monotonic() + 60
+        for port in self._ports:
+            while True:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with self._http.get(f"http://127.0.0.1:{port}/readyz") as response:
+                        if response.status == 200:
+                            break
+                if time.monotonic() > deadline or any(p.returncode is not None for p in self._processes):
+                    raise RuntimeError("a calculator worker did not become ready")
+                await asyncio.sleep(0.1)
+        print(f"{len(self._processes)} calculator worker process(es) ready")
+
+    async def batches(self) -> int:
+        """Return the batches the workers have processed so far."""
+        assert self._http is not None
+        total = 0
+        for port in self._ports:
+            async with self._http.get(f"http://127.0.0.1:{port}/stats") as response:
+                total += int((await response.json())["batches"])
+        return total
+
+    async def stop(self) -> None:
+        """Stop the workers (SIGTERM: they drain) and wait for them."""
+        for process in self._processes:
+            process.send_signal(signal.SIGTERM)
+        for process in self._processes:
+            try:
+                await asyncio.wait_for(process.wait(), 30)
+            except TimeoutError:
+                process.kill()
+        if self._http is not None:
+            await self._http.close()
+
+
 async def run(args: argparse.Namespace) -> None:
     servers = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -143,9 +206,8 @@ async def measure(args: argparse.Namespace, nats_url: str, redis_url: str) -> No
 
     counter = MetricsCounter()
     await nc.subscribe("metrics.1m.>", cb=counter.on_message)
-    clients = [aioredis.from_url(redis_url) for _ in range(args.workers)]
-    workers = [Worker(Calculator(c), js, settings, fetch_timeout=0.05) for c in clients]
-    tasks = [asyncio.create_task(w.run()) for w in workers]
+    workers = WorkerProcesses(args, nats_url, redis_url)
+    await workers.start()
     publisher = Publisher(js)
     expected = 0
     try:
@@ -155,18 +217,19 @@ async def measure(args: argparse.Namespace, nats_url: str, redis_url: str) -> No
             minute = last_history + (k + 1) * MINUTE_MS
             expected += count
             done = counter.until(minute, expected)
-            batches_before = sum(w.stats.batches for w in workers)
+            batches_before = await workers.batches()
             start = time.perf_counter()
             await publisher.publish(events)
             published = time.perf_counter()
             end = await asyncio.wait_for(done, 120)
             drains.append(end - start)
             label = "cold (rings read back)" if k == 0 else "warm (mirrors)"
-            batches = sum(w.stats.batches for w in workers) - batches_before
+            batches = await workers.batches() - batches_before
             print(
                 f"burst {k + 1}: {count} candles -> last metrics event {1e3 * (end - start):7.1f} ms "
                 f"(publishing took {1e3 * (published - start):6.1f} ms, {batches} batches) [{label}]"
             )
+            await asyncio.sleep(args.pause)
         if len(drains) > 1:
             warm = drains[1:]
             print(f"warm bursts: median {1e3 * statistics.median(warm):.1f} ms, max {1e3 * max(warm):.1f} ms")
@@ -186,11 +249,7 @@ async def measure(args: argparse.Namespace, nats_url: str, redis_url: str) -> No
                 f"{end - start:.2f} s = {len(events) / (end - start):,.0f} candles/s (publishing included)"
             )
     finally:
-        for worker in workers:
-            worker.stop()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for client in clients:
-            await client.aclose()
+        await workers.stop()
 
     symbol = symbol_name(0)
     keys = [*layout.state_keys(symbol), layout.gap_key(symbol), snapshots_key(symbol)]
@@ -211,9 +270,10 @@ def main() -> None:
     parser.add_argument("--symbols", type=int, default=650)
     parser.add_argument("--bursts", type=int, default=5)
     parser.add_argument("--steady-minutes", type=int, default=10)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1, help="calculator worker processes")
     parser.add_argument("--concurrency", type=int, default=2, help="batches in flight per worker")
     parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--pause", type=float, default=0.2, help="seconds between bursts")
     parser.add_argument("--nats-url", default=None)
     parser.add_argument("--redis-url", default=None)
     asyncio.run(run(parser.parse_args()))
