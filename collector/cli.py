@@ -20,6 +20,7 @@ from collector.binance.live import LiveCollector
 from collector.clock import SystemClock
 from collector.emitter import CandleEmitter
 from collector.replay.runner import load_market, prepare_replay
+from screener import eventloop
 from screener.config import Settings
 from screener.connections import connect_nats, create_pg_pool
 from screener.runtime.publisher import Publisher
@@ -104,4 +105,4 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run the collector until SIGTERM or Ctrl-C."""
     settings = apply_arguments(args, settings)
     setup_tracing(settings, "collector")
-    return asyncio.run(_main(settings, args))
+    return eventloop.run(_main(settings, args))

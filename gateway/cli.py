@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 
+from screener import eventloop
 from screener.config import Settings
 from screener.tracing import setup_tracing
 
@@ -26,10 +26,5 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         changes["gateway_port"] = args.port
     chosen = settings.model_copy(update=changes) if changes else settings
     setup_tracing(chosen, "gateway")
-    try:
-        import uvloop
-    except ImportError:  # not on this platform: the standard loop works, just slower at fan-out
-        asyncio.run(serve(chosen))
-    else:
-        uvloop.run(serve(chosen))
+    eventloop.run(serve(chosen))
     return 0

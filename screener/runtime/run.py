@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 from nats.errors import Error as NatsError
 
+from screener import eventloop
 from screener.config import Settings
 from screener.connections import connect_nats
 from screener.runtime.function import Function
@@ -72,4 +73,4 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.http:
         web.run_app(create_app(load_function(args.function, settings)), port=args.port, print=log.info)
         return 0
-    return asyncio.run(_run_worker(args.function, settings))
+    return eventloop.run(_run_worker(args.function, settings))
