@@ -1,10 +1,13 @@
 """Compute cost of the calculator per symbol-minute, next to TA-Lib and to a per-symbol loop.
 
 Builds the rings of N symbols (copies of the 7 real 2026-02 series) in memory through the write
-script's own rules, then times, at one minute:
+script's own rules, laid out as the calculator's mirror holds them, then times, at one minute:
 - the vectorised compute of every metric (``compute_arrays``) and the payloads built from it;
-- the indicators alone (RSI, MACD, BBANDS on all 7 timeframes' bar series) with our code, and with
-  TA-Lib on the same arrays, series by series (TA-Lib is the floor for these recursions);
+- the same in steady state, as a minute-boundary burst runs it: minute t - 1 computed first by the
+  same process, so the indicator cache holds the closed bars' recursions (median over fresh caches);
+- the indicators alone (RSI, MACD, BBANDS on all 7 timeframes' bar series) with our code, full
+  series and as the calculator reads them out (last bar only), and with TA-Lib on the same arrays,
+  series by series (TA-Lib computes full series in C);
 - the same compute called one symbol at a time (a plain per-symbol loop).
 
     .venv/bin/python bench/calculator_compute.py --symbols 650 --repeat 5
@@ -21,10 +24,18 @@ import numpy as np
 import talib
 
 from functions.calculator import indicators
-from functions.calculator.compute import bar_series, compute_arrays, gather_minutes, left_align, to_payloads
+from functions.calculator.compute import (
+    IndicatorCache,
+    bar_series,
+    compute_arrays,
+    gather_minutes,
+    left_align,
+    to_payloads,
+)
 from functions.calculator.indicators import FloatArray, IntArray
+from screener.events.models import MINUTE_MS
 from state import layout
-from state.candles import SymbolState, apply_candles, pack_candles
+from state.candles import SymbolState, apply_candles, pack_candles, writable_copy
 from tests.functions.calculator.klines import SET_2026, read_candles
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "klines" / SET_2026
@@ -52,26 +63,35 @@ def build_states(count: int, minutes: int) -> tuple[int, list[SymbolState]]:
         sources.append(state)
     minute = int(sources[0].candles[:, layout.OPEN_TIME].max())
     states = [
-        SymbolState(
-            f"S{i}USDT",
-            source.candles.copy(),
-            source.previous_quote_volume.copy(),
-            {tf: ring.copy() for tf, ring in source.bars.items()},
-        )
+        writable_copy(SymbolState(f"S{i}USDT", source.candles, source.previous_quote_volume, source.bars))
         for i, source in ((i, sources[i % len(sources)]) for i in range(count))
     ]
     return minute, states
 
 
-def timed(repeat: int, call: object) -> float:
-    """Return the median wall time of ``call()`` over ``repeat`` runs."""
+def timed(repeat: int, call: object, prepare: object = None) -> float:
+    """Return the median wall time of ``call()`` over ``repeat`` runs, each after an untimed ``prepare()``."""
     assert callable(call)
     samples = []
     for _ in range(repeat):
+        if callable(prepare):
+            prepare()
         start = time.perf_counter()
         call()
         samples.append(time.perf_counter() - start)
     return statistics.median(samples)
+
+
+def warm_compute(minute: int, states: list[SymbolState], repeat: int) -> float:
+    """Return the median time of minute ``minute`` right after minute - 1, with one fresh cache per run."""
+    cache = IndicatorCache()
+
+    def previous_minute() -> None:
+        nonlocal cache
+        cache = IndicatorCache()
+        compute_arrays(minute - MINUTE_MS, states, cache=cache)
+
+    return timed(repeat, lambda: compute_arrays(minute, states, cache=cache), previous_minute)
 
 
 def packed_series(minute: int, states: list[SymbolState]) -> list[tuple[FloatArray, IntArray]]:
@@ -91,12 +111,20 @@ def talib_indicators(packed: list[tuple[FloatArray, IntArray]]) -> None:
 
 
 def our_indicators(packed: list[tuple[FloatArray, IntArray]]) -> None:
-    """Compute the same indicators with the calculator's code, all rows of all timeframes at once."""
+    """Compute the same full series with our code, all rows of all timeframes at once."""
     closes = np.concatenate([c for c, _ in packed])
     lengths = np.concatenate([n for _, n in packed])
     indicators.last_values(indicators.rsi(closes), lengths)
     for line in indicators.macd(closes):
         indicators.last_values(line, lengths)
+    indicators.bbands_last(closes, lengths)
+
+
+def calculator_indicators(packed: list[tuple[FloatArray, IntArray]]) -> None:
+    """Compute what the calculator reads out (values at the last bar, state at the last closed one), no cache."""
+    closes = np.concatenate([c for c, _ in packed])
+    lengths = np.concatenate([n for _, n in packed])
+    indicators.recursions_at(closes, lengths)
     indicators.bbands_last(closes, lengths)
 
 
@@ -111,10 +139,12 @@ def main() -> None:
     minute, states = build_states(args.symbols, args.minutes)
     count = len(states)
     vectorised = timed(args.repeat, lambda: compute_arrays(minute, states))
+    warm = warm_compute(minute, states, args.repeat)
     arrays = compute_arrays(minute, states)
     payloads = timed(args.repeat, lambda: to_payloads(arrays))
     packed = packed_series(minute, states)
     ours = timed(args.repeat, lambda: our_indicators(packed))
+    read_out = timed(args.repeat, lambda: calculator_indicators(packed))
     theirs = timed(max(1, args.repeat // 2), lambda: talib_indicators(packed))
     loop_states = states[: args.loop_symbols]
     per_symbol = timed(max(1, args.repeat // 2), lambda: [compute_arrays(minute, [s]) for s in loop_states])
@@ -124,10 +154,15 @@ def main() -> None:
     rows = sum(len(c) for c, _ in packed)
     print(f"symbols: {count}, history: {args.minutes} minutes, at minute {minute}")
     print(f"vectorised compute, all metrics:  {vectorised * 1e3:8.1f} ms = {vec:7.1f} us per symbol-minute")
+    print(f"the same, warm (t - 1 computed):  {warm * 1e3:8.1f} ms = {warm / count * us:7.1f} us per symbol-minute")
     print(f"payload dicts (JSON-ready):       {payloads * 1e3:8.1f} ms = {payloads / count * us:7.1f} us per symbol")
     print(
         f"indicators only, {rows} series of {layout.INDICATOR_BARS} bars: ours {ours * 1e3:.1f} ms, "
         f"TA-Lib {theirs * 1e3:.1f} ms on the same arrays (ours/TA-Lib = {ours / theirs:.2f})"
+    )
+    print(
+        f"  as the calculator reads them out (last bar only): {read_out * 1e3:.1f} ms "
+        f"(read-out/TA-Lib = {read_out / theirs:.2f})"
     )
     loop = per_symbol / len(loop_states) * us
     print(f"per-symbol loop (same code, 1 row): {loop:7.1f} us per symbol-minute (loop/vectorised = {loop / vec:.1f}x)")

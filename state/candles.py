@@ -257,10 +257,14 @@ def _known_version(entry: tuple[int, SymbolState] | None) -> str:
 
 
 def writable_copy(state: SymbolState) -> SymbolState:
-    """Return ``state`` with arrays of its own that ``apply_candles`` may change."""
+    """Return ``state`` with arrays of its own that ``apply_candles`` may change.
+
+    The 1-minute ring is copied column-major (same shape and values, each field contiguous): the
+    calculator reads it field by field across many symbols every minute, and writes a few slots.
+    """
     return SymbolState(
         state.symbol,
-        state.candles.copy(),
+        state.candles.copy(order="F"),
         state.previous_quote_volume.copy(),
         {tf: ring.copy() for tf, ring in state.bars.items()},
         state.created,

@@ -250,17 +250,21 @@ def _holes(candles: Sequence[Candle], states: dict[str, SymbolState]) -> dict[st
     by_minute: dict[int, list[str]] = defaultdict(list)
     for candle in candles:
         by_minute[candle.open_time].append(candle.symbol)
-    back = np.arange(layout.LONGEST_WINDOW_MINUTES - 1, 0, -1, dtype=np.int64) * MINUTE_MS
+    span = layout.LONGEST_WINDOW_MINUTES - 1
     holes: dict[str, set[int]] = defaultdict(set)
     for minute, symbols in by_minute.items():
-        minutes = minute - back
-        slots = (minutes // MINUTE_MS) % layout.CAPACITY
-        held = np.stack([states[s].candles[:, layout.OPEN_TIME] for s in symbols])[:, slots]
-        present = held == minutes[None, :]
-        after_oldest = np.maximum.accumulate(present, axis=1)  # at or after the oldest stored minute
-        missing = after_oldest & ~present
-        for row in np.flatnonzero(missing.any(axis=1)):
-            holes[symbols[row]].update(minutes[missing[row]].tolist())
+        minutes = minute - np.arange(span, 0, -1, dtype=np.int64) * MINUTE_MS
+        # The minutes t - 1439 .. t - 1 are ring slots in a row (modulo the capacity): two slices.
+        first = int(minutes[0] // MINUTE_MS) % layout.CAPACITY
+        held = np.concatenate([states[s].candles[:, layout.OPEN_TIME] for s in symbols]).reshape(len(symbols), -1)
+        held = np.concatenate((held[:, first:], held[:, :first]), axis=1)[:, :span]
+        present = held == minutes.astype(np.float64)
+        oldest = np.argmax(present, axis=1)
+        count = np.count_nonzero(present, axis=1)
+        # A row has a hole when fewer minutes are stored than lie between its oldest one and t.
+        for row in np.flatnonzero((count > 0) & (count < span - oldest)).tolist():
+            missing = ~present[row, oldest[row] :]
+            holes[symbols[row]].update(minutes[oldest[row] :][missing].tolist())
     return holes
 
 

@@ -173,25 +173,148 @@ class RecursionsAt:
 def recursions_at(closes: FloatArray, lengths: IntArray) -> RecursionsAt:
     """Return what the calculator needs of RSI and MACD for left-aligned rows of ``lengths`` bars.
 
-    The same recursions as ``rsi_with_state`` and ``macd_with_state`` (identical numbers), but only
-    the values at each row's last and last-closed bar are read out, so the full histories are never
-    transposed or turned into RSI values.
+    The same operations, in the same order, as ``rsi_with_state`` and ``macd_with_state`` (identical
+    numbers), with fewer numpy calls per bar and no history kept: the average gain and loss advance
+    as one (2, rows) array, the slow, fast and signal EMAs as one (3, rows) array (the signal one bar
+    behind, as it needs the MACD of the bar), and each row's values are read out as the loop passes
+    its last closed and last bar. Rows run longest first, and each step works on the rows that
+    still have bars, so short series cost only their own length.
     """
-    by_bar = np.ascontiguousarray(closes.T)
-    gains, losses = _rsi_averages_by_bar(by_bar, RSI_PERIOD)
-    line, sig, slows, fasts = _macd_by_bar(by_bar, MACD_FAST, MACD_SLOW, MACD_SIGNAL)
-    rows = np.arange(closes.shape[0])
-    last = np.maximum(lengths - 1, 0)
-    closed = np.maximum(lengths - 2, 0)
-    empty = lengths <= 0
-    rsi = np.where(empty, np.nan, _rsi_value(gains[last, rows], losses[last, rows]))
-    macd_line = np.where(empty, np.nan, line[last, rows])
-    signal_line = np.where(empty, np.nan, sig[last, rows])
+    rows = closes.shape[0]
+    bars = max(int(lengths.max(initial=0)), 1)
+    if np.all(lengths[:-1] >= lengths[1:]):
+        order = np.arange(rows)  # sorted already (every row full, usually): no reordering copy
+        by_bar = np.ascontiguousarray(closes[:, :bars].T)
+    else:
+        order = np.argsort(-lengths, kind="stable")
+        by_bar = np.ascontiguousarray(closes[order, :bars].T)
+    sorted_lengths = lengths[order]
+    out = _Readout(rows)
+    # Only rows long enough for a value run (the others stay NaN): the first ones, as sorted.
+    if (count := int(np.count_nonzero(sorted_lengths > RSI_PERIOD))) > 0:
+        _rsi_fused(by_bar[:, :count], sorted_lengths[:count], out)
+    if (count := int(np.count_nonzero(sorted_lengths >= MACD_SLOW))) > 0:
+        _macd_fused(by_bar[:, :count], sorted_lengths[:count], out)
+    closed = np.maximum(sorted_lengths - 2, 0)
+    empty = sorted_lengths <= 0
+    rsi = np.where(empty, np.nan, _rsi_value(out.gain, out.loss))
+    macd_line = np.where(empty, np.nan, out.line)
+    signal_line = np.where(empty, np.nan, out.signal)
     state = np.stack(
-        [a[closed, rows] for a in (gains, losses, by_bar, slows, fasts, sig)],
+        [
+            out.closed_gain,
+            out.closed_loss,
+            by_bar[closed, np.arange(rows)],
+            out.closed_slow,
+            out.closed_fast,
+            out.closed_signal,
+        ],
         axis=1,
     )
-    return RecursionsAt(rsi, macd_line, signal_line, macd_line - signal_line, state)
+    back = np.empty_like(order)
+    back[order] = np.arange(rows)
+    return RecursionsAt(rsi[back], macd_line[back], signal_line[back], (macd_line - signal_line)[back], state[back])
+
+
+class _Readout:
+    """The values ``recursions_at`` reads out per row; NaN until the loop reaches them (as in the full series)."""
+
+    def __init__(self, rows: int) -> None:
+        self.gain, self.loss, self.line, self.signal = (np.full(rows, np.nan) for _ in range(4))
+        self.closed_gain, self.closed_loss = np.full(rows, np.nan), np.full(rows, np.nan)
+        self.closed_slow, self.closed_fast, self.closed_signal = (np.full(rows, np.nan) for _ in range(3))
+
+
+class _Schedule:
+    """For rows sorted by length, longest first: how many rows each step needs, and which it reads out."""
+
+    def __init__(self, lengths: IntArray, steps: int) -> None:
+        # The rows with at least i bars are the first ``active[i]``.
+        self.active: list[int] = np.searchsorted(-lengths, -np.arange(steps + 2), side="right").tolist()
+        self.last = self._rows_at(np.maximum(lengths - 1, 0), steps)
+        self.closed = self._rows_at(np.maximum(lengths - 2, 0), steps)
+
+    @staticmethod
+    def _rows_at(index: IntArray, steps: int) -> dict[int, slice]:
+        # ``index`` falls with the row (lengths are sorted), so each bar's rows are one slice; bars
+        # that are no row's are left out.
+        bars = np.arange(steps + 1)
+        starts = np.searchsorted(-index, -bars, side="left").tolist()
+        ends = np.searchsorted(-index, -bars, side="right").tolist()
+        return {i: slice(starts[i], ends[i]) for i in range(steps + 1) if ends[i] > starts[i]}
+
+
+def _rsi_fused(by_bar: FloatArray, lengths: IntArray, out: _Readout) -> None:
+    length, rows = by_bar.shape
+    # moves[i - 1] = the gain and the loss of the change close[i] - close[i - 1], computed in place.
+    moves = np.empty((length - 1, 2, rows))
+    gains, losses = moves[:, 0], moves[:, 1]
+    np.subtract(by_bar[1:], by_bar[:-1], out=gains)
+    np.minimum(gains, 0.0, out=losses)
+    np.negative(losses, out=losses)
+    np.maximum(gains, 0.0, out=gains)
+    average = _running_sum(moves.reshape(length - 1, 2 * rows), 0, RSI_PERIOD).reshape(2, rows) / RSI_PERIOD
+    plan = _Schedule(lengths, length)
+    live = average
+    for i in range(RSI_PERIOD, length):
+        if i > RSI_PERIOD:
+            n = plan.active[i + 1]  # the rows that have bar i
+            if live.shape[1] != n:
+                live = average[:, :n]
+            # TA-Lib's order: scale by period - 1, add the change, divide by period (in place).
+            np.multiply(live, RSI_PERIOD - 1, out=live)
+            np.add(live, moves[i - 1, :, :n] if n < rows else moves[i - 1], out=live)
+            np.divide(live, RSI_PERIOD, out=live)
+        if (at := plan.last.get(i)) is not None:
+            out.gain[at], out.loss[at] = average[0, at], average[1, at]
+        if (at := plan.closed.get(i)) is not None:
+            out.closed_gain[at], out.closed_loss[at] = average[0, at], average[1, at]
+
+
+def _macd_fused(by_bar: FloatArray, lengths: IntArray, out: _Readout) -> None:
+    length, rows = by_bar.shape
+    seed_at = MACD_SLOW - 1
+    signal_at = seed_at + MACD_SIGNAL - 1
+    # The smoothing factors, one per EMA and row: numpy multiplies two arrays of the same shape
+    # about twice as fast as it broadcasts a column.
+    k = np.repeat([[2.0 / (MACD_SLOW + 1)], [2.0 / (MACD_FAST + 1)], [2.0 / (MACD_SIGNAL + 1)]], rows, axis=1)
+    ema = np.zeros((3, rows))  # slow, fast, and the signal of the bar before
+    ema[0] = _running_sum(by_bar, 0, MACD_SLOW) / MACD_SLOW
+    ema[1] = _running_sum(by_bar, MACD_SLOW - MACD_FAST, MACD_SLOW) / MACD_FAST
+    step = np.zeros((3, rows))  # the inputs of a step: close, close, MACD of the bar before
+    scratch = np.empty((3, rows))
+    line_sum = np.zeros(rows)
+    plan = _Schedule(lengths, length)
+    views = (step, ema, scratch, k)
+    # Step i moves the slow and fast EMAs to bar i and the signal EMA to bar i - 1, on the rows that
+    # have bar i - 1; one extra step (i == length) finishes the signal of the last bar.
+    for i in range(seed_at, length + 1):
+        n = plan.active[i]
+        if views[0].shape[1] != n:
+            views = (step[:, :n], ema[:, :n], scratch[:, :n], k[:, :n])
+        inputs, live, work, factors = views
+        if i > seed_at:
+            inputs[:2] = by_bar[min(i, length - 1), :n]
+            # TA-Lib's EMA update ((input - ema) * k) + ema, on all three at once.
+            np.subtract(inputs, live, out=work)
+            np.multiply(work, factors, out=work)
+            np.add(work, live, out=live)
+        if i == signal_at + 1:
+            ema[2] = line_sum / MACD_SIGNAL  # the signal's seed, the mean of the first MACD values
+        if i > signal_at:
+            if (at := plan.last.get(i - 1)) is not None:
+                out.signal[at] = ema[2, at]
+            if (at := plan.closed.get(i - 1)) is not None:
+                out.closed_signal[at] = ema[2, at]
+        if i == length:
+            break
+        np.subtract(live[1], live[0], out=inputs[2])  # the MACD of bar i
+        if i <= signal_at:
+            line_sum += step[2]
+        if i >= signal_at and (at := plan.last.get(i)) is not None:
+            out.line[at] = step[2, at]
+        if (at := plan.closed.get(i)) is not None:
+            out.closed_slow[at], out.closed_fast[at] = ema[0, at], ema[1, at]
 
 
 def macd_step(
