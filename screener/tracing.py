@@ -7,6 +7,8 @@ CloudEvent attribute, so it survives NATS, JetStream redelivery and Knative's HT
 
 from __future__ import annotations
 
+import functools
+
 from cloudevents.core.base import BaseCloudEvent
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
@@ -19,26 +21,32 @@ _configured = False
 
 
 def setup_tracing(settings: Settings, service_name: str) -> None:
-    """Install the tracer provider once; the exporter follows ``settings.otel_exporter``."""
+    """Install the tracer provider once; the exporter follows ``settings.otel_exporter``.
+
+    With no exporter no provider is installed: OpenTelemetry's default spans record nothing and cost
+    almost nothing (a minute's burst starts a span per event), and each event emitted still carries
+    the ``traceparent`` of the event that caused it, so a trace stays whole across services that do
+    export.
+    """
     global _configured
-    if _configured:
+    if _configured or settings.otel_exporter == "none":
         return
     provider = TracerProvider(resource=Resource.create({"service.name": f"{settings.service_name}-{service_name}"}))
-    exporter: SpanExporter | None = None
+    exporter: SpanExporter
     if settings.otel_exporter == "otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         exporter = OTLPSpanExporter(endpoint=settings.otel_endpoint) if settings.otel_endpoint else OTLPSpanExporter()
-    elif settings.otel_exporter == "console":
+    else:
         exporter = ConsoleSpanExporter()
-    if exporter is not None:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     _configured = True
 
 
+@functools.cache
 def tracer() -> trace.Tracer:
-    """Return the project's tracer."""
+    """Return the project's tracer (it follows the provider even when that is installed later)."""
     return trace.get_tracer("screener")
 
 

@@ -2,7 +2,7 @@
 
 Per symbol, one hash ``ms:{SYMBOL}``: field ``minute`` is the latest closed minute saved, fields
 ``m:<i>`` hold the snapshots of the last ``HISTORY_MINUTES`` minutes (i = minute index modulo that),
-each zlib-compressed JSON. Provisional snapshots (the forming minute) live apart, in
+each a fixed row of float64 (``state.snapshot_codec``). Provisional snapshots (the forming minute) live apart, in
 ``ms:{SYMBOL}:provisional``, so they can never overwrite a closed one. The set ``ms:symbols`` lists
 the tracked symbols. Every operation costs a constant number of round trips, whatever the symbol count.
 """
@@ -10,15 +10,15 @@ the tracked symbols. Every operation costs a constant number of round trips, wha
 from __future__ import annotations
 
 import hashlib
-import zlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from screener.events.models import MINUTE_MS, MetricsSnapshot
+from state import snapshot_codec
 
 HISTORY_MINUTES = 10
 SYMBOLS_KEY = "ms:symbols"
@@ -73,14 +73,26 @@ def provisional_key(symbol: str) -> str:
     return f"ms:{{{symbol}}}:provisional"
 
 
-def encode_payload(payload: Mapping[str, Any]) -> bytes:
-    """Return a snapshot's JSON form as stored (zlib-compressed JSON: a third of the size, little CPU)."""
-    return zlib.compress(orjson.dumps(payload), 1)
+@dataclass(frozen=True)
+class PackedSnapshot:
+    """A snapshot ready to store: its key fields and its packed bytes (``state.snapshot_codec``)."""
+
+    symbol: str
+    minute: int
+    provisional: bool
+    data: bytes
 
 
-def decode_snapshot(raw: bytes) -> MetricsSnapshot:
-    """Return the snapshot stored as ``raw``."""
-    return MetricsSnapshot.model_validate_json(zlib.decompress(raw))
+def pack_payload(payload: Mapping[str, Any]) -> PackedSnapshot:
+    """Return a ``MetricsSnapshot.model_dump(mode="json")`` dict ready to store."""
+    return PackedSnapshot(
+        str(payload["symbol"]), int(payload["minute"]), bool(payload["provisional"]), snapshot_codec.pack(payload)
+    )
+
+
+def decode_snapshot(symbol: str, raw: bytes) -> MetricsSnapshot:
+    """Return ``symbol``'s snapshot stored as ``raw``."""
+    return MetricsSnapshot.model_validate(snapshot_codec.unpack(symbol, raw))
 
 
 class MetricsStore:
@@ -94,15 +106,19 @@ class MetricsStore:
         await self.save_payloads([s.model_dump(mode="json") for s in snapshots])
 
     async def save_payloads(self, payloads: Sequence[Mapping[str, Any]]) -> None:
-        """Store snapshots given as ``MetricsSnapshot.model_dump(mode="json")`` dicts (the calculator's fast path)."""
-        if not payloads:
+        """Store snapshots given as ``MetricsSnapshot.model_dump(mode="json")`` dicts."""
+        await self.save_packed([pack_payload(p) for p in payloads])
+
+    async def save_packed(self, snapshots: Sequence[PackedSnapshot]) -> None:
+        """Store packed snapshots (the calculator packs a minute of symbols at once)."""
+        if not snapshots:
             return
         calls = []
-        for p in payloads:
-            keys = [snapshots_key(p["symbol"]), provisional_key(p["symbol"])]
-            args = [p["minute"], encode_payload(p), "1" if p["provisional"] else "0", HISTORY_MINUTES]
+        for snapshot in snapshots:
+            keys = [snapshots_key(snapshot.symbol), provisional_key(snapshot.symbol)]
+            args = [snapshot.minute, snapshot.data, "1" if snapshot.provisional else "0", HISTORY_MINUTES]
             calls.append((keys, args))
-        symbols = sorted({str(p["symbol"]) for p in payloads})
+        symbols = sorted({s.symbol for s in snapshots})
         await self._scripts(_SAVE, calls, extra=lambda pipe: pipe.sadd(SYMBOLS_KEY, *symbols))
 
     async def latest(self, symbols: Sequence[str] | None = None, provisional: bool = False) -> list[MetricsSnapshot]:
@@ -119,8 +135,8 @@ class MetricsStore:
         ]
         replies = await self._scripts(_LATEST, calls)
         result = []
-        for reply in replies:
-            candidates = [decode_snapshot(raw) for raw in reply if raw]
+        for symbol, reply in zip(names, replies, strict=True):
+            candidates = [decode_snapshot(symbol, raw) for raw in reply if raw]
             if candidates:
                 result.append(max(candidates, key=lambda s: (s.minute, not s.provisional)))
         return result
@@ -130,7 +146,7 @@ class MetricsStore:
         raw = await self._redis.hget(snapshots_key(symbol), f"m:{minute // MINUTE_MS % HISTORY_MINUTES}")
         if raw is None:
             return None
-        snapshot = decode_snapshot(raw if isinstance(raw, bytes) else raw.encode())
+        snapshot = decode_snapshot(symbol, raw if isinstance(raw, bytes) else raw.encode())
         return snapshot if snapshot.minute == minute else None
 
     async def latest_minute(self, symbol: str) -> int | None:

@@ -26,7 +26,7 @@ from screener.events.models import (
     MetricsSnapshot,
     minute_close_iso,
 )
-from state import layout
+from state import layout, snapshot_codec
 from state.candles import SymbolState
 
 FloatArray = npt.NDArray[np.float64]
@@ -42,9 +42,10 @@ FIBONACCI_RATIOS: dict[str, float] = {
     "s618": -0.618,
     "s1": -1.0,
 }
-FIBONACCI_LEVELS = ("r1", "r618", "r382", "pivot", "s382", "s618", "s1")
-INDICATOR_NAMES = ("rsi_14", "macd", "macd_signal", "macd_hist", "bb_upper", "bb_middle", "bb_lower")
-WINDOW_NAMES = ("open", "high", "low", "close", "volume", "base_volume", "price_change", "volume_ratio", "vwap", "vcp")
+# The snapshot's field names (one place for them: the stored form lists them too).
+FIBONACCI_LEVELS = snapshot_codec.FIBONACCI_LEVELS
+INDICATOR_NAMES = snapshot_codec.INDICATOR_NAMES
+WINDOW_NAMES = snapshot_codec.WINDOW_NAMES
 
 
 # The fields of a 1-minute slot that the metrics read: all but ``trades``, the last one.
@@ -641,6 +642,24 @@ def compute_arrays(
     )
 
 
+def compute_minute(
+    minute: int,
+    states: Sequence[SymbolState],
+    forming: Mapping[str, Candle] | None = None,
+    cache: IndicatorCache | None = None,
+) -> MetricsArrays | None:
+    """Return the metrics of the symbols that have ``minute`` stored (or forming); None if none has."""
+    present = [
+        s
+        for s in states
+        if (forming and s.symbol in forming)
+        or s.candles[(minute // MINUTE_MS) % layout.CAPACITY, layout.OPEN_TIME] == minute
+    ]
+    if not present:
+        return None
+    return compute_arrays(minute, present, forming, cache)
+
+
 def compute_payloads(
     minute: int,
     states: Sequence[SymbolState],
@@ -652,15 +671,8 @@ def compute_payloads(
     A payload is exactly ``MetricsSnapshot.model_dump(mode="json")``, built without the model: at
     a minute boundary this runs for every symbol, and the model would cost more than the maths.
     """
-    present = [
-        s
-        for s in states
-        if (forming and s.symbol in forming)
-        or s.candles[(minute // MINUTE_MS) % layout.CAPACITY, layout.OPEN_TIME] == minute
-    ]
-    if not present:
-        return []
-    return to_payloads(compute_arrays(minute, present, forming, cache), provisional=bool(forming))
+    arrays = compute_minute(minute, states, forming, cache)
+    return to_payloads(arrays, provisional=bool(forming)) if arrays is not None else []
 
 
 def compute_snapshots(
@@ -720,6 +732,28 @@ def to_payloads(arrays: MetricsArrays, provisional: bool = False) -> list[dict[s
             strict=True,
         )
     ]
+
+
+def snapshot_values(arrays: MetricsArrays) -> FloatArray:
+    """Return the (S, fields) table of ``state.snapshot_codec.FIELDS`` for ``pack_rows``."""
+    ones = np.ones(len(arrays.symbols))
+    columns = []
+    for path in snapshot_codec.FIELDS:
+        if path == snapshot_codec.FIBONACCI_FLAG:
+            columns.append(ones)  # the 1d entry always has its levels (null where not computable)
+        elif path[0] == "timeframes" and len(path) == 4:
+            columns.append(arrays.fibonacci[path[3]])
+        elif path[0] == "timeframes":
+            name, field = path[1], path[2]
+            source = arrays.indicators if field in INDICATOR_NAMES else arrays.windows
+            columns.append(source[name][field])
+        elif path[0] == "indicators_1m":
+            columns.append(arrays.indicators["1m"][path[1]])
+        elif path == ("last_price",):
+            columns.append(arrays.last_price)
+        else:
+            columns.append(arrays.change_14d)
+    return np.stack(columns, axis=1)
 
 
 def _dicts(keys: Sequence[str], values: Sequence[FloatArray]) -> list[dict[str, Any]]:

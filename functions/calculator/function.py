@@ -22,7 +22,13 @@ import numpy as np
 import redis.asyncio as aioredis
 from cloudevents.core.base import BaseCloudEvent
 
-from functions.calculator.compute import IndicatorCache, compute_payloads
+from functions.calculator.compute import (
+    IndicatorCache,
+    MetricsArrays,
+    compute_minute,
+    snapshot_values,
+    to_payloads,
+)
 from screener.config import Settings
 from screener.events.envelope import InvalidEvent, expect_type, make_event, parse_data
 from screener.events.models import MINUTE_MS, Candle, InvalidCandle, metrics_event_id
@@ -40,7 +46,8 @@ from screener.tracing import traceparent_for
 from state import layout
 from state.candles import CandleStore, SymbolState
 from state.gaps import first_sightings
-from state.metrics_store import MetricsStore
+from state.metrics_store import MetricsStore, PackedSnapshot
+from state.snapshot_codec import pack_rows
 from state.warm_start import warm_start
 
 log = logging.getLogger(__name__)
@@ -127,7 +134,7 @@ class Calculator:
         """Store the closed candles, compute each (symbol, minute)'s metrics, save and return them."""
         closed = sorted((d.payload for d in batch if d.payload.closed), key=lambda c: c.open_time)
         forming = [d.payload for d in batch if not d.payload.closed]
-        payloads: list[dict[str, Any]] = []
+        output = _Output()
         segments = _segments(closed)
         written = [asyncio.Event() for _ in segments]
         pending = {
@@ -139,15 +146,15 @@ class Calculator:
                 states = await self._heal(await self.candles.write(segment))
                 done.set()
                 states = await self._wait_for_predecessors(segment, states)
-                payloads += self._compute_closed(segment, states)
+                self._compute_closed(segment, states, output)
         finally:
             for key, done in pending.items():
                 if self._unwritten.get(key) is done:
                     del self._unwritten[key]
         if forming:
-            payloads += await self._compute_forming(forming)
-        await self.metrics.save_payloads(payloads)
-        return self._events(payloads, batch)
+            await self._compute_forming(forming, output)
+        await self.metrics.save_packed(output.packed)
+        return self._events(output.payloads, batch)
 
     async def _heal(self, states: dict[str, SymbolState]) -> dict[str, SymbolState]:
         """Rebuild from PostgreSQL the symbols whose rings this batch had to create (Redis was flushed)."""
@@ -189,22 +196,22 @@ class Calculator:
             raise TransientError(f"{count} minutes before this batch may still be in flight", GAP_RETRY_SECONDS)
         return states
 
-    def _compute_closed(self, closed: Sequence[Candle], states: dict[str, SymbolState]) -> list[dict[str, Any]]:
+    def _compute_closed(self, closed: Sequence[Candle], states: dict[str, SymbolState], output: _Output) -> None:
         by_minute: dict[int, set[str]] = defaultdict(set)
         for candle in closed:
             by_minute[candle.open_time].add(candle.symbol)
-        payloads = []
         for minute in sorted(by_minute):
             group = [states[s] for s in sorted(by_minute[minute])]
-            computed = compute_payloads(minute, group, cache=self.indicator_cache)
+            arrays = compute_minute(minute, group, cache=self.indicator_cache)
+            computed = arrays.symbols if arrays is not None else []
             if len(computed) < len(group):
                 # The symbol's ring had already moved more than a margin past this minute.
-                missing = sorted(by_minute[minute] - {p["symbol"] for p in computed})
+                missing = sorted(by_minute[minute] - set(computed))
                 log.warning("calculator: minute %d is older than the rings of %s; no metrics", minute, missing)
-            payloads += computed
-        return payloads
+            if arrays is not None:
+                output.add(arrays, provisional=False)
 
-    async def _compute_forming(self, forming: Sequence[Candle]) -> list[dict[str, Any]]:
+    async def _compute_forming(self, forming: Sequence[Candle], output: _Output) -> None:
         latest: dict[str, Candle] = {}
         for candle in forming:
             held = latest.get(candle.symbol)
@@ -219,12 +226,11 @@ class Calculator:
             # A forming minute that is already closed (or older) would only show stale numbers.
             if state is not None and (newest is None or candle.open_time > newest):
                 by_minute[candle.open_time][symbol] = candle
-        payloads = []
         for minute, candles in sorted(by_minute.items()):
-            payloads += compute_payloads(
-                minute, [states[s] for s in sorted(candles)], forming=candles, cache=self.indicator_cache
-            )
-        return payloads
+            group = [states[s] for s in sorted(candles)]
+            arrays = compute_minute(minute, group, forming=candles, cache=self.indicator_cache)
+            if arrays is not None:
+                output.add(arrays, provisional=True)
 
     def _events(self, payloads: Sequence[dict[str, Any]], batch: Sequence[Delivery[Candle]]) -> list[BaseCloudEvent]:
         trace_by_key = {(d.payload.symbol, d.payload.open_time, d.payload.closed): traceparent_for(d) for d in batch}
@@ -243,6 +249,23 @@ class Calculator:
                 )
             )
         return events
+
+
+class _Output:
+    """What a batch emits: event payloads, and the same snapshots packed for Redis."""
+
+    def __init__(self) -> None:
+        self.payloads: list[dict[str, Any]] = []
+        self.packed: list[PackedSnapshot] = []
+
+    def add(self, arrays: MetricsArrays, provisional: bool) -> None:
+        """Add one minute's metrics of many symbols."""
+        self.payloads += to_payloads(arrays, provisional=provisional)
+        rows = pack_rows(arrays.minute, provisional, snapshot_values(arrays))
+        self.packed += [
+            PackedSnapshot(symbol, arrays.minute, provisional, row)
+            for symbol, row in zip(arrays.symbols, rows, strict=True)
+        ]
 
 
 def _holes(candles: Sequence[Candle], states: dict[str, SymbolState]) -> dict[str, set[int]]:

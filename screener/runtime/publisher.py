@@ -52,11 +52,14 @@ class Publisher:
         for event in events:
             headers, body = nats_binding.to_binary(event)
             headers[MSG_ID_HEADER] = event.get_id()
-            try:
-                async with asyncio.timeout(ACK_TIMEOUT_SECONDS):
-                    await self._slots.acquire()
-            except TimeoutError:
-                raise PublishError(f"no acknowledgement from JetStream in {ACK_TIMEOUT_SECONDS} s") from None
+            if self._slots.locked():  # every slot waits for an ack: wait for one, but not for ever
+                try:
+                    async with asyncio.timeout(ACK_TIMEOUT_SECONDS):
+                        await self._slots.acquire()
+                except TimeoutError:
+                    raise PublishError(f"no acknowledgement from JetStream in {ACK_TIMEOUT_SECONDS} s") from None
+            else:
+                await self._slots.acquire()  # free: returns at once, no timer to arm
             try:
                 future = await self._pipelined.publish_async(nats_subject(event), body, headers=headers)
             except BaseException:
