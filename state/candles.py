@@ -288,8 +288,9 @@ def apply_candles(state: SymbolState, packed: bytes, packed_seeds: bytes = b"") 
     capacity = layout.CAPACITY
     lap = capacity * MINUTE_MS
     candles, previous = state.candles, state.previous_quote_volume
-    for row in rows:
-        open_time = float(row[layout.OPEN_TIME])
+    # Python floats (tolist) for the decisions: numpy scalars cost more than the arithmetic here.
+    for row, values in zip(rows, rows.tolist(), strict=True):
+        open_time = values[layout.OPEN_TIME]
         minute = open_time / MINUTE_MS
         slot = int(minute % capacity)
         held = float(candles[slot, layout.OPEN_TIME])
@@ -299,8 +300,8 @@ def apply_candles(state: SymbolState, packed: bytes, packed_seeds: bytes = b"") 
             previous[slot] = candles[slot, layout.QUOTE_VOLUME] if held == open_time - lap else np.nan
             candles[slot] = row
         elif held == open_time + lap:
-            previous[slot] = row[layout.QUOTE_VOLUME]
-        o, c = float(row[layout.OPEN]), float(row[layout.CLOSE])
+            previous[slot] = values[layout.QUOTE_VOLUME]
+        o, c = values[layout.OPEN], values[layout.CLOSE]
         for ring, bar_ring in zip(layout.BAR_RINGS, rings, strict=True):
             _merge_bar(bar_ring, ring, minute, o, c)
 
@@ -309,7 +310,7 @@ def _merge_bar(bars: FloatArray, ring: layout.BarRing, minute: float, o: float, 
     open_minute = minute - minute % ring.minutes
     k = minute - open_minute
     slot = int(open_minute / ring.minutes % ring.capacity)
-    tag, bar_open, bar_close = (float(v) for v in bars[slot])
+    tag, bar_open, bar_close = bars[slot].tolist()
     held = float(math.floor(tag / layout.TAG_MINUTE))
     if held == open_minute:
         rest = tag - held * layout.TAG_MINUTE

@@ -39,7 +39,8 @@ class Publisher:
         # A context of our own for pipelined publishes, with twice our own limit: nats-py's slot wait
         # turns a cancellation into TooManyStalledMsgsError, so it must never be the one that waits.
         self._pipelined = nats_client_of(js).jetstream(publish_async_max_pending=2 * in_flight)
-        self._slots = asyncio.Semaphore(in_flight)
+        self._free_slots = in_flight
+        self._slot_freed = asyncio.Event()
 
     async def publish(self, events: Sequence[BaseCloudEvent]) -> None:
         """Publish ``events`` on their subjects; return once every one is stored (or deduplicated).
@@ -52,18 +53,13 @@ class Publisher:
         for event in events:
             headers, body = nats_binding.to_binary(event)
             headers[MSG_ID_HEADER] = event.get_id()
-            if self._slots.locked():  # every slot waits for an ack: wait for one, but not for ever
-                try:
-                    async with asyncio.timeout(ACK_TIMEOUT_SECONDS):
-                        await self._slots.acquire()
-                except TimeoutError:
-                    raise PublishError(f"no acknowledgement from JetStream in {ACK_TIMEOUT_SECONDS} s") from None
-            else:
-                await self._slots.acquire()  # free: returns at once, no timer to arm
+            if not self._free_slots:
+                await self._wait_for_a_slot()
+            self._free_slots -= 1
             try:
                 future = await self._pipelined.publish_async(nats_subject(event), body, headers=headers)
             except BaseException:
-                self._slots.release()
+                self._release()
                 raise
             future.add_done_callback(self._release)
             pending.append(future)
@@ -77,8 +73,20 @@ class Publisher:
             reason = f"{len(late)} not acknowledged in {ACK_TIMEOUT_SECONDS} s" if late else repr(failures[0])
             raise PublishError(f"{len(late) + len(failures)} of {len(pending)} events not stored: {reason}")
 
-    def _release(self, _: asyncio.Future[PubAck]) -> None:
-        self._slots.release()
+    async def _wait_for_a_slot(self) -> None:
+        # Every slot waits for an ack: wait for one, but not for ever. (A counter and an event, not
+        # asyncio.Semaphore: its bookkeeping ran for every event of a burst, while waiting is rare.)
+        try:
+            async with asyncio.timeout(ACK_TIMEOUT_SECONDS):
+                while not self._free_slots:
+                    self._slot_freed.clear()
+                    await self._slot_freed.wait()
+        except TimeoutError:
+            raise PublishError(f"no acknowledgement from JetStream in {ACK_TIMEOUT_SECONDS} s") from None
+
+    def _release(self, _: object = None) -> None:
+        self._free_slots += 1
+        self._slot_freed.set()
 
     async def dead_letter(
         self,

@@ -166,7 +166,12 @@ class Worker:
         """Run one fetched batch through parse, handle, publish and ack."""
         self.stats.batches += 1
         self.stats.last_batch_at = self._clock()
-        items = [item for item in await asyncio.gather(*(self._parse(m) for m in messages)) if item]
+        # Plain loops, not gather: a task per message would cost more than parsing or acking it.
+        items = []
+        for msg in messages:
+            item = await self._parse(msg)
+            if item is not None:
+                items.append(item)
         if not items:
             return
         with tracer().start_as_current_span(f"{self.name}.batch") as span:
@@ -176,14 +181,16 @@ class Worker:
             except TransientError as exc:
                 self.stats.retried += len(items)
                 log.warning("%s: transient failure, retrying %d events: %s", self.name, len(items), exc)
-                await asyncio.gather(*(self._nak(item.msg, exc.delay_seconds) for item in items))
+                for item in items:
+                    await self._nak(item.msg, exc.delay_seconds)
                 return
             except Exception:
                 self.stats.crashes += 1
                 log.exception("%s: handler crashed on a batch of %d; isolating", self.name, len(items))
                 await self._isolate(items)
                 return
-        await asyncio.gather(*(item.msg.ack() for item in items))
+        for item in items:
+            await item.msg.ack()
         self.stats.processed += len(items)
 
     async def _handle_and_publish(self, items: Sequence[_Item]) -> None:

@@ -66,5 +66,5 @@ def test_a_snapshot_of_the_previous_format_is_still_read_and_other_bytes_are_ref
     with pytest.raises(snapshot_codec.SnapshotFormatError, match="LTCUSDT has 5 bytes"):
         snapshot_codec.unpack("LTCUSDT", b"hello")
     wrong_version = np.full(snapshot_codec.ROW_BYTES // 8, 7.0).tobytes()
-    with pytest.raises(snapshot_codec.SnapshotFormatError, match="format 7.0"):
+    with pytest.raises(snapshot_codec.SnapshotFormatError, match=r"format 7\.0"):
         snapshot_codec.unpack("LTCUSDT", wrong_version)
