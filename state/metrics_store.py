@@ -90,9 +90,9 @@ def pack_payload(payload: Mapping[str, Any]) -> PackedSnapshot:
     )
 
 
-def decode_snapshot(symbol: str, raw: bytes) -> MetricsSnapshot:
-    """Return ``symbol``'s snapshot stored as ``raw``."""
-    return MetricsSnapshot.model_validate(snapshot_codec.unpack(symbol, raw))
+def decode_snapshot(symbol: str, raw: bytes, provisional: bool = False) -> MetricsSnapshot:
+    """Return ``symbol``'s snapshot stored as ``raw`` (in its provisional key when ``provisional``)."""
+    return MetricsSnapshot.model_validate(snapshot_codec.unpack(symbol, raw, provisional))
 
 
 class MetricsStore:
@@ -136,7 +136,8 @@ class MetricsStore:
         replies = await self._scripts(_LATEST, calls)
         result = []
         for symbol, reply in zip(names, replies, strict=True):
-            candidates = [decode_snapshot(symbol, raw) for raw in reply if raw]
+            # The reply holds the closed snapshot, then (when asked) the provisional one.
+            candidates = [decode_snapshot(symbol, raw, provisional=i == 1) for i, raw in enumerate(reply) if raw]
             if candidates:
                 result.append(max(candidates, key=lambda s: (s.minute, not s.provisional)))
         return result

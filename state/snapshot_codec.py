@@ -1,10 +1,14 @@
 """A metrics snapshot as Redis keeps it: a fixed row of little-endian float64, NaN for null.
 
-Every field of ``MetricsSnapshot`` but the symbol (the key names it) and the timestamp (the minute
-gives it) has a fixed place in ``FIELDS``, after a header of format version, minute and provisional
-flag. A row is 1,048 bytes; the calculator packs a whole minute of symbols as one (S, fields) array
-with a single ``tobytes`` (``pack_rows``), where zlib-compressed JSON cost it a dozen milliseconds per
-minute for about the same size. ``unpack`` returns the ``model_dump(mode="json")`` dict.
+Every field of ``MetricsSnapshot`` has a fixed place in ``FIELDS``, after a header of format version
+and minute, but the symbol (the key names it), the timestamp (the minute gives it) and the provisional
+flag (provisional snapshots have a key of their own). The 1d entry's ``fibonacci`` is null when all its
+levels are (the calculator always has them: minute t is in the 1d window).
+
+A row is 1,008 bytes, so with Redis' string header it fits jemalloc's 1,024-byte size class. The
+calculator packs a whole minute of symbols as one (S, fields) array with a single ``tobytes``
+(``pack_rows``), where zlib-compressed JSON cost it a dozen milliseconds per minute for a larger size.
+``unpack`` returns the ``model_dump(mode="json")`` dict.
 """
 
 from __future__ import annotations
@@ -30,18 +34,16 @@ WINDOW_NAMES: Final = (
 )  # fmt: skip
 # A timeframe entry is absent from a snapshot when its coverage is NaN (a present one never has NaN).
 TIMEFRAME_FIELDS: Final = ("coverage", *WINDOW_NAMES, *INDICATOR_NAMES)
-# The 1d entry's ``fibonacci`` object is present when this flag is 1.0 (its levels may still be null).
-FIBONACCI_FLAG: Final = ("timeframes", "1d", "fibonacci")
+FIBONACCI: Final = ("timeframes", "1d", "fibonacci")
 
 FIELDS: Final[tuple[tuple[str, ...], ...]] = (
     ("last_price",),
     ("change_14d",),
     *(("timeframes", name, field) for name in WINDOWS for field in TIMEFRAME_FIELDS),
-    FIBONACCI_FLAG,
-    *(("timeframes", "1d", "fibonacci", level) for level in FIBONACCI_LEVELS),
+    *((*FIBONACCI, level) for level in FIBONACCI_LEVELS),
     *(("indicators_1m", name) for name in INDICATOR_NAMES),
 )
-_HEADER = 3  # version, minute, provisional
+_HEADER = 2  # version, minute
 ROW_BYTES: Final = 8 * (_HEADER + len(FIELDS))
 
 
@@ -49,13 +51,12 @@ class SnapshotFormatError(ValueError):
     """Bytes in a snapshot key are not a snapshot of this format; the message says why."""
 
 
-def pack_rows(minute: int, provisional: bool, values: FloatArray) -> list[bytes]:
+def pack_rows(minute: int, values: FloatArray) -> list[bytes]:
     """Return one packed snapshot per row of ``values`` (S, len(FIELDS)), all of ``minute``."""
     rows = len(values)
     table = np.empty((rows, _HEADER + len(FIELDS)), dtype="<f8")
     table[:, 0] = FORMAT_VERSION
     table[:, 1] = minute
-    table[:, 2] = 1.0 if provisional else 0.0
     table[:, _HEADER:] = values
     # One NaN for every null, whatever produced it (inf, -nan): the same snapshot is the same bytes.
     table[~np.isfinite(table)] = np.nan
@@ -67,16 +68,13 @@ def pack(payload: Mapping[str, Any]) -> bytes:
     """Return the packed form of a ``MetricsSnapshot.model_dump(mode="json")`` dict."""
     row = np.full(len(FIELDS), np.nan)
     for i, path in enumerate(FIELDS):
-        if path == FIBONACCI_FLAG:
-            row[i] = 1.0 if _lookup(payload, path) is not None else 0.0
-            continue
         value = _lookup(payload, path)
         if value is not None:
             row[i] = float(value)
-    return pack_rows(int(payload["minute"]), bool(payload.get("provisional", False)), row[None, :])[0]
+    return pack_rows(int(payload["minute"]), row[None, :])[0]
 
 
-def unpack(symbol: str, raw: bytes) -> dict[str, Any]:
+def unpack(symbol: str, raw: bytes, provisional: bool = False) -> dict[str, Any]:
     """Return the ``MetricsSnapshot.model_dump(mode="json")`` dict that ``raw`` holds for ``symbol``.
 
     Raise ``SnapshotFormatError`` for bytes of another format. Snapshots saved as zlib-compressed JSON
@@ -97,7 +95,7 @@ def unpack(symbol: str, raw: bytes) -> dict[str, Any]:
         "minute": minute,
         "timestamp": minute_close_iso(minute),
         "last_price": values[_HEADER],
-        "provisional": values[2] == 1.0,
+        "provisional": provisional,
         "change_14d": values[_HEADER + 1],
     }
     by_path = dict(zip(FIELDS, values[_HEADER:], strict=True))
@@ -109,8 +107,9 @@ def unpack(symbol: str, raw: bytes) -> dict[str, Any]:
         entry["coverage"] = by_path[("timeframes", name, "coverage")]
         entry["fibonacci"] = None
         timeframes[name] = entry
-    if "1d" in timeframes and by_path[FIBONACCI_FLAG] == 1.0:
-        timeframes["1d"]["fibonacci"] = {level: by_path[(*FIBONACCI_FLAG, level)] for level in FIBONACCI_LEVELS}
+    levels = {level: by_path[(*FIBONACCI, level)] for level in FIBONACCI_LEVELS}
+    if "1d" in timeframes and any(v is not None for v in levels.values()):
+        timeframes["1d"]["fibonacci"] = levels
     payload["timeframes"] = timeframes
     payload["indicators_1m"] = {name: by_path[("indicators_1m", name)] for name in INDICATOR_NAMES}
     return payload

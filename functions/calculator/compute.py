@@ -736,12 +736,9 @@ def to_payloads(arrays: MetricsArrays, provisional: bool = False) -> list[dict[s
 
 def snapshot_values(arrays: MetricsArrays) -> FloatArray:
     """Return the (S, fields) table of ``state.snapshot_codec.FIELDS`` for ``pack_rows``."""
-    ones = np.ones(len(arrays.symbols))
     columns = []
     for path in snapshot_codec.FIELDS:
-        if path == snapshot_codec.FIBONACCI_FLAG:
-            columns.append(ones)  # the 1d entry always has its levels (null where not computable)
-        elif path[0] == "timeframes" and len(path) == 4:
+        if path[0] == "timeframes" and len(path) == 4:
             columns.append(arrays.fibonacci[path[3]])
         elif path[0] == "timeframes":
             name, field = path[1], path[2]

@@ -261,7 +261,7 @@ class _Output:
     def add(self, arrays: MetricsArrays, provisional: bool) -> None:
         """Add one minute's metrics of many symbols."""
         self.payloads += to_payloads(arrays, provisional=provisional)
-        rows = pack_rows(arrays.minute, provisional, snapshot_values(arrays))
+        rows = pack_rows(arrays.minute, snapshot_values(arrays))
         self.packed += [
             PackedSnapshot(symbol, arrays.minute, provisional, row)
             for symbol, row in zip(arrays.symbols, rows, strict=True)
