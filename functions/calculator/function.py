@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 
 # How soon a batch waiting for minutes in flight is retried.
 GAP_RETRY_SECONDS = 0.25
+# How long a batch with recent holes waits for another batch of this process to bring them.
+INTAKE_WAIT_SECONDS = 0.1
 
 
 class Calculator:
@@ -88,6 +90,8 @@ class Calculator:
         self.indicator_cache = IndicatorCache()
         # (symbol, minute) -> set once a batch of this process has written that candle.
         self._unwritten: dict[tuple[str, int], asyncio.Event] = {}
+        # Set (and replaced) whenever a batch registers the candles it is about to write.
+        self._intake = asyncio.Event()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Calculator:
@@ -141,6 +145,8 @@ class Calculator:
             (c.symbol, c.open_time): done for segment, done in zip(segments, written, strict=True) for c in segment
         }
         self._unwritten.update(pending)
+        self._intake.set()  # wake batches waiting for minutes this one brings (_wait_for_predecessors)
+        self._intake = asyncio.Event()
         try:
             for segment, done in zip(segments, written, strict=True):
                 states = await self._heal(await self.candles.write(segment))
@@ -175,23 +181,36 @@ class Calculator:
         client fetched and holds, redeliveries) minute t of a symbol can be computed while an earlier
         minute is still on its way; its metrics would then differ from a single worker's. Any hole in
         the day before t, after the oldest minute stored, is such a suspect. A hole that a batch of
-        this process is about to write is awaited here; for the others the batch is retried
-        (``TransientError``) until they fill or every one has been open for ``gap_grace_seconds``
-        (first sighting by any worker, kept in Redis), and then they are taken as gaps.
+        this process is about to write is awaited here (and a new hole gets ``INTAKE_WAIT_SECONDS``
+        for such a batch to show up); for the others the batch is retried (``TransientError``) until
+        they fill or every one has been open for ``gap_grace_seconds`` (first sighting by any
+        worker, kept in Redis), and then they are taken as gaps.
         """
         holes = _holes(candles, states)
-        if not holes:
-            return states
-        ours = {self._unwritten[(s, m)] for s, minutes in holes.items() for m in minutes if (s, m) in self._unwritten}
-        if ours:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*(e.wait() for e in ours)), self._gap_grace_seconds)
-            states = {**states, **(await self.candles.read(sorted(holes)))}
-            holes = _holes(candles, states)
-            if not holes:
-                return states
-        now = self._clock()
-        if now - await first_sightings(self._redis, holes, now) < self._gap_grace_seconds:
+        awaited: set[asyncio.Event] = set()
+        looked_for_intake = False
+        while holes:
+            ours = {self._unwritten[key] for key in _keys(holes) if key in self._unwritten}
+            if ours - awaited:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._gap_grace_seconds):
+                        for written in ours - awaited:
+                            await written.wait()
+                awaited |= ours
+                states = {**states, **(await self.candles.read(sorted(holes)))}
+                holes = _holes(candles, states)
+                continue
+            now = self._clock()
+            if now - await first_sightings(self._redis, holes, now) >= self._gap_grace_seconds:
+                break  # open for long enough: gaps
+            if not looked_for_intake:
+                # Another loop of this process may have fetched those minutes a moment ago and be
+                # about to register them (two fetches of one burst): a short wait saves a redelivery.
+                looked_for_intake = True
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(INTAKE_WAIT_SECONDS):
+                        await self._intake.wait()
+                continue
             count = sum(len(m) for m in holes.values())
             raise TransientError(f"{count} minutes before this batch may still be in flight", GAP_RETRY_SECONDS)
         return states
@@ -266,6 +285,10 @@ class _Output:
             PackedSnapshot(symbol, arrays.minute, provisional, row)
             for symbol, row in zip(arrays.symbols, rows, strict=True)
         ]
+
+
+def _keys(holes: dict[str, set[int]]) -> list[tuple[str, int]]:
+    return [(symbol, minute) for symbol, minutes in holes.items() for minute in minutes]
 
 
 def _holes(candles: Sequence[Candle], states: dict[str, SymbolState]) -> dict[str, set[int]]:
