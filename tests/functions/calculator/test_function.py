@@ -198,3 +198,27 @@ async def test_a_hole_just_before_a_minute_is_waited_for_then_taken_as_a_gap(
     # A filled hole costs no wait.
     await calculator.handle(deliveries(calculator, [near[100]]))
     assert len(await calculator.handle(deliveries(calculator, [near[101], near[102]]))) == 2
+
+
+async def test_a_later_minute_waits_for_the_earlier_one_another_batch_of_this_process_brings(
+    redis_client: aioredis.Redis, near: list[Candle], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two fetch loops of one worker: the batch of minute 101 reaches the handler a moment before the
+    # batch of minute 100. It waits for that batch instead of a nak and a redelivery.
+    import asyncio
+
+    from functions.calculator import function
+
+    monkeypatch.setattr(function, "INTAKE_WAIT_SECONDS", 10.0)  # a busy test machine must not matter
+    calculator = Calculator(redis_client, gap_grace_seconds=30.0)
+    await CandleStore(redis_client).write(near[:100], read_back=False)
+    later = asyncio.create_task(calculator.handle(deliveries(calculator, [near[101]])))
+    await asyncio.sleep(0.02)  # the later batch is waiting now
+    earlier = await calculator.handle(deliveries(calculator, [near[100]]))
+    (event,) = await later
+    assert len(earlier) == 1
+    expected = compute_snapshots(
+        near[101].open_time, [(await CandleStore(redis_client).read(["NEARUSDT"]))["NEARUSDT"]]
+    )
+    assert MetricsSnapshot.model_validate(event.get_data()) == expected[0]
+    assert expected[0].timeframes["5m"].coverage == 1.0
