@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 
 # How soon a batch waiting for minutes in flight is retried.
 GAP_RETRY_SECONDS = 0.25
+# Symbols whose rings one round trip reads at start (bounded replies: about 14 MB).
+PRELOAD_CHUNK = 100
 # How long a batch with recent holes waits for another batch of this process to bring them.
 INTAKE_WAIT_SECONDS = 0.1
 
@@ -106,13 +108,23 @@ class Calculator:
         )
 
     async def start(self) -> None:
-        """Check Redis; rebuild from PostgreSQL the state of recent symbols that Redis lacks."""
+        """Check Redis; rebuild from PostgreSQL the state of recent symbols that Redis lacks.
+
+        Then read the rings of every symbol with metrics into this worker's mirror, so the first
+        minute after a (re)start ships only candles, like every other (about 140 KB per symbol).
+        """
         await self._redis.ping()
         if self._postgres is None and self._postgres_dsn:
             self._postgres = await asyncpg.create_pool(self._postgres_dsn, min_size=1, max_size=2)
         if self._postgres is not None:
             async with self._postgres.acquire() as conn:
                 await warm_start(self._redis, conn)
+        tracked = await self.metrics.tracked_symbols()
+        for start in range(0, len(tracked), PRELOAD_CHUNK):
+            # Rings this read had to create (lost from Redis) are rebuilt, as in a batch.
+            await self._heal(await self.candles.write([], also=tracked[start : start + PRELOAD_CHUNK]))
+        if tracked:
+            log.info("calculator: %d symbols' rings loaded", len(tracked))
 
     async def close(self) -> None:
         """Close the connections this calculator opened."""

@@ -222,3 +222,17 @@ async def test_a_later_minute_waits_for_the_earlier_one_another_batch_of_this_pr
     )
     assert MetricsSnapshot.model_validate(event.get_data()) == expected[0]
     assert expected[0].timeframes["5m"].coverage == 1.0
+
+
+async def test_start_loads_the_rings_of_tracked_symbols_so_the_first_minute_ships_only_candles(
+    redis_client: aioredis.Redis, near: list[Candle]
+) -> None:
+    first = Calculator(redis_client)
+    await CandleStore(redis_client).write(near[:100], read_back=False)
+    await first.handle(deliveries(first, [near[100]]))  # NEARUSDT now has metrics: tracked
+    restarted = Calculator(redis_client)
+    await restarted.start()
+    (event,) = await restarted.handle(deliveries(restarted, [near[101]]))
+    assert restarted.candles.mirror_hits == 1  # Redis replied with a version, not 140 KB of rings
+    state = (await CandleStore(redis_client).read(["NEARUSDT"]))["NEARUSDT"]
+    assert MetricsSnapshot.model_validate(event.get_data()) == compute_snapshots(near[101].open_time, [state])[0]
