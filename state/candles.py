@@ -27,7 +27,7 @@ FloatArray = npt.NDArray[np.float64]
 # The layout's constants are prepended, so each call passes only its candles (fewer arguments to pack).
 WRITE_SCRIPT = (
     f"local CAPACITY = {layout.CAPACITY}\n"
-    f"local BAR_RINGS = {{{', '.join(f'{{{r.minutes}, {r.capacity}}}' for r in layout.BAR_RINGS)}}}\n"
+    f"local BAR_RINGS = {{{', '.join(f'{{{r.minutes}, {r.capacity}, {r.width}}}' for r in layout.BAR_RINGS)}}}\n"
     + resources.files("state").joinpath("write_candles.lua").read_text()
 )
 WRITE_SCRIPT_SHA = hashlib.sha1(WRITE_SCRIPT.encode()).hexdigest()  # Redis names scripts by SHA-1
@@ -46,8 +46,8 @@ class SymbolState:
     ``candles`` is (CAPACITY, 8) in slot order, columns ``layout.CANDLE_FIELDS``; a slot whose
     ``open_time`` is not the minute asked for is a gap. ``previous_quote_volume`` is (CAPACITY,):
     slot i is the quote volume of minute ``candles[i, OPEN_TIME] - CAPACITY`` minutes, NaN if unknown.
-    ``bars`` maps a timeframe of ``layout.BAR_RINGS`` to its (capacity, 3) ring, columns
-    ``layout.BAR_FIELDS``.
+    ``bars`` maps a timeframe of ``layout.BAR_RINGS`` to its (capacity, width) ring, columns
+    ``ring.fields``: (tag, open, close) where the ring keeps opens, (tag, close) elsewhere.
     """
 
     symbol: str
@@ -79,7 +79,11 @@ def pack_candles(candles: Iterable[Candle]) -> bytes:
 
 
 def pack_seed_bars(bars: Iterable[SeedBar]) -> bytes:
-    """Return ``bars`` as the write script's seed records (ring index, open time, open, close)."""
+    """Return ``bars`` as the write script's seed records (ring index, open time, open, close).
+
+    The open reaches only the rings that keep opens; the others merge it as the bar's first minute
+    (its offset in the tag) and drop its value.
+    """
     rows = []
     for bar in bars:
         if bar.timeframe not in _BAR_INDEX:
@@ -89,22 +93,30 @@ def pack_seed_bars(bars: Iterable[SeedBar]) -> bytes:
 
 
 def decode_state(symbol: str, rings: Sequence[bytes | None], created: bool = False) -> SymbolState:
-    """Decode ``symbol``'s rings (``layout.ring_keys`` order) as returned by Redis."""
-    if len(rings) != 2 + len(layout.BAR_RINGS):
-        raise StateError(f"state of {symbol} is incomplete in Redis (keys {layout.ring_keys(symbol)})")
-    candles = _frombuffer(rings[0], symbol, layout.CAPACITY * layout.ROW_BYTES)
-    previous = _frombuffer(rings[1], symbol, layout.CAPACITY * 8)
+    """Decode ``symbol``'s rings (``layout.ring_keys`` order) as returned by Redis.
+
+    Raise ``StateError`` naming the key of a ring whose length is not the layout's (a ring written by
+    an older layout is never reinterpreted).
+    """
+    keys = layout.ring_keys(symbol)
+    if len(rings) != len(keys):
+        raise StateError(f"state of {symbol} is incomplete in Redis (keys {keys})")
+    candles = _frombuffer(rings[0], keys[0], layout.CAPACITY * layout.ROW_BYTES)
+    previous = _frombuffer(rings[1], keys[1], layout.CAPACITY * 8)
     bars = {
-        ring.timeframe: _frombuffer(raw, symbol, ring.capacity * layout.BAR_BYTES).reshape(ring.capacity, 3)
-        for ring, raw in zip(layout.BAR_RINGS, rings[2:], strict=True)
+        ring.timeframe: _frombuffer(raw, key, ring.ring_bytes).reshape(ring.capacity, ring.width)
+        for ring, key, raw in zip(layout.BAR_RINGS, keys[2:], rings[2:], strict=True)
     }
     return SymbolState(symbol, candles.reshape(layout.CAPACITY, len(layout.CANDLE_FIELDS)), previous, bars, created)
 
 
-def _frombuffer(raw: bytes | None, symbol: str, size: int) -> FloatArray:
+def _frombuffer(raw: bytes | None, key: str, size: int) -> FloatArray:
     if not isinstance(raw, bytes) or len(raw) != size:
         got = f"{len(raw)} bytes" if isinstance(raw, bytes) else repr(raw)
-        raise StateError(f"a ring of {symbol} has {got}, expected {size} bytes (layout changed? see docs/state.md)")
+        raise StateError(
+            f"{key} has {got}, expected {size} bytes (written in another layout: the next write of the "
+            "symbol starts its rings anew and the calculator rebuilds them; see docs/state.md)"
+        )
     return np.frombuffer(raw, dtype="<f8")
 
 
@@ -115,7 +127,7 @@ class CandleStore:
     then ships only the candles: when the symbol's version in Redis is the mirror's (no other
     writer since), Redis replies with the new version alone and the store applies the same candles
     to its copy (``apply_candles``, the script's rules in numpy); otherwise it replies with the rings.
-    Without it, every write reads the rings back (about 140 KB per symbol).
+    Without it, every write reads the rings back (about 132 KB per symbol).
     """
 
     def __init__(self, redis: aioredis.Redis, *, mirror: bool = False) -> None:
@@ -198,10 +210,10 @@ class CandleStore:
                 for key in layout.ring_keys(symbol):
                     pipe.get(key)
             raw = await pipe.execute()
-        width = 2 + len(layout.BAR_RINGS)
+        per_symbol = 2 + len(layout.BAR_RINGS)
         states = {}
         for i, symbol in enumerate(symbols):
-            rings = raw[i * width : (i + 1) * width]
+            rings = raw[i * per_symbol : (i + 1) * per_symbol]
             if rings[0] is not None:
                 states[symbol] = decode_state(symbol, rings)
         return states
@@ -225,7 +237,8 @@ class CandleStore:
         for symbol, ring_bytes in zip(symbols, raw, strict=True):
             if ring_bytes is None:
                 continue
-            ring = _frombuffer(ring_bytes, symbol, layout.CAPACITY * layout.ROW_BYTES).reshape(layout.CAPACITY, -1)
+            raw_ring = _frombuffer(ring_bytes, layout.candles_key(symbol), layout.CAPACITY * layout.ROW_BYTES)
+            ring = raw_ring.reshape(layout.CAPACITY, -1)
             latest = float(ring[:, layout.OPEN_TIME].max())
             if latest <= 0:
                 continue
@@ -310,16 +323,21 @@ def _merge_bar(bars: FloatArray, ring: layout.BarRing, minute: float, o: float, 
     open_minute = minute - minute % ring.minutes
     k = minute - open_minute
     slot = int(open_minute / ring.minutes % ring.capacity)
-    tag, bar_open, bar_close = bars[slot].tolist()
+    values = bars[slot].tolist()  # [tag, open, close], or [tag, close] in a ring without opens
+    tag = values[0]
     held = float(math.floor(tag / layout.TAG_MINUTE))
     if held == open_minute:
         rest = tag - held * layout.TAG_MINUTE
         first = float(math.floor(rest / layout.TAG_OFFSET))
         last = rest - first * layout.TAG_OFFSET
         if k <= first:
-            bar_open, first = o, k
+            first = k
+            if ring.keeps_open:
+                values[1] = o
         if k >= last:
-            bar_close, last = c, k
-        bars[slot] = (held * layout.TAG_MINUTE + first * layout.TAG_OFFSET + last, bar_open, bar_close)
+            values[-1], last = c, k
+        values[0] = held * layout.TAG_MINUTE + first * layout.TAG_OFFSET + last
+        bars[slot] = values
     elif held < open_minute:
-        bars[slot] = (open_minute * layout.TAG_MINUTE + k * layout.TAG_OFFSET + k, o, c)
+        tag = open_minute * layout.TAG_MINUTE + k * layout.TAG_OFFSET + k
+        bars[slot] = (tag, o, c) if ring.keeps_open else (tag, c)

@@ -30,30 +30,68 @@ INDICATOR_BARS = 250
 # change_14d reads the open of the 1h bar 335 bars before the one containing t.
 CHANGE_14D_BARS_BACK = 335
 
-# Columns of a bar slot (float64): a tag, the bar's open and its close. The tag packs the bar's open
-# time in minutes with the offsets (within the bar) of the earliest and latest minute merged so far:
-# tag = open_minute * TAG_MINUTE + first * TAG_OFFSET + last, an integer below 2**53, so exact in a
-# float64 and in Lua. The offsets make a late or repeated minute update open and close idempotently;
-# packing them keeps a bar at 24 bytes (docs/state.md, "Memory").
-BAR_FIELDS: tuple[str, ...] = ("tag", "open", "close")
-BAR_TAG, BAR_OPEN, BAR_CLOSE = range(len(BAR_FIELDS))
-BAR_BYTES = 8 * len(BAR_FIELDS)
+# Columns of a bar slot (float64): a tag, the bar's open (only in rings that keep it) and its close.
+# The tag packs the bar's open time in minutes with the offsets (within the bar) of the earliest and
+# latest minute merged so far: tag = open_minute * TAG_MINUTE + first * TAG_OFFSET + last, an integer
+# below 2**53, so exact in a float64 and in Lua. The offsets make a late or repeated minute update
+# open and close idempotently; packing them keeps a bar at 24 bytes, 16 without the open
+# (docs/state.md, "Bar rings").
+BAR_FIELDS_WITH_OPEN: tuple[str, ...] = ("tag", "open", "close")
+BAR_FIELDS_WITHOUT_OPEN: tuple[str, ...] = ("tag", "close")
+BAR_TAG = 0  # the first column of every bar ring
 TAG_OFFSET = 4096
 TAG_MINUTE = TAG_OFFSET * TAG_OFFSET
 
 
 @dataclass(frozen=True)
 class BarRing:
-    """A ring of clock-aligned bars of one timeframe, filled from the 1-minute candles written."""
+    """A ring of clock-aligned bars of one timeframe, filled from the 1-minute candles written.
+
+    Indicators read closes only; ``keeps_open`` rings also store each bar's open (change_14d reads the
+    1h ring's), the others leave it out to save 8 bytes a slot.
+    """
 
     timeframe: str
     minutes: int
     capacity: int
+    keeps_open: bool = False
 
     @property
     def span_ms(self) -> int:
         """Return the bar length in milliseconds."""
         return self.minutes * MINUTE_MS
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Return the columns of a slot, in order (each a little-endian float64)."""
+        return BAR_FIELDS_WITH_OPEN if self.keeps_open else BAR_FIELDS_WITHOUT_OPEN
+
+    @property
+    def width(self) -> int:
+        """Return the float64 columns of a slot."""
+        return len(self.fields)
+
+    @property
+    def slot_bytes(self) -> int:
+        """Return the bytes of a slot."""
+        return 8 * self.width
+
+    @property
+    def ring_bytes(self) -> int:
+        """Return the bytes of the whole ring (its key's string length in Redis)."""
+        return self.capacity * self.slot_bytes
+
+    @property
+    def close_column(self) -> int:
+        """Return the column of the bar's close (the last one)."""
+        return self.width - 1
+
+    @property
+    def open_column(self) -> int:
+        """Return the column of the bar's open; raise ``ValueError`` for a ring that does not keep it."""
+        if not self.keeps_open:
+            raise ValueError(f"the {self.timeframe} bar ring does not keep opens")
+        return 1
 
 
 def bars_needed(minutes: int, bars_back: int) -> int:
@@ -66,11 +104,12 @@ def bars_needed(minutes: int, bars_back: int) -> int:
 
 
 # 1m bars are the 1-minute ring; 5m bars fit in it too (250 x 5 = 1,250 minutes < CAPACITY).
-# Capacities are rounded up to fill jemalloc's size class with Redis' string header (255 x 24 + 6 <=
-# 6,144 bytes, 341 x 24 + 6 <= 8,192): the extra bars cost nothing.
+# Capacities are rounded up to fill jemalloc's size class with Redis' string header (6 bytes for
+# these lengths): 255 x 16 + 6 <= 4,096 bytes, 341 x 24 + 6 <= 8,192; the extra bars cost nothing.
+# Only the 1h ring keeps opens (change_14d).
 BAR_RINGS: tuple[BarRing, ...] = (
     BarRing("15m", 15, 255),
-    BarRing("1h", 60, 341),
+    BarRing("1h", 60, 341, keeps_open=True),
     BarRing("4h", 240, 255),
     BarRing("8h", 480, 255),
     BarRing("1d", 1440, 255),
@@ -80,6 +119,7 @@ assert all(
     for r in BAR_RINGS
 ), "a bar ring is too small for its indicators"
 BAR_RING_BY_TIMEFRAME: dict[str, BarRing] = {ring.timeframe: ring for ring in BAR_RINGS}
+assert BAR_RING_BY_TIMEFRAME["1h"].keeps_open, "change_14d reads the opens of the 1h ring"
 
 KEY_PREFIX = "st"
 
@@ -130,4 +170,4 @@ def ring_keys(symbol: str) -> list[str]:
 
 def state_bytes() -> int:
     """Return the payload bytes of one symbol's rings (without Redis' own overhead)."""
-    return CAPACITY * ROW_BYTES + CAPACITY * 8 + sum(r.capacity * BAR_BYTES for r in BAR_RINGS)
+    return CAPACITY * ROW_BYTES + CAPACITY * 8 + sum(r.ring_bytes for r in BAR_RINGS)

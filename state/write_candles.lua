@@ -8,55 +8,93 @@
 -- KEYS[2]  the previous lap: slot i holds the quote volume of minute ring[i].open_time - CAPACITY
 -- KEYS[3]  the rings' version: a counter bumped by every write, started from the server clock when
 --          the rings are created (so a flushed and rebuilt symbol never repeats a version)
--- KEYS[4..] the bar rings (layout.BAR_RINGS order): slots of (tag, open, close) float64
--- CAPACITY and BAR_RINGS ({minutes, capacity} per bar ring) are prepended from state/layout.py.
+-- KEYS[4..] the bar rings (layout.BAR_RINGS order): slots of (tag, open, close) float64 in a ring that
+--          keeps opens, (tag, close) in the others
+-- CAPACITY and BAR_RINGS ({minutes, capacity, width} per bar ring, width 3 or 2 float64 a slot) are
+-- prepended from state/layout.py. A ring key of another length (an older layout) makes the script
+-- drop the symbol's rings and start them anew (reported as created, so the caller rebuilds them).
 -- ARGV[1]  the candles, packed like ring slots (64 bytes each); may be empty (a pure read)
 -- ARGV[2]  the version of the rings the caller holds in memory ("-1": none); the reply is
 --          {version after, created (1/0), rings...}, the rings left out when the caller's copy was
 --          current before this call (it applies the same candles itself); "no" for no reply
 -- ARGV[3]  closed bars to seed (Binance's native klines), 32 bytes each: 4 float64 (bar ring index
 --          from 1, open time, open, close); merged as the bar's first and last minute, so a bar
---          built from stored minutes and its seed agree
+--          built from stored minutes and its seed agree (a ring without opens drops the open)
 
 local MINUTE = 60000
 local ROW = 64
-local BAR = 24
 local TAG_OFFSET = 4096
 local TAG_MINUTE = 4096 * 4096
 local cap = CAPACITY
 local blob = ARGV[1]
 local nan = 0 / 0
 
+local FIRST_BAR = 3
+local nbars = #KEYS - FIRST_BAR
+local bar_minutes, bar_cap, bar_width = {}, {}, {}
+for b = 1, nbars do
+  bar_minutes[b] = BAR_RINGS[b][1]
+  bar_cap[b] = BAR_RINGS[b][2]
+  bar_width[b] = BAR_RINGS[b][3]
+end
+
+-- Every ring's length, checked before anything is written (STRLEN is 0 for a missing key).
+local sizes = {[1] = cap * ROW, [2] = cap * 8}
+for b = 1, nbars do
+  sizes[FIRST_BAR + b] = bar_cap[b] * bar_width[b] * 8
+end
+local lengths = {}
+local stale = false
+for i, bytes in pairs(sizes) do
+  lengths[i] = redis.call('STRLEN', KEYS[i])
+  if lengths[i] ~= 0 and lengths[i] ~= bytes then
+    stale = true
+  end
+end
+if stale then
+  -- Rings written in another layout (before an upgrade). They are a cache of candles_1m and bars:
+  -- start them anew, and the reply's created = 1 makes the caller rebuild them (warm start).
+  for i, _ in pairs(sizes) do
+    redis.call('DEL', KEYS[i])
+    lengths[i] = 0
+  end
+  redis.call('DEL', KEYS[3])
+end
+
 -- A ring is allocated once at its full size: SETRANGE never grows it (no realloc slack).
-local function ensure(key, bytes, fill)
-  if redis.call('EXISTS', key) == 0 then
-    redis.call('SET', key, string.rep(fill, bytes / #fill))
+local function ensure(i, fill)
+  if lengths[i] == 0 then
+    redis.call('SET', KEYS[i], string.rep(fill, sizes[i] / #fill))
     return 1
   end
   return 0
 end
 
-local created = ensure(KEYS[1], cap * ROW, string.rep('\0', 8))
-ensure(KEYS[2], cap * 8, struct.pack('<d', nan))
+local created = ensure(1, string.rep('\0', 8))
+ensure(2, struct.pack('<d', nan))
 if created == 1 or redis.call('EXISTS', KEYS[3]) == 0 then
   local now = redis.call('TIME')
   redis.call('SET', KEYS[3], now[1] * 1000000 + now[2])
 end
 local version = tonumber(redis.call('GET', KEYS[3]))
-local FIRST_BAR = 3
-local nbars = #KEYS - FIRST_BAR
-local bar_minutes, bar_cap = {}, {}
 for b = 1, nbars do
-  bar_minutes[b] = BAR_RINGS[b][1]
-  bar_cap[b] = BAR_RINGS[b][2]
-  ensure(KEYS[FIRST_BAR + b], bar_cap[b] * BAR, string.rep('\0', 8))
+  ensure(FIRST_BAR + b, string.rep('\0', 8))
 end
 
-local function merge_bar(key, span, capacity, minute, o, c)
+-- A slot is (tag, open, close) with width 3, (tag, close) with width 2: the open is dropped, but the
+-- tag still tracks the earliest minute merged, so the bar's rules are the same in every ring.
+local function merge_bar(key, span, capacity, width, minute, o, c)
   local open_minute = minute - minute % span
   local k = minute - open_minute
-  local at = (open_minute / span % capacity) * BAR
-  local tag, bar_open, bar_close = struct.unpack('<ddd', redis.call('GETRANGE', key, at, at + BAR - 1))
+  local size = width * 8
+  local at = (open_minute / span % capacity) * size
+  local slot = redis.call('GETRANGE', key, at, at + size - 1)
+  local tag = struct.unpack('<d', slot)
+  local bar_open = o
+  if width == 3 then
+    bar_open = struct.unpack('<d', slot, 9)
+  end
+  local bar_close = struct.unpack('<d', slot, size - 7)
   local held = math.floor(tag / TAG_MINUTE)
   if held == open_minute then
     local rest = tag - held * TAG_MINUTE
@@ -65,10 +103,17 @@ local function merge_bar(key, span, capacity, minute, o, c)
     -- The earliest minute seen gives the open, the latest the close; a repeat rewrites the same.
     if k <= first then bar_open = o; first = k end
     if k >= last then bar_close = c; last = k end
-    redis.call('SETRANGE', key, at, struct.pack('<ddd', held * TAG_MINUTE + first * TAG_OFFSET + last, bar_open, bar_close))
+    tag = held * TAG_MINUTE + first * TAG_OFFSET + last
   elseif held < open_minute then
     -- A newer bar takes over the slot; an older one (held > open_minute) keeps it.
-    redis.call('SETRANGE', key, at, struct.pack('<ddd', open_minute * TAG_MINUTE + k * TAG_OFFSET + k, o, c))
+    tag, bar_open, bar_close = open_minute * TAG_MINUTE + k * TAG_OFFSET + k, o, c
+  else
+    return
+  end
+  if width == 3 then
+    redis.call('SETRANGE', key, at, struct.pack('<ddd', tag, bar_open, bar_close))
+  else
+    redis.call('SETRANGE', key, at, struct.pack('<dd', tag, bar_close))
   end
 end
 
@@ -76,8 +121,8 @@ local seeds = ARGV[3]
 for i = 0, #seeds / 32 - 1 do
   local b, open_time, o, c = struct.unpack('<dddd', string.sub(seeds, i * 32 + 1, (i + 1) * 32))
   local minute = open_time / MINUTE
-  merge_bar(KEYS[FIRST_BAR + b], bar_minutes[b], bar_cap[b], minute, o, o)
-  merge_bar(KEYS[FIRST_BAR + b], bar_minutes[b], bar_cap[b], minute + bar_minutes[b] - 1, c, c)
+  merge_bar(KEYS[FIRST_BAR + b], bar_minutes[b], bar_cap[b], bar_width[b], minute, o, o)
+  merge_bar(KEYS[FIRST_BAR + b], bar_minutes[b], bar_cap[b], bar_width[b], minute + bar_minutes[b] - 1, c, c)
 end
 
 for i = 0, #blob / ROW - 1 do
@@ -102,7 +147,7 @@ for i = 0, #blob / ROW - 1 do
     redis.call('SETRANGE', KEYS[2], slot * 8, struct.pack('<d', q))
   end
   for b = 1, nbars do
-    merge_bar(KEYS[FIRST_BAR + b], bar_minutes[b], bar_cap[b], minute, o, c)
+    merge_bar(KEYS[FIRST_BAR + b], bar_minutes[b], bar_cap[b], bar_width[b], minute, o, c)
   end
 end
 

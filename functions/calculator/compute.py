@@ -320,9 +320,9 @@ def change_14d(minute: int, states: Sequence[SymbolState], close: FloatArray) ->
     t = minute // MINUTE_MS
     bar = t - t % HOUR_MINUTES - layout.CHANGE_14D_BARS_BACK * HOUR_MINUTES
     slot = (bar // HOUR_MINUTES) % ring.capacity
-    rows = np.array([state.bars["1h"][slot] for state in states]).reshape(len(states), len(layout.BAR_FIELDS))
+    rows = np.array([state.bars[ring.timeframe][slot] for state in states]).reshape(len(states), ring.width)
     held = np.floor(rows[:, layout.BAR_TAG] / layout.TAG_MINUTE)
-    opens = np.where(held == bar, rows[:, layout.BAR_OPEN], np.nan)
+    opens = np.where(held == bar, rows[:, ring.open_column], np.nan)
     return (close / opens - 1.0) * 100.0
 
 
@@ -352,7 +352,7 @@ def _bars_from_ring(m: Minutes, states: Sequence[SymbolState], ring: layout.BarR
     first = int(opens[0] // ring.minutes) % ring.capacity
     closes = np.empty((len(states), count))
     present = np.empty((len(states), count), dtype=bool)
-    closes[:, :-1] = _slot_run(rings[:, :, layout.BAR_CLOSE], first, count - 1)
+    closes[:, :-1] = _slot_run(rings[:, :, ring.close_column], first, count - 1)
     closes[:, -1] = m.column(layout.CLOSE)[:, -1]
     held = np.floor(_slot_run(rings[:, :, layout.BAR_TAG], first, count - 1) / layout.TAG_MINUTE)
     np.equal(held, opens, out=present[:, :-1])

@@ -34,19 +34,20 @@ class _Rings:
         self.symbol = symbol
         self.candles = np.zeros((layout.CAPACITY, len(layout.CANDLE_FIELDS)))
         self.previous = np.full(layout.CAPACITY, np.nan)
-        self.bars = {r.timeframe: np.zeros((r.capacity, len(layout.BAR_FIELDS))) for r in layout.BAR_RINGS}
+        self.bars = {r.timeframe: np.zeros((r.capacity, r.width)) for r in layout.BAR_RINGS}
         self.forming = {r.timeframe: _FormingBar() for r in layout.BAR_RINGS}
 
-    def flush(self, timeframe: str, span: int, capacity: int) -> None:
-        bar = self.forming[timeframe]
+    def flush(self, ring: layout.BarRing) -> None:
+        bar = self.forming[ring.timeframe]
         if bar.open_minute >= 0:
-            at = (bar.open_minute // span) % capacity
+            at = (bar.open_minute // ring.minutes) % ring.capacity
             tag = bar.open_minute * layout.TAG_MINUTE + bar.first * layout.TAG_OFFSET + bar.last
-            self.bars[timeframe][at] = (tag, bar.open, bar.close)
+            # As the script: the open only where the ring keeps it (the tag's offsets are kept anyway).
+            self.bars[ring.timeframe][at] = (tag, bar.open, bar.close) if ring.keeps_open else (tag, bar.close)
 
     def state(self) -> SymbolState:
         for ring in layout.BAR_RINGS:
-            self.flush(ring.timeframe, ring.minutes, ring.capacity)
+            self.flush(ring)
         return SymbolState(self.symbol, self.candles, self.previous, self.bars)
 
 
@@ -91,7 +92,7 @@ class MemoryCandleState:
                 if k >= bar.last:
                     bar.close, bar.last = close, k
             elif open_minute > bar.open_minute:
-                rings.flush(ring.timeframe, ring.minutes, ring.capacity)
+                rings.flush(ring)
                 bar.open_minute, bar.first, bar.last, bar.open, bar.close = open_minute, k, k, open_, close
 
     def state(self, symbol: str) -> SymbolState:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from redis.asyncio.connection import Connection
 
 from screener.events.models import MINUTE_MS, Candle
 from state import layout
-from state.candles import CandleStore, SymbolState
+from state.candles import CandleStore, StateError, SymbolState
 from tests.functions.calculator.klines import SET_2026, csv_path, read_candles
 
 
@@ -91,8 +92,9 @@ async def test_a_minute_older_than_the_ring_only_reaches_the_bars_that_still_cov
     assert np.array_equal(before.candles, after.candles)
     assert np.array_equal(before.previous_quote_volume, after.previous_quote_volume, equal_nan=True)
     hour = 60 * MINUTE_MS
-    row = after.bars["1h"][(old_minute // hour) % layout.BAR_RING_BY_TIMEFRAME["1h"].capacity]
-    assert row[layout.BAR_CLOSE] == 9.0  # the 1h ring keeps 341 hours: a late minute of 3 days ago counts
+    ring = layout.BAR_RING_BY_TIMEFRAME["1h"]
+    row = after.bars["1h"][(old_minute // hour) % ring.capacity]
+    assert row[ring.close_column] == 9.0  # the 1h ring keeps 341 hours: a late minute of 3 days ago counts
 
 
 async def test_gaps_stay_gaps_in_the_window_read(redis_client: aioredis.Redis, dot: list[Candle]) -> None:
@@ -158,27 +160,55 @@ async def test_rings_are_allocated_once_at_full_size(redis_client: aioredis.Redi
     assert {key: await redis_client.memory_usage(key) for key in sizes} == sizes
     total = sum(v for v in sizes.values() if v)
     assert total <= 150 * 1024, f"{total} bytes per symbol"
+    for ring in layout.BAR_RINGS:  # each bar ring fills its jemalloc size class, no more (docs/state.md)
+        assert sizes[layout.bars_key("DOTUSDT", ring.timeframe)] - ring.ring_bytes < 128, ring.timeframe
 
 
+@pytest.mark.parametrize("timeframe", ["1h", "1d"])  # a ring that keeps opens and one that does not
 async def test_seeded_bars_fill_the_bar_rings_and_minutes_update_them(
-    redis_client: aioredis.Redis, dot: list[Candle]
+    redis_client: aioredis.Redis, dot: list[Candle], timeframe: str
 ) -> None:
     from state.candles import SeedBar
 
     store = CandleStore(redis_client)
-    day = 1440 * MINUTE_MS
-    first_day = dot[0].open_time - dot[0].open_time % day
-    seeds = [("DOTUSDT", SeedBar("1d", first_day - k * day, 1.0 + k, 2.0 + k)) for k in range(1, 30)]
+    ring = layout.BAR_RING_BY_TIMEFRAME[timeframe]
+    span = ring.span_ms
+    first_bar = dot[0].open_time - dot[0].open_time % span
+    seeds = [("DOTUSDT", SeedBar(timeframe, first_bar - k * span, 1.0 + k, 2.0 + k)) for k in range(1, 30)]
     state = (await store.write(dot, seeds=seeds))["DOTUSDT"]
-    ring = layout.BAR_RING_BY_TIMEFRAME["1d"]
+    assert state.bars[timeframe].shape == (ring.capacity, ring.width)
     for _, bar in seeds:
-        row = state.bars["1d"][(bar.open_time // day) % ring.capacity]
-        assert row[layout.BAR_TAG] // layout.TAG_MINUTE == bar.open_time // MINUTE_MS
-        assert (row[layout.BAR_OPEN], row[layout.BAR_CLOSE]) == (bar.open, bar.close)
-    # The first recorded day is built from its minutes: open of its first, close of its last minute.
-    in_day = [c for c in dot if c.open_time - c.open_time % day == first_day]
-    row = state.bars["1d"][(first_day // day) % ring.capacity]
-    assert (row[layout.BAR_OPEN], row[layout.BAR_CLOSE]) == (in_day[0].open, in_day[-1].close)
+        row = state.bars[timeframe][(bar.open_time // span) % ring.capacity]
+        # Merged as the bar's first and last minute, whether or not the ring keeps the open.
+        assert row[layout.BAR_TAG] == (bar.open_time // MINUTE_MS) * layout.TAG_MINUTE + ring.minutes - 1
+        assert row[ring.close_column] == bar.close
+        if ring.keeps_open:
+            assert row[ring.open_column] == bar.open
+    # The first recorded bar is built from its minutes: open of its first, close of its last minute.
+    in_bar = [c for c in dot if c.open_time - c.open_time % span == first_bar]
+    row = state.bars[timeframe][(first_bar // span) % ring.capacity]
+    assert row[ring.close_column] == in_bar[-1].close
+    if ring.keeps_open:
+        assert row[ring.open_column] == in_bar[0].open
+
+
+async def test_rings_of_another_layout_are_started_anew_and_reported_as_created(
+    redis_client: aioredis.Redis, dot: list[Candle]
+) -> None:
+    store = CandleStore(redis_client)
+    await store.write(dot[:100], read_back=False)
+    ring = layout.BAR_RING_BY_TIMEFRAME["15m"]
+    key = layout.bars_key("DOTUSDT", ring.timeframe)
+    await redis_client.set(key, bytes(ring.capacity * 24))  # the former (tag, open, close) slots
+    with pytest.raises(StateError, match=re.escape(key)):  # a plain read names the key it cannot use
+        await store.read(["DOTUSDT"])
+    # A write drops the stale rings and says so (created): the calculator rebuilds them by warm start.
+    state = (await store.write(dot[100:110]))["DOTUSDT"]
+    assert state.created
+    assert state.bars["15m"].shape == (ring.capacity, ring.width)
+    assert state.latest_minute() == dot[109].open_time
+    assert int(np.count_nonzero(state.candles[:, layout.OPEN_TIME])) == 10  # the history went with the old layout
+    assert await redis_client.strlen(key) == ring.ring_bytes
 
 
 async def test_a_mirroring_store_holds_exactly_what_redis_holds(

@@ -22,7 +22,7 @@ from tests.functions.calculator.klines import SET_2026, csv_path, read_candles, 
 
 def empty_state(symbol: str) -> SymbolState:
     """Return empty rings, as the write script creates them."""
-    bars = {r.timeframe: np.zeros((r.capacity, len(layout.BAR_FIELDS))) for r in layout.BAR_RINGS}
+    bars = {r.timeframe: np.zeros((r.capacity, r.width)) for r in layout.BAR_RINGS}
     candles = np.zeros((layout.CAPACITY, len(layout.CANDLE_FIELDS)))
     return SymbolState(symbol, candles, np.full(layout.CAPACITY, np.nan), bars)
 

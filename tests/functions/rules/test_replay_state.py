@@ -13,7 +13,7 @@ from state.candles import SymbolState, apply_candles, pack_candles
 
 
 def empty_state(symbol: str) -> SymbolState:
-    bars = {r.timeframe: np.zeros((r.capacity, len(layout.BAR_FIELDS))) for r in layout.BAR_RINGS}
+    bars = {r.timeframe: np.zeros((r.capacity, r.width)) for r in layout.BAR_RINGS}
     return SymbolState(
         symbol, np.zeros((layout.CAPACITY, len(layout.CANDLE_FIELDS))), np.full(layout.CAPACITY, np.nan), bars
     )
