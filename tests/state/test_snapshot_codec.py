@@ -10,26 +10,17 @@ import numpy as np
 import orjson
 import pytest
 
-from functions.calculator.compute import compute_arrays, snapshot_values, to_payloads
+from functions.calculator.compute import snapshot_values, to_payloads
 from screener.events.models import MetricsSnapshot
-from state import layout, snapshot_codec
-from state.candles import apply_candles, pack_candles
-from tests.functions.calculator.klines import SET_2026, csv_path, read_candles, with_gaps
-from tests.functions.calculator.test_determinism import empty_state
+from state import snapshot_codec
+from tests.functions.calculator.test_payloads import real_minute
 
 
 def real_payloads_and_rows(klines_dir: Path, provisional: bool) -> tuple[list[dict[str, object]], list[bytes]]:
     """Return a minute of two real symbols (one with under a day of history) as payloads and packed rows."""
-    states = []
-    for seed, (base, minutes) in enumerate((("LTCUSDT", 4000), ("AVAXUSDT", 300))):
-        candles = read_candles(csv_path(klines_dir, SET_2026, base), limit=4000)[-minutes:]
-        state = empty_state(base)
-        apply_candles(state, pack_candles(with_gaps(candles, seed=seed, rate=0.05)))
-        states.append(state)
-    minute = int(states[0].candles[:, layout.OPEN_TIME].max())
-    arrays = compute_arrays(minute, states)
+    arrays = real_minute(klines_dir)
     arrays.change_14d[0] = -np.inf  # not finite: null, like NaN
-    rows = snapshot_codec.pack_rows(minute, snapshot_values(arrays))
+    rows = snapshot_codec.pack_rows(arrays.minute, snapshot_values(arrays))
     return to_payloads(arrays, provisional=provisional), rows
 
 
