@@ -19,10 +19,12 @@ import aiohttp
 from collector.binance.live import LiveCollector
 from collector.clock import SystemClock
 from collector.emitter import CandleEmitter
+from collector.health import CollectorHealth
 from collector.replay.runner import load_market, prepare_replay
 from screener import eventloop
 from screener.config import Settings
 from screener.connections import connect_nats, create_pg_pool
+from screener.health import serve_health
 from screener.runtime.publisher import Publisher
 from screener.streams import ensure_streams
 from screener.tracing import setup_tracing
@@ -66,27 +68,47 @@ def apply_arguments(args: argparse.Namespace, settings: Settings) -> Settings:
 
 
 async def collect(settings: Settings, *, max_minutes: int | None = None, warmup_only: bool = False) -> None:
-    """Run the configured source until cancelled (or, for a replay, until it ends)."""
+    """Run the configured source until cancelled (or, for a replay, until it ends).
+
+    With ``SCREENER_HEALTH_PORT`` set, serve ``/healthz``, ``/readyz`` and ``/stats`` (collector.health).
+    """
     nc = await connect_nats(settings, name="screener-collector")
     pool = await create_pg_pool(settings) if settings.postgres_dsn else None
+    runner = None
     try:
         js = nc.jetstream()
         await ensure_streams(js, settings)
         emitter = CandleEmitter(Publisher(js))
+        health = CollectorHealth(emitter.stats, settings.collector_stale_seconds)
+        if settings.health_port and not warmup_only:
+            runner = await serve_health(health, settings.health_port)
         clock = SystemClock()
         if settings.source == "replay":
             market = load_market(settings)
             source = await prepare_replay(market, emitter, clock, settings, pool)
             if not warmup_only:
+                health.streaming()
                 await source.run(max_minutes=max_minutes)
                 log.info("replay finished: %s", source.stats)
         else:
             async with aiohttp.ClientSession() as session:
-                await LiveCollector(settings, emitter, session, clock, pool=pool).run()
+                collector = LiveCollector(settings, emitter, session, clock, pool=pool)
+                ready = asyncio.create_task(_streaming_once_ready(collector, health))
+                try:
+                    await collector.run()
+                finally:
+                    ready.cancel()
     finally:
+        if runner is not None:
+            await runner.cleanup()
         if pool is not None:
             await pool.close()
         await nc.drain()
+
+
+async def _streaming_once_ready(collector: LiveCollector, health: CollectorHealth) -> None:
+    await collector.ready.wait()
+    health.streaming()
 
 
 async def _main(settings: Settings, args: argparse.Namespace) -> int:

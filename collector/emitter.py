@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,6 +51,7 @@ class EmitterStats:
     closed: int = 0
     forming: int = 0
     invalid: int = 0
+    last_closed_at: float | None = None  # time.monotonic() of the last closed candle published
 
 
 def _instant(ms: int) -> datetime:
@@ -117,6 +119,8 @@ class CandleEmitter:
                 events.append(event)
             await self._publisher.publish(events)
         self.stats.closed += len(events)
+        if events:
+            self.stats.last_closed_at = time.monotonic()
         return len(events)
 
     async def emit_forming(self, candles: Sequence[tuple[Candle, int]]) -> int:

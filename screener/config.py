@@ -109,6 +109,11 @@ class Settings(BaseModel):
         default_factory=list, description="fixed comma-separated symbol list; empty: every trading USDT perpetual"
     )
     top_n: int = Field(default=0, ge=0, description="keep only the top N symbols by 24 h quote volume; 0: all")
+    collector_stale_seconds: float = Field(
+        default=180.0,
+        gt=0,
+        description="the collector's `/healthz` fails once it has streamed no closed candle for this long",
+    )
     symbols_refresh_seconds: float = Field(
         default=3600.0, gt=0, description="how often the symbol list is refreshed from `exchangeInfo`"
     )

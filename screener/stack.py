@@ -170,7 +170,17 @@ class Stack:
                 f"http://127.0.0.1:{self.gateway_port}/health/ready",
             )
         )
-        self.children.append(Child("collector", [*python, "collector"], env, logs / "collector.log"))
+        # The collector's /healthz, not /readyz: its replay warm-up may outlast the start-up wait.
+        collector_port = free_port()
+        self.children.append(
+            Child(
+                "collector",
+                [*python, "collector"],
+                {**env, "SCREENER_HEALTH_PORT": str(collector_port)},
+                logs / "collector.log",
+                f"http://127.0.0.1:{collector_port}/healthz",
+            )
+        )
 
     async def start_child(self, child: Child) -> None:
         """Start (or restart) one child, its output appended to its log file."""

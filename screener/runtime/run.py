@@ -16,9 +16,10 @@ from nats.errors import Error as NatsError
 from screener import eventloop
 from screener.config import Settings
 from screener.connections import connect_nats
+from screener.health import serve_health
 from screener.runtime.function import Function
 from screener.runtime.http import create_app
-from screener.runtime.worker import Worker, serve_health
+from screener.runtime.worker import Worker
 from screener.tracing import setup_tracing
 
 log = logging.getLogger(__name__)

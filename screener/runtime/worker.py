@@ -24,7 +24,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
 from cloudevents.core.base import BaseCloudEvent
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -115,6 +114,20 @@ class Worker:
     def ready(self) -> bool:
         """Return whether the worker is bound to its consumer and fetching."""
         return self._ready and not self._stopping.is_set()
+
+    # The worker as a ``screener.health.HealthSource``.
+
+    def alive(self) -> tuple[bool, str]:
+        """Return True: a worker that cannot work exits, and an idle one is fine."""
+        return True, "serving"
+
+    def is_ready(self) -> bool:
+        """Return ``ready`` (the readiness probe)."""
+        return self.ready
+
+    def counters(self) -> dict[str, Any]:
+        """Return the worker's counters."""
+        return dict(self.stats.__dict__)
 
     async def run(self) -> None:
         """Process batches until ``stop`` is called; then drain and close the function."""
@@ -258,24 +271,3 @@ class Worker:
     async def _nak(self, msg: Msg, delay: float | None) -> None:
         attempts = msg.metadata.num_delivered
         await msg.nak(delay=delay if delay is not None else backoff_seconds(attempts))
-
-
-async def serve_health(worker: Worker, port: int, host: str = "0.0.0.0") -> web.AppRunner:
-    """Serve ``/healthz`` (alive), ``/readyz`` (bound to its consumer) and ``/stats`` for ``worker``."""
-
-    async def healthz(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "function": worker.name})
-
-    async def readyz(_: web.Request) -> web.Response:
-        status = 200 if worker.ready else 503
-        return web.json_response({"ready": worker.ready, "function": worker.name}, status=status)
-
-    async def stats(_: web.Request) -> web.Response:
-        return web.json_response(worker.stats.__dict__)
-
-    app = web.Application()
-    app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/stats", stats)])
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    return runner
