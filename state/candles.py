@@ -27,6 +27,8 @@ FloatArray = npt.NDArray[np.float64]
 # The layout's constants are prepended, so each call passes only its candles (fewer arguments to pack).
 WRITE_SCRIPT = (
     f"local CAPACITY = {layout.CAPACITY}\n"
+    f"local LOG_ENTRIES = {layout.WRITE_LOG_ENTRIES}\n"
+    f"local LOG_MAX_BYTES = {layout.WRITE_LOG_MAX_CANDLES * layout.ROW_BYTES}\n"
     f"local BAR_RINGS = {{{', '.join(f'{{{r.minutes}, {r.capacity}, {r.width}}}' for r in layout.BAR_RINGS)}}}\n"
     + resources.files("state").joinpath("write_candles.lua").read_text()
 )
@@ -126,7 +128,9 @@ class CandleStore:
     With ``mirror``, the store keeps a copy of the rings it has seen, with their version. A write
     then ships only the candles: when the symbol's version in Redis is the mirror's (no other
     writer since), Redis replies with the new version alone and the store applies the same candles
-    to its copy (``apply_candles``, the script's rules in numpy); otherwise it replies with the rings.
+    to its copy (``apply_candles``, the script's rules in numpy). When another writer wrote in
+    between and its writes were small (a minute's burst), Redis replies with those candles from the
+    symbol's write log, and the store applies them and its own; otherwise it replies with the rings.
     Without it, every write reads the rings back (about 132 KB per symbol).
     """
 
@@ -134,6 +138,7 @@ class CandleStore:
         self._redis = redis
         self._mirror: dict[str, tuple[int, SymbolState]] | None = {} if mirror else None
         self.mirror_hits = 0
+        self.log_hits = 0
 
     async def write(
         self,
@@ -176,7 +181,18 @@ class CandleStore:
         states = {}
         for sym, reply in zip(symbols, replies, strict=True):
             version, created = int(reply[0]), reply[1] == 1
-            if len(reply) > 2:
+            if len(reply) > 2 and reply[2] == b"log":
+                # Another writer wrote since our copy, and the write log holds what it wrote: apply
+                # that, then ours, to a copy (a concurrent call's reply may still grow the original).
+                base = based[sym]
+                if base is None:
+                    raise StateError(f"{sym}: Redis replied for a mirror copy this store never sent")
+                state = writable_copy(base[1])
+                for entry in reply[3:]:
+                    apply_candles(state, entry[8:])  # after the version it made (a float64)
+                apply_candles(state, packed[sym], packed_seeds[sym])
+                self.log_hits += 1
+            elif len(reply) > 2:
                 state = decode_state(sym, reply[2:], created)
                 if self._mirror is not None:
                     state = writable_copy(state)

@@ -153,6 +153,19 @@ def bars_key(symbol: str, timeframe: str) -> str:
     return f"{KEY_PREFIX}:{{{symbol}}}:bars:{timeframe}"
 
 
+def write_log_key(symbol: str) -> str:
+    """Return the key of ``symbol``'s last few small writes (a list of version + packed candles)."""
+    return f"{KEY_PREFIX}:{{{symbol}}}:log"
+
+
+# The write log: the last WRITE_LOG_ENTRIES writes of at most WRITE_LOG_MAX_CANDLES candles (a minute's
+# burst writes one per symbol). A worker whose mirror missed them, because another worker wrote the
+# symbol meanwhile, gets those candles in the reply instead of every ring (about 140 KB). Small, so
+# it costs a few hundred bytes per symbol (docs/state.md, "Writes").
+WRITE_LOG_ENTRIES = 4
+WRITE_LOG_MAX_CANDLES = 2
+
+
 def state_keys(symbol: str) -> list[str]:
     """Return every state key of ``symbol``, in the order the write script takes them."""
     return [
@@ -160,6 +173,7 @@ def state_keys(symbol: str) -> list[str]:
         previous_lap_key(symbol),
         version_key(symbol),
         *(bars_key(symbol, r.timeframe) for r in BAR_RINGS),
+        write_log_key(symbol),
     ]
 
 

@@ -10,13 +10,17 @@
 --          the rings are created (so a flushed and rebuilt symbol never repeats a version)
 -- KEYS[4..] the bar rings (layout.BAR_RINGS order): slots of (tag, open, close) float64 in a ring that
 --          keeps opens, (tag, close) in the others
--- CAPACITY and BAR_RINGS ({minutes, capacity, width} per bar ring, width 3 or 2 float64 a slot) are
--- prepended from state/layout.py. A ring key of another length (an older layout) makes the script
+-- KEYS[last] the write log: the last LOG_ENTRIES writes of at most LOG_MAX_BYTES of candles (no
+--          seeds), each the version after it (a float64) followed by its candles
+-- CAPACITY, LOG_ENTRIES, LOG_MAX_BYTES and BAR_RINGS ({minutes, capacity, width} per bar ring, width
+-- 3 or 2 float64 a slot) are prepended from state/layout.py. A ring key of another length (an older layout) makes the script
 -- drop the symbol's rings and start them anew (reported as created, so the caller rebuilds them).
 -- ARGV[1]  the candles, packed like ring slots (64 bytes each); may be empty (a pure read)
 -- ARGV[2]  the version of the rings the caller holds in memory ("-1": none); the reply is
 --          {version after, created (1/0), rings...}, the rings left out when the caller's copy was
---          current before this call (it applies the same candles itself); "no" for no reply
+--          current before this call (it applies the same candles itself), and replaced by
+--          {"log", entries...} when the write log holds every write the caller's copy lacks (it
+--          applies those, then its own); "no" for no reply
 -- ARGV[3]  closed bars to seed (Binance's native klines), 32 bytes each: 4 float64 (bar ring index
 --          from 1, open time, open, close); merged as the bar's first and last minute, so a bar
 --          built from stored minutes and its seed agree (a ring without opens drops the open)
@@ -30,7 +34,8 @@ local blob = ARGV[1]
 local nan = 0 / 0
 
 local FIRST_BAR = 3
-local nbars = #KEYS - FIRST_BAR
+local LOG = KEYS[#KEYS]
+local nbars = #KEYS - FIRST_BAR - 1
 local bar_minutes, bar_cap, bar_width = {}, {}, {}
 for b = 1, nbars do
   bar_minutes[b] = BAR_RINGS[b][1]
@@ -58,6 +63,7 @@ if stale then
     redis.call('DEL', KEYS[i])
     lengths[i] = 0
   end
+  redis.call('DEL', LOG)
   redis.call('DEL', KEYS[3])
 end
 
@@ -75,10 +81,31 @@ ensure(2, struct.pack('<d', nan))
 if created == 1 or redis.call('EXISTS', KEYS[3]) == 0 then
   local now = redis.call('TIME')
   redis.call('SET', KEYS[3], now[1] * 1000000 + now[2])
+  redis.call('DEL', LOG)  -- its versions belong to the rings before
 end
 local version = tonumber(redis.call('GET', KEYS[3]))
 for b = 1, nbars do
   ensure(FIRST_BAR + b, string.rep('\0', 8))
+end
+
+-- The writes the caller's copy lacks, if the log holds every one of them (read before this write).
+local known = tonumber(ARGV[2])
+local missed = nil
+if known ~= nil and known >= 0 and created == 0 and known < version then
+  local found, expect = {}, known + 1
+  for _, entry in ipairs(redis.call('LRANGE', LOG, 0, -1)) do
+    local v = struct.unpack('<d', entry)
+    if v == expect then
+      found[#found + 1] = entry
+      expect = expect + 1
+    elseif v > known then
+      found = nil  -- a write the log does not hold
+      break
+    end
+  end
+  if found ~= nil and expect == version + 1 then
+    missed = found
+  end
 end
 
 -- A slot is (tag, open, close) with width 3, (tag, close) with width 2: the open is dropped, but the
@@ -154,16 +181,29 @@ end
 local after = version
 if #blob > 0 or #seeds > 0 then
   after = redis.call('INCR', KEYS[3])
+  if #seeds == 0 and #blob <= LOG_MAX_BYTES then
+    redis.call('RPUSH', LOG, struct.pack('<d', after) .. blob)
+    redis.call('LTRIM', LOG, -LOG_ENTRIES, -1)
+  else
+    redis.call('DEL', LOG)  -- too big to log: a copy that lacks it needs the rings
+  end
 end
 if ARGV[2] == 'no' then
   return after
 end
 local reply = {after, created}
-if created == 1 or tonumber(ARGV[2]) ~= version then
-  reply[3] = redis.call('GET', KEYS[1])
-  reply[4] = redis.call('GET', KEYS[2])
-  for b = 1, nbars do
-    reply[4 + b] = redis.call('GET', KEYS[FIRST_BAR + b])
+if created == 1 or known ~= version then
+  if missed ~= nil then
+    reply[3] = 'log'
+    for i, entry in ipairs(missed) do
+      reply[3 + i] = entry
+    end
+  else
+    reply[3] = redis.call('GET', KEYS[1])
+    reply[4] = redis.call('GET', KEYS[2])
+    for b = 1, nbars do
+      reply[4 + b] = redis.call('GET', KEYS[FIRST_BAR + b])
+    end
   end
 end
 return reply

@@ -153,9 +153,10 @@ async def test_each_candle_costs_the_same_few_commands(redis_client: aioredis.Re
 async def test_rings_are_allocated_once_at_full_size(redis_client: aioredis.Redis, dot: list[Candle]) -> None:
     store = CandleStore(redis_client)
     await store.write(dot[:1], read_back=False)
-    for key in layout.state_keys("DOTUSDT"):
+    rings = [*layout.ring_keys("DOTUSDT"), layout.version_key("DOTUSDT")]
+    for key in rings:
         assert await redis_client.strlen(key) > 0
-    sizes = {key: await redis_client.memory_usage(key) for key in layout.state_keys("DOTUSDT")}
+    sizes = {key: await redis_client.memory_usage(key) for key in rings}
     await store.write(dot, read_back=False)
     assert {key: await redis_client.memory_usage(key) for key in sizes} == sizes
     total = sum(v for v in sizes.values() if v)
@@ -209,6 +210,29 @@ async def test_rings_of_another_layout_are_started_anew_and_reported_as_created(
     assert state.latest_minute() == dot[109].open_time
     assert int(np.count_nonzero(state.candles[:, layout.OPEN_TIME])) == 10  # the history went with the old layout
     assert await redis_client.strlen(key) == ring.ring_bytes
+
+
+async def test_two_workers_writing_a_minute_each_in_turn_exchange_candles_not_rings(
+    redis_client: aioredis.Redis, dot: list[Candle]
+) -> None:
+    # Two calculators share a symbol: each write follows one by the other worker, so neither mirror is
+    # current; the write log gives each the other's candle instead of 132 KB of rings.
+    first, second = CandleStore(redis_client, mirror=True), CandleStore(redis_client, mirror=True)
+    plain = CandleStore(redis_client)
+    await plain.write(dot[:1000], read_back=False)
+    for store in (first, second):
+        await store.write([], also=["DOTUSDT"])  # each starts with a current copy
+    for i, candle in enumerate(dot[1000:1040]):
+        store = first if i % 2 == 0 else second
+        state = (await store.write([candle]))["DOTUSDT"]
+        assert_same_state(state, (await plain.read(["DOTUSDT"]))["DOTUSDT"])
+    assert first.log_hits + second.log_hits == 39  # all but the first write, which found its copy current
+    # A write too big for the log (a backfill) makes the other worker's next reply carry the rings.
+    await first.write(dot[1040:1050])
+    hits = (second.log_hits, second.mirror_hits)
+    state = (await second.write([dot[1050]]))["DOTUSDT"]
+    assert (second.log_hits, second.mirror_hits) == hits  # neither: the rings came back
+    assert_same_state(state, (await plain.read(["DOTUSDT"]))["DOTUSDT"])
 
 
 async def test_a_mirroring_store_holds_exactly_what_redis_holds(
