@@ -41,7 +41,8 @@ class CollectorHealth:
             return False, f"no closed candle published for {idle:.0f} s (limit {self._stale_seconds:.0f} s)"
         return True, f"last closed candle {idle:.0f} s ago"
 
-    def is_ready(self) -> bool:
+    @property
+    def ready(self) -> bool:
         """Return whether the collector streams."""
         return self._streaming_since is not None
 

@@ -23,7 +23,8 @@ class HealthSource(Protocol):
         """Return whether the process should be left running, and why (a liveness probe)."""
         ...
 
-    def is_ready(self) -> bool:
+    @property
+    def ready(self) -> bool:
         """Return whether the process does its work now (a readiness probe)."""
         ...
 
@@ -41,7 +42,7 @@ async def serve_health(source: HealthSource, port: int, host: str = "0.0.0.0") -
         return web.json_response(body, status=200 if alive else 503)
 
     async def readyz(_: web.Request) -> web.Response:
-        ready = source.is_ready()
+        ready = source.ready
         return web.json_response({"ready": ready, "process": source.name}, status=200 if ready else 503)
 
     async def stats(_: web.Request) -> web.Response:

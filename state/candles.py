@@ -184,10 +184,7 @@ class CandleStore:
             if len(reply) > 2 and reply[2] == b"log":
                 # Another writer wrote since our copy, and the write log holds what it wrote: apply
                 # that, then ours, to a copy (a concurrent call's reply may still grow the original).
-                base = based[sym]
-                if base is None:
-                    raise StateError(f"{sym}: Redis replied for a mirror copy this store never sent")
-                state = writable_copy(base[1])
+                state = writable_copy(_mirror_copy(based, sym))
                 for entry in reply[3:]:
                     apply_candles(state, entry[8:])  # after the version it made (a float64)
                 apply_candles(state, packed[sym], packed_seeds[sym])
@@ -200,10 +197,7 @@ class CandleStore:
                 # Redis held exactly our copy's version before these candles. Apply them to that copy
                 # (which other calls may only have grown with candles Redis also holds), never to a
                 # newer or older entry another call put in the mirror meanwhile.
-                base = based[sym]
-                if base is None:
-                    raise StateError(f"{sym}: Redis replied for a mirror copy this store never sent")
-                state = base[1]
+                state = _mirror_copy(based, sym)
                 apply_candles(state, packed[sym], packed_seeds[sym])
                 self.mirror_hits += 1
             if self._mirror is not None:
@@ -279,6 +273,14 @@ class CandleStore:
                     raise reply
             return replies
         raise AssertionError("unreachable")
+
+
+def _mirror_copy(based: Mapping[str, tuple[int, SymbolState] | None], symbol: str) -> SymbolState:
+    """Return the mirror copy a call for ``symbol`` was based on (Redis replied relative to it)."""
+    base = based.get(symbol)
+    if base is None:
+        raise StateError(f"{symbol}: Redis replied for a mirror copy this store never sent")
+    return base[1]
 
 
 def _known_version(entry: tuple[int, SymbolState] | None) -> str:

@@ -121,10 +121,6 @@ class Worker:
         """Return True: a worker that cannot work exits, and an idle one is fine."""
         return True, "serving"
 
-    def is_ready(self) -> bool:
-        """Return ``ready`` (the readiness probe)."""
-        return self.ready
-
     def counters(self) -> dict[str, Any]:
         """Return the worker's counters."""
         return dict(self.stats.__dict__)

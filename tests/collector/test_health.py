@@ -24,9 +24,9 @@ def test_starting_is_alive_streaming_is_ready_and_silence_beyond_the_limit_is_no
     clock, stats = Clock(), EmitterStats()
     health = CollectorHealth(stats, stale_seconds=180, clock=clock)
     clock.now += 3600  # an hour of warm-up or backfill: still alive, not ready
-    assert health.alive()[0] and not health.is_ready()
+    assert health.alive()[0] and not health.ready
     health.streaming()
-    assert health.is_ready()
+    assert health.ready
     clock.now += 179
     assert health.alive()[0]  # no candle yet, but the limit counts from when it began streaming
     clock.now += 2

@@ -11,6 +11,7 @@ import asyncpg
 import jwt
 from nats.aio.client import Client as NATS
 
+from functions.rules.history import AlertHistory
 from screener.db.partitions import PartitionCache
 from screener.events.envelope import make_event, nats_subject
 from screener.events.models import MINUTE_MS, Alert, AlertAudience, alert_id, minute_close_iso
@@ -86,22 +87,8 @@ def make_alert(
 
 
 async def insert_alerts(conn: asyncpg.Connection, alerts: list[Alert]) -> None:
-    """Record alerts in alert_history the way the recorder does."""
-    await PartitionCache().ensure(conn, "alert_history", [a.minute for a in alerts])
-    for a in alerts:
-        await conn.execute(
-            """INSERT INTO alert_history (id, rule_type, symbol, minute, ts, price, description, metadata, audience)
-               VALUES ($1::uuid, $2, $3, to_timestamp($4 / 1000.0), to_timestamp(($4 + 60000) / 1000.0), $5, $6,
-                       $7::jsonb, $8::jsonb)""",
-            a.id,
-            a.rule_type,
-            a.symbol,
-            a.minute,
-            a.price,
-            a.description,
-            json.dumps(a.metadata),
-            a.audience.model_dump_json(),
-        )
+    """Record alerts in alert_history the way the rules function does."""
+    await AlertHistory().save(conn, alerts)
 
 
 async def insert_candles(

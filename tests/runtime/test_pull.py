@@ -15,7 +15,7 @@ from screener.runtime.publisher import Publisher
 from screener.runtime.pull import ConsumerError, PullFetcher
 from screener.runtime.worker import Worker
 from tests.fakes.echo import Echo, input_event
-from tests.runtime.test_worker import fast_settings, prepared, running  # noqa: F401  (fixture)
+from tests.runtime.helpers import fast_settings, running
 
 STREAM = "PULLTEST"
 
@@ -77,8 +77,7 @@ async def test_a_refused_request_raises_with_the_reason(consumer: PullFetcher, n
 
 
 async def test_an_idle_worker_handles_a_burst_at_once_not_after_its_fetch_timeout(
-    prepared: JetStreamContext,  # noqa: F811
-    redis_url: str,
+    prepared: JetStreamContext, redis_url: str
 ) -> None:
     worker = Worker(Echo(redis_url), prepared, fast_settings(batch_size=1000), fetch_timeout=30.0)
     async with running(worker):

@@ -3,31 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import pytest
 import redis.asyncio as aioredis
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from screener.config import Settings, load_settings
 from screener.names import STREAM_ALERTS, STREAM_DEAD_LETTERS, dead_letter_subject
 from screener.runtime.publisher import REASON_HEADER, Publisher
 from screener.runtime.worker import Worker
-from screener.streams import ensure_consumer, ensure_streams
+from screener.streams import ensure_consumer
 from tests.fakes.echo import ECHO_CONSUMER, Echo, input_event
+from tests.runtime.helpers import fast_settings, running
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def fast_settings(**overrides: object) -> Settings:
-    return load_settings({}, **{"ack_wait_seconds": 2.0, "max_deliver": 3, "batch_size": 50, **overrides})
 
 
 async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
@@ -38,26 +32,8 @@ async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 
         await asyncio.sleep(0.05)
 
 
-@contextlib.asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[Worker]:
-    task = asyncio.create_task(worker.run())
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 10)
-
-
 async def stream_count(js: JetStreamContext, stream: str) -> int:
     return int((await js.stream_info(stream)).state.messages)
-
-
-@pytest.fixture
-async def prepared(jetstream: JetStreamContext) -> JetStreamContext:
-    settings = fast_settings()
-    await ensure_streams(jetstream, settings)
-    await ensure_consumer(jetstream, ECHO_CONSUMER, settings)
-    return jetstream
 
 
 async def test_batch_is_handled_published_and_acked(

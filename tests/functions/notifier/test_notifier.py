@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -17,8 +16,8 @@ from functions.notifier.formats import SIGNATURE_HEADER, TIMESTAMP_HEADER, verif
 from functions.notifier.function import Notifier, create
 from functions.notifier.models import DeliveryJob, DeliveryResult
 from functions.notifier.store import PausePolicy
+from functions.rules.history import AlertHistory
 from screener.config import Settings
-from screener.db.partitions import PartitionCache
 from screener.events.envelope import InvalidEvent, make_event
 from screener.events.models import Alert
 from screener.names import CONSUMER_NOTIFIER, EVENT_SOURCE_RULES, TYPE_ALERT_TRIGGERED, TYPE_METRICS_COMPUTED
@@ -447,23 +446,6 @@ async def test_a_pause_decided_mid_batch_skips_the_rest_of_that_batch(
 # --- crash recovery ----------------------------------------------------------------------------------
 
 
-async def _store_alert_history(conn: asyncpg.Connection, alert: Alert) -> None:
-    await PartitionCache().ensure(conn, "alert_history", [alert.minute])
-    await conn.execute(
-        """INSERT INTO alert_history (id, rule_type, symbol, minute, ts, price, description, metadata, audience)
-           VALUES ($1, $2, $3, to_timestamp($4 / 1000.0), to_timestamp($4 / 1000.0 + 60),
-                   $5, $6, $7::jsonb, $8::jsonb)""",
-        uuid.UUID(alert.id),
-        alert.rule_type,
-        alert.symbol,
-        alert.minute,
-        alert.price,
-        alert.description,
-        json.dumps(alert.metadata),
-        alert.audience.model_dump_json(),
-    )
-
-
 async def test_pending_deliveries_left_by_a_crash_are_redriven_on_start(
     make_notifier: NotifierFactory, pg: asyncpg.Connection, receiver: WebhookReceiver, clock: FakeClock
 ) -> None:
@@ -472,7 +454,7 @@ async def test_pending_deliveries_left_by_a_crash_are_redriven_on_start(
     broken = await add_webhook(pg, receiver.url("/tg"), kind="telegram")  # its chat id was removed
     crashed, fresh, unknown = _alerts(3)
     for alert in (crashed, fresh):
-        await _store_alert_history(pg, alert)
+        await AlertHistory().save(pg, [alert])
     lease = timedelta(seconds=600)
     rows = [
         (webhook, crashed, clock.now - lease - timedelta(seconds=5)),  # its owner died
@@ -513,7 +495,7 @@ async def test_close_hands_unfinished_deliveries_to_the_next_notifier(
     receiver.script("/hook", Hang())
     webhook = await add_webhook(pg, receiver.url("/hook"))
     alert = make_alert()
-    await _store_alert_history(pg, alert)
+    await AlertHistory().save(pg, [alert])
     first = await _started(make_notifier)
 
     await first.handle(_batch(first, alert))

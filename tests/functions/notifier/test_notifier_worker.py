@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 
 import asyncpg
 from nats.js import JetStreamContext
@@ -18,16 +17,7 @@ from screener.runtime.worker import Worker
 from screener.streams import ensure_consumer, ensure_streams
 from tests.fakes.webhook_receivers import Hang, WebhookReceiver
 from tests.functions.notifier.helpers import add_webhook, deliveries, make_alert
-
-
-@contextlib.asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[Worker]:
-    task = asyncio.create_task(worker.run())
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 20)
+from tests.runtime.helpers import running
 
 
 async def _consumer_drained(js: JetStreamContext) -> None:
