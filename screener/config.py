@@ -70,11 +70,13 @@ class Settings(BaseModel):
     max_ack_pending: int = Field(
         default=2000, ge=1, description="unacknowledged events a function's consumer may have outstanding"
     )
-    max_deliver: int = Field(
-        default=5, ge=1, description="deliveries before an event whose handler keeps crashing is dead-lettered"
+    max_crashes: int = Field(
+        default=5, ge=1, description="crashes of a handler on one event before the event is dead-lettered"
     )
     ack_wait_seconds: float = Field(
-        default=30.0, gt=0, description="seconds before an unacknowledged event is redelivered"
+        default=10.0,
+        gt=0,
+        description="seconds before an event a killed worker held is redelivered (a live batch is kept in progress)",
     )
     batch_size: int = Field(default=1000, ge=1, description="events a worker fetches per batch")
     worker_concurrency: int = Field(default=2, ge=1, description="batches a worker processes at once")
@@ -165,13 +167,6 @@ class Settings(BaseModel):
         default=256, ge=1, description="frames queued per WebSocket client before it is dropped (4008) as too slow"
     )
     ws_heartbeat_seconds: float = Field(default=20.0, gt=0, description="WebSocket protocol-level ping interval")
-
-    # --- calculator --------------------------------------------------------------------------------
-    calculator_gap_grace_seconds: float = Field(
-        default=5.0,
-        ge=0,
-        description="how long the calculator waits for an earlier minute still in flight before taking it as a gap",
-    )
 
     # --- notifier ----------------------------------------------------------------------------------
     webhook_timeout_seconds: float = Field(default=5.0, gt=0, description="timeout of one webhook attempt")

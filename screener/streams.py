@@ -47,7 +47,8 @@ def consumer_config(spec: ConsumerSpec, settings: Settings) -> ConsumerConfig:
         ack_policy=AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.ALL,
         ack_wait=settings.ack_wait_seconds,
-        max_deliver=settings.max_deliver,
+        # No delivery limit: JetStream would drop the message silently (screener.runtime.worker).
+        max_deliver=-1,
         max_ack_pending=settings.max_ack_pending,
         max_waiting=512,
     )

@@ -58,6 +58,11 @@ class SymbolState:
     bars: Mapping[str, FloatArray]
     created: bool = False
 
+    def holds(self, minute: int) -> bool:
+        """Return whether the 1-minute ring holds ``minute``'s candle."""
+        slot = (minute // MINUTE_MS) % layout.CAPACITY
+        return bool(self.candles[slot, layout.OPEN_TIME] == minute)
+
     def latest_minute(self) -> int | None:
         """Return the newest minute stored, or None for an empty ring."""
         newest = float(self.candles[:, layout.OPEN_TIME].max())

@@ -18,9 +18,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import numpy as np
 import redis.asyncio as aioredis
+import redis.exceptions
 from cloudevents.core.base import BaseCloudEvent
+from nats.js import JetStreamContext
 
 from functions.calculator.compute import (
     IndicatorCache,
@@ -29,35 +30,57 @@ from functions.calculator.compute import (
     snapshot_values,
     to_payloads,
 )
+from functions.calculator.positions import CANDLE_SEQUENCE_EXTENSION, candle_minute, last_published
 from screener.config import Settings
 from screener.events.envelope import InvalidEvent, expect_type, make_event, parse_data
 from screener.events.models import MINUTE_MS, Candle, InvalidCandle, metrics_event_id
 from screener.names import (
     CONSUMER_CALCULATOR,
     EVENT_SOURCE_CALCULATOR,
+    STREAM_CANDLES,
+    SUBJECT_PREFIX_BY_TYPE,
     TYPE_CANDLE_CLOSED,
     TYPE_CANDLE_FORMING,
     TYPE_METRICS_COMPUTED,
     TYPE_METRICS_PROVISIONAL,
     ConsumerSpec,
 )
-from screener.runtime.function import Delivery, TransientError
+from screener.runtime.function import Delivery, PartialBatch, TransientError
+from screener.runtime.sequence import Position, Sequencer
 from screener.tracing import traceparent_for
 from state import layout
 from state.candles import CandleStore, SymbolState
-from state.gaps import first_sightings
 from state.metrics_store import MetricsStore, PackedSnapshot
 from state.snapshot_codec import pack_rows
 from state.warm_start import warm_start
 
 log = logging.getLogger(__name__)
 
-# How soon a batch waiting for minutes in flight is retried.
-GAP_RETRY_SECONDS = 0.25
+# How soon candles waiting for an earlier candle of their symbol (in another process) come back.
+WAIT_RETRY_SECONDS = 0.2
+# How long a batch waits for another batch of this process that holds earlier candles of its symbols.
+IN_PROCESS_WAIT_SECONDS = 5.0
+REDIS_RETRY_SECONDS = 1.0
 # Symbols whose rings one round trip reads at start (bounded replies: about 14 MB).
 PRELOAD_CHUNK = 100
-# How long a batch with recent holes waits for another batch of this process to bring them.
-INTAKE_WAIT_SECONDS = 0.1
+_REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError)
+
+
+def _sequencer(client: aioredis.Redis, js: JetStreamContext | None) -> Sequencer:
+    """Order candles by their stream; recover lost positions from the metrics already published."""
+
+    async def published_positions(symbols: Sequence[str]) -> dict[str, Position]:
+        return await last_published(js, symbols) if js is not None else {}
+
+    return Sequencer(
+        client,
+        "calculator",
+        stream=STREAM_CANDLES.name,
+        subject_prefix=SUBJECT_PREFIX_BY_TYPE[TYPE_CANDLE_CLOSED],
+        js=js,
+        minute_of=candle_minute,
+        fallback=published_positions,
+    )
 
 
 class Calculator:
@@ -72,17 +95,12 @@ class Calculator:
         postgres: asyncpg.Pool | None = None,
         postgres_dsn: str | None = None,
         owns_connections: bool = False,
-        gap_grace_seconds: float = 5.0,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         """Keep state in ``redis``; rebuild missing state from PostgreSQL when one is given.
 
         PostgreSQL is ``postgres``, or a pool opened on ``postgres_dsn`` at start (warm start).
-        ``clock`` is wall-clock seconds (shared by workers through Redis, so not monotonic).
         """
         self._redis = redis
-        self._gap_grace_seconds = gap_grace_seconds
-        self._clock = clock
         self._postgres = postgres
         self._postgres_dsn = postgres_dsn
         self._owns = owns_connections
@@ -90,10 +108,9 @@ class Calculator:
         self.metrics = MetricsStore(redis)
         self.rejected = 0
         self.indicator_cache = IndicatorCache()
-        # (symbol, minute) -> set once a batch of this process has written that candle.
-        self._unwritten: dict[tuple[str, int], asyncio.Event] = {}
-        # Set (and replaced) whenever a batch registers the candles it is about to write.
-        self._intake = asyncio.Event()
+        self.sequencer = _sequencer(redis, None)
+        # symbol -> set when the batch of this process that took its candles has published them.
+        self._in_flight: dict[str, asyncio.Event] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Calculator:
@@ -104,7 +121,6 @@ class Calculator:
             connect_redis(settings),
             postgres_dsn=settings.postgres_dsn,
             owns_connections=True,
-            gap_grace_seconds=settings.calculator_gap_grace_seconds,
         )
 
     async def start(self) -> None:
@@ -146,86 +162,122 @@ class Calculator:
             self.rejected += 1
             raise InvalidEvent(exc.reason, event.get_id()) from None
 
+    def bind_jetstream(self, js: JetStreamContext) -> None:
+        """Read the streams through ``js``: successors of a symbol's candles, positions lost with Redis."""
+        self.sequencer = _sequencer(self._redis, js)
+
     async def handle(self, batch: Sequence[Delivery[Candle]]) -> Sequence[BaseCloudEvent]:
-        """Store the closed candles, compute each (symbol, minute)'s metrics, save and return them."""
-        closed = sorted((d.payload for d in batch if d.payload.closed), key=lambda c: c.open_time)
-        forming = [d.payload for d in batch if not d.payload.closed]
+        """Store the closed candles next in each symbol's order, compute and save their metrics; return them.
+
+        A symbol's candles are taken in stream order (``screener.runtime.sequence``): a candle whose
+        predecessor is not done yet waits (``PartialBatch``), one already done is skipped, so every
+        minute is computed from exactly the minutes before it, whatever the delivery order.
+        """
+        taken, waiting = await self._take_in_order(batch)
+        mine = asyncio.Event()  # set once this batch's candles are done (or failed)
+        for index in taken:
+            self._in_flight[batch[index].payload.symbol] = mine
         output = _Output()
-        segments = _segments(closed)
-        written = [asyncio.Event() for _ in segments]
-        pending = {
-            (c.symbol, c.open_time): done for segment, done in zip(segments, written, strict=True) for c in segment
-        }
-        self._unwritten.update(pending)
-        self._intake.set()  # wake batches waiting for minutes this one brings (_wait_for_predecessors)
-        self._intake = asyncio.Event()
         try:
-            for segment, done in zip(segments, written, strict=True):
+            for segment in _segments(sorted((batch[i].payload for i in taken), key=lambda c: c.open_time)):
                 states = await self._heal(await self.candles.write(segment))
-                done.set()
-                states = await self._wait_for_predecessors(segment, states)
                 self._compute_closed(segment, states, output)
+            forming = [d.payload for d in batch if not d.payload.closed]
+            if forming:
+                await self._compute_forming(forming, output)
+            await self.metrics.save_packed(output.packed)
+        except _REDIS_DOWN as exc:
+            self._release(mine)
+            raise TransientError(f"calculator: Redis is unavailable: {exc!r}", REDIS_RETRY_SECONDS) from exc
+        except BaseException:
+            self._release(mine)
+            raise
+        events = self._events(output.payloads, batch)
+        if waiting:
+            raise PartialBatch(events, waiting, WAIT_RETRY_SECONDS)
+        return events
+
+    async def published(self, done: Sequence[Delivery[Any]]) -> None:
+        """Record each symbol's newest candle whose metrics are now durable; wake batches waiting on it."""
+        newest: dict[str, Position] = {}
+        for delivery in done:
+            candle = delivery.payload
+            if isinstance(candle, Candle) and candle.closed:
+                position = Position(candle.open_time, delivery.sequence)
+                if candle.symbol not in newest or newest[candle.symbol] < position:
+                    newest[candle.symbol] = position
+        try:
+            await self.sequencer.advance(newest)
+        except _REDIS_DOWN as exc:
+            raise TransientError(f"calculator: Redis is unavailable: {exc!r}", REDIS_RETRY_SECONDS) from exc
         finally:
-            for key, done in pending.items():
-                if self._unwritten.get(key) is done:
-                    del self._unwritten[key]
-        if forming:
-            await self._compute_forming(forming, output)
-        await self.metrics.save_packed(output.packed)
-        return self._events(output.payloads, batch)
+            for event in {self._in_flight[s] for s in newest if s in self._in_flight}:
+                self._release(event)
+
+    def _release(self, event: asyncio.Event) -> None:
+        """Wake the batches waiting on ``event``'s batch and forget it."""
+        event.set()
+        for symbol in [s for s, held in self._in_flight.items() if held is event]:
+            del self._in_flight[symbol]
+
+    async def _take_in_order(self, batch: Sequence[Delivery[Candle]]) -> tuple[list[int], list[int]]:
+        """Return the indices of the closed candles to compute now and of those that must wait.
+
+        Candles already done are in neither list (they are acknowledged with no output).
+        """
+        by_symbol: dict[str, list[int]] = defaultdict(list)
+        for index, delivery in enumerate(batch):
+            if delivery.payload.closed:
+                by_symbol[delivery.payload.symbol].append(index)
+        # Another batch of this process holds earlier candles of these symbols: wait for it here,
+        # briefly, rather than a redelivery.
+        held = [self._in_flight[s] for s in by_symbol if s in self._in_flight]
+        if held:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(IN_PROCESS_WAIT_SECONDS):
+                    await asyncio.gather(*(event.wait() for event in held))
+        positions = await self.sequencer.positions(sorted(by_symbol))
+        taken: list[int] = []
+        waiting: list[int] = []
+        for symbol, indices in by_symbol.items():
+            indices.sort(key=lambda i: (batch[i].payload.open_time, batch[i].sequence))
+            done = positions.get(symbol)
+            blocked = False
+            for index in indices:
+                candle, sequence = batch[index].payload, batch[index].sequence
+                if blocked:
+                    waiting.append(index)
+                elif done is not None and candle.open_time <= done.minute:
+                    continue  # done already (a redelivery after its metrics were published)
+                elif await self.sequencer.is_successor(symbol, done, candle.open_time, sequence):
+                    taken.append(index)
+                    done = Position(candle.open_time, sequence)
+                else:
+                    blocked = True
+                    waiting.append(index)
+        return taken, waiting
 
     async def _heal(self, states: dict[str, SymbolState]) -> dict[str, SymbolState]:
-        """Rebuild from PostgreSQL the symbols whose rings this batch had to create (Redis was flushed)."""
+        """Rebuild from PostgreSQL the symbols whose rings this batch had to create (Redis was flushed).
+
+        The rebuilt rings must hold every minute up to the symbol's position (its metrics were
+        published, so the minutes after it are computed from them). If the recorder has not stored
+        them yet, the rings are dropped again and the batch retried.
+        """
         created = sorted(s for s, state in states.items() if state.created)
         if not created or self._postgres is None:
             return states
         async with self._postgres.acquire() as conn:
             await warm_start(self._redis, conn, created, force=True)
         self.candles.forget()
-        return {**states, **(await self.candles.read(created))}
-
-    async def _wait_for_predecessors(
-        self, candles: Sequence[Candle], states: dict[str, SymbolState]
-    ) -> dict[str, SymbolState]:
-        """Return the states once no minute of the candles' day windows may still be on its way.
-
-        With several batches in flight (two workers, one worker's concurrent fetches, messages a
-        client fetched and holds, redeliveries) minute t of a symbol can be computed while an earlier
-        minute is still on its way; its metrics would then differ from a single worker's. Any hole in
-        the day before t, after the oldest minute stored, is such a suspect. A hole that a batch of
-        this process is about to write is awaited here (and a new hole gets ``INTAKE_WAIT_SECONDS``
-        for such a batch to show up); for the others the batch is retried (``TransientError``) until
-        they fill or every one has been open for ``gap_grace_seconds`` (first sighting by any
-        worker, kept in Redis), and then they are taken as gaps.
-        """
-        holes = _holes(candles, states)
-        awaited: set[asyncio.Event] = set()
-        looked_for_intake = False
-        while holes:
-            ours = {self._unwritten[key] for key in _keys(holes) if key in self._unwritten}
-            if ours - awaited:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._gap_grace_seconds):
-                        for written in ours - awaited:
-                            await written.wait()
-                awaited |= ours
-                states = {**states, **(await self.candles.read(sorted(holes)))}
-                holes = _holes(candles, states)
-                continue
-            now = self._clock()
-            if now - await first_sightings(self._redis, holes, now) >= self._gap_grace_seconds:
-                break  # open for long enough: gaps
-            if not looked_for_intake:
-                # Another loop of this process may have fetched those minutes a moment ago and be
-                # about to register them (two fetches of one burst): a short wait saves a redelivery.
-                looked_for_intake = True
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(INTAKE_WAIT_SECONDS):
-                        await self._intake.wait()
-                continue
-            count = sum(len(m) for m in holes.values())
-            raise TransientError(f"{count} minutes before this batch may still be in flight", GAP_RETRY_SECONDS)
-        return states
+        healed = {**states, **(await self.candles.read(created))}
+        positions = await self.sequencer.positions(created)
+        behind = [s for s in created if (p := positions.get(s)) is not None and not healed[s].holds(p.minute)]
+        if behind:
+            await self._redis.delete(*(key for s in behind for key in layout.state_keys(s)))
+            self.candles.forget()
+            raise TransientError(f"calculator: PostgreSQL does not hold the candles of {behind} yet", 1.0)
+        return healed
 
     def _compute_closed(self, closed: Sequence[Candle], states: dict[str, SymbolState], output: _Output) -> None:
         by_minute: dict[int, set[str]] = defaultdict(set)
@@ -265,9 +317,13 @@ class Calculator:
 
     def _events(self, payloads: Sequence[dict[str, Any]], batch: Sequence[Delivery[Candle]]) -> list[BaseCloudEvent]:
         trace_by_key = {(d.payload.symbol, d.payload.open_time, d.payload.closed): traceparent_for(d) for d in batch}
+        # A closed minute's event names its candle's place in the stream: a position lost with Redis
+        # is recovered from the last metrics event (functions.calculator.positions).
+        sequence_of = {(d.payload.symbol, d.payload.open_time): d.sequence for d in batch if d.payload.closed}
         events: list[BaseCloudEvent] = []
         for payload in payloads:
             symbol, minute, provisional = payload["symbol"], payload["minute"], payload["provisional"]
+            sequence = 0 if provisional else sequence_of.get((symbol, minute), 0)
             events.append(
                 make_event(
                     event_type=TYPE_METRICS_PROVISIONAL if provisional else TYPE_METRICS_COMPUTED,
@@ -277,6 +333,7 @@ class Calculator:
                     data=payload,
                     time=datetime.fromtimestamp((minute + MINUTE_MS) / 1000, tz=UTC),
                     traceparent=trace_by_key.get((symbol, minute, not provisional)),
+                    extensions={CANDLE_SEQUENCE_EXTENSION: str(sequence)} if sequence else None,
                 )
             )
         return events
@@ -297,33 +354,6 @@ class _Output:
             PackedSnapshot(symbol, arrays.minute, provisional, row)
             for symbol, row in zip(arrays.symbols, rows, strict=True)
         ]
-
-
-def _keys(holes: dict[str, set[int]]) -> list[tuple[str, int]]:
-    return [(symbol, minute) for symbol, minutes in holes.items() for minute in minutes]
-
-
-def _holes(candles: Sequence[Candle], states: dict[str, SymbolState]) -> dict[str, set[int]]:
-    """Return, per symbol, the minutes missing from the day before each candle, after the oldest stored."""
-    by_minute: dict[int, list[str]] = defaultdict(list)
-    for candle in candles:
-        by_minute[candle.open_time].append(candle.symbol)
-    span = layout.LONGEST_WINDOW_MINUTES - 1
-    holes: dict[str, set[int]] = defaultdict(set)
-    for minute, symbols in by_minute.items():
-        minutes = minute - np.arange(span, 0, -1, dtype=np.int64) * MINUTE_MS
-        # The minutes t - 1439 .. t - 1 are ring slots in a row (modulo the capacity): two slices.
-        first = int(minutes[0] // MINUTE_MS) % layout.CAPACITY
-        held = np.concatenate([states[s].candles[:, layout.OPEN_TIME] for s in symbols]).reshape(len(symbols), -1)
-        held = np.concatenate((held[:, first:], held[:, :first]), axis=1)[:, :span]
-        present = held == minutes.astype(np.float64)
-        oldest = np.argmax(present, axis=1)
-        count = np.count_nonzero(present, axis=1)
-        # A row has a hole when fewer minutes are stored than lie between its oldest one and t.
-        for row in np.flatnonzero((count > 0) & (count < span - oldest)).tolist():
-            missing = ~present[row, oldest[row] :]
-            holes[symbols[row]].update(minutes[oldest[row] :][missing].tolist())
-    return holes
 
 
 def _segments(candles: Sequence[Candle]) -> list[list[Candle]]:

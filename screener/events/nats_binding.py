@@ -91,8 +91,7 @@ def _from_binary(headers: dict[str, str], payload: bytes) -> CloudEvent:
         attr = name[len(CE_PREFIX) :]
         value = unquote(raw)
         attributes[attr] = _parse_time(value) if attr == "time" else value
-    if "specversion" not in attributes:
-        raise InvalidEvent("not a valid CloudEvent: the ce-specversion header is missing", attributes.get("id"))
+    _require_attributes(attributes, "the ce-{} header")
     if "datacontenttype" not in attributes and "content-type" in headers:
         attributes["datacontenttype"] = headers["content-type"]
     content_type = attributes.get("datacontenttype")
@@ -115,14 +114,29 @@ def _from_structured(payload: bytes) -> CloudEvent:
         raise InvalidEvent("structured event is not a JSON object")
     if "time" in document and isinstance(document["time"], str):
         document["time"] = _parse_time(document["time"])
-    if "specversion" not in document:
-        raise InvalidEvent("not a valid CloudEvent: specversion is missing", document.get("id"))
+    _require_attributes(document, "attribute {}")
     data = document.pop("data", None)
     if "data_base64" in document:
         import base64
 
         data = base64.b64decode(document.pop("data_base64"))
     return CloudEvent(document, data)
+
+
+# CloudEvents 1.0 required attributes. The SDK would invent a random id for a missing one, and a
+# random id defeats every deduplication downstream (JetStream's window, ON CONFLICT, alert ids).
+_REQUIRED = ("specversion", "id", "source", "type")
+
+
+def _require_attributes(attributes: dict[str, Any], spelling: str) -> None:
+    for name in _REQUIRED:
+        value = attributes.get(name)
+        if not isinstance(value, str) or not value.strip():
+            event_id = attributes.get("id")
+            raise InvalidEvent(
+                f"not a valid CloudEvent: {spelling.format(name)} is missing or empty",
+                event_id if isinstance(event_id, str) else None,
+            )
 
 
 def _parse_time(value: str) -> datetime:

@@ -7,9 +7,9 @@ unit test can call ``parse`` and ``handle`` with no broker at all.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from cloudevents.core.base import BaseCloudEvent
 
@@ -27,17 +27,33 @@ class TransientError(Exception):
         self.delay_seconds = delay_seconds
 
 
+class PartialBatch(TransientError):
+    """Part of a batch is done and part must wait (an earlier message of its symbol is not done yet).
+
+    The adapter publishes ``outputs``, acknowledges every delivery but the ``waiting`` ones (their
+    indices in the batch) and redelivers those after ``delay_seconds``. Waiting is not a failure:
+    it uses up no crash allowance.
+    """
+
+    def __init__(self, outputs: Sequence[BaseCloudEvent], waiting: Collection[int], delay_seconds: float) -> None:
+        super().__init__(f"{len(waiting)} events wait for earlier ones", delay_seconds)
+        self.outputs = outputs
+        self.waiting = frozenset(waiting)
+
+
 @dataclass(frozen=True)
 class Delivery(Generic[InT]):
     """One parsed input event, with the CloudEvent it came from (for tracing and ids).
 
     ``traceparent`` is the adapter's span for this event; events emitted because of it carry it on,
     so one trace follows a candle through every function (``screener.tracing.traceparent_for``).
+    ``sequence`` is the event's place in its stream (0 when the transport has none, as over HTTP).
     """
 
     event: BaseCloudEvent
     payload: InT
     traceparent: str | None = None
+    sequence: int = 0
 
 
 class Function(Protocol[InT]):
@@ -49,7 +65,7 @@ class Function(Protocol[InT]):
     idempotent (it may see the same batch again after a crash) and must have written its state before
     it returns, because the adapter acknowledges the inputs right after publishing the outputs.
     Raising ``TransientError`` retries the batch later; any other exception is a crash, retried up to
-    the consumer's ``max_deliver`` and then dead-lettered with the error.
+    ``max_crashes`` times (counted by the adapter) and then dead-lettered with the error.
     """
 
     consumer: ConsumerSpec
@@ -66,4 +82,17 @@ class Function(Protocol[InT]):
 
     async def handle(self, batch: Sequence[Delivery[InT]]) -> Sequence[BaseCloudEvent]:
         """Process ``batch``; return the events to publish."""
+        ...
+
+
+class PublishAware(Protocol):
+    """A function that must know when its outputs are durable (published and acknowledged).
+
+    ``published`` is called with the deliveries whose outputs JetStream has stored, before they are
+    acknowledged: state written by ``handle`` is not output published, so a function that records
+    progress ("this minute is done") records it here.
+    """
+
+    async def published(self, done: Sequence[Delivery[Any]]) -> None:
+        """Record that the outputs of ``done`` are durable."""
         ...

@@ -37,8 +37,13 @@ async def receive(request: web.Request) -> web.Response:
         log.warning("%s: rejected event: %s", function.consumer.function, exc)
         return _error(400, "invalid_event", str(exc))
     span, traceparent = start_event_span(event, f"{function.consumer.function}.handle")
+    delivery = Delivery(event, payload, traceparent)
     try:
-        outputs = list(await function.handle([Delivery(event, payload, traceparent)]))
+        outputs = list(await function.handle([delivery]))
+        # The reply is handed to the broker with this response: as durable as this adapter gets.
+        published = getattr(function, "published", None)
+        if published is not None:
+            await published([delivery])
     except TransientError as exc:
         log.warning("%s: transient failure on %s: %s", function.consumer.function, event.get_id(), exc)
         return _error(503, "unavailable", str(exc))

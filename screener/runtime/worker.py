@@ -4,23 +4,30 @@ Delivery semantics, in order of a batch's life:
 1. every message is decoded (NATS binding) and parsed by the function; one that can never be
    processed (``InvalidEvent``) is republished to the function's dead-letter subject with the reason
    and acknowledged, so it is neither retried for ever nor silently lost;
-2. the handler runs on the rest; it writes its state before it returns;
+2. the handler runs on the rest; it writes its state before it returns. While it runs, the batch's
+   messages are kept in progress (``+WPI``) so a slow batch is not redelivered to another worker;
 3. its output events are published and their acknowledgements awaited (deterministic ids, so a
    re-publish after a crash is dropped by the duplicate window);
 4. only then are the inputs acknowledged. A worker killed anywhere before this point leaves its
    inputs unacknowledged, and JetStream redelivers them after ``ack_wait``: processed once in effect.
 
-``TransientError`` naks the batch with a backoff. Any other exception is a crash: the batch is retried
-one message at a time, so one poison message cannot take its neighbours with it, and a message that
-has crashed ``max_deliver`` times is dead-lettered with the error.
+Consumers have no delivery limit (``max_deliver`` -1): JetStream would drop a message that reached
+it with no trace but an advisory, and a nak that only means "not yet" (``TransientError``: a server
+down, an earlier minute still on its way) is not a failure. ``TransientError`` naks the batch with a
+short capped backoff, for as long as it takes. Any other exception is a crash: the batch is retried
+one message at a time, so one poison message cannot take its neighbours with it, and a message whose
+handler has crashed ``max_crashes`` times (counted here, not by JetStream) is dead-lettered with the
+error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +39,7 @@ from screener.config import Settings
 from screener.connections import nats_client_of
 from screener.events import nats_binding
 from screener.events.envelope import InvalidEvent
-from screener.runtime.function import Delivery, Function, TransientError
+from screener.runtime.function import Delivery, Function, PartialBatch, TransientError
 from screener.runtime.publisher import Publisher
 from screener.runtime.pull import ConsumerError, PullFetcher
 from screener.streams import ensure_consumer, ensure_streams
@@ -42,9 +49,14 @@ log = logging.getLogger(__name__)
 
 # How long a loop waits before pulling again after the server refused a pull request.
 _REFUSED_RETRY_SECONDS = 1.0
+# The longest a nak delays a redelivery. Waiting functions (the calculator's gap grace) are sized
+# from it: an event naked for a transient failure is never away longer than ack_wait or this.
+MAX_RETRY_DELAY_SECONDS = 5.0
+# Crash counts kept per message (by stream sequence); the oldest are forgotten beyond this.
+_CRASH_MEMORY = 100_000
 
 
-def backoff_seconds(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
+def backoff_seconds(attempt: int, base: float = 0.5, cap: float = MAX_RETRY_DELAY_SECONDS) -> float:
     """Return the nak delay before delivery ``attempt + 1``: exponential, capped."""
     return float(min(cap, base * 2 ** max(0, attempt - 1)))
 
@@ -58,6 +70,7 @@ class WorkerStats:
     emitted: int = 0
     dead_lettered: int = 0
     retried: int = 0
+    waited: int = 0
     crashes: int = 0
     last_batch_at: float | None = None
     started_at: float = field(default_factory=time.monotonic)
@@ -97,6 +110,8 @@ class Worker:
         self._stopping = asyncio.Event()
         self._ready = False
         self._loops: list[tuple[asyncio.Task[None], PullFetcher]] = []
+        # stream sequence -> crashes of the handler on that message, in this process.
+        self._crashes: OrderedDict[int, int] = OrderedDict()
 
     @property
     def name(self) -> str:
@@ -130,6 +145,9 @@ class Worker:
         spec = self.function.consumer
         await ensure_streams(self._js, self.settings)
         await ensure_consumer(self._js, spec, self.settings)
+        bind = getattr(self.function, "bind_jetstream", None)
+        if bind is not None:
+            bind(self._js)  # functions that read the streams themselves (screener.runtime.sequence)
         await self.function.start()
         # One fetcher per loop: each waits for its own requests' replies (screener.runtime.pull).
         client = nats_client_of(self._js)
@@ -186,7 +204,8 @@ class Worker:
         with tracer().start_as_current_span(f"{self.name}.batch") as span:
             span.set_attribute("batch.size", len(items))
             try:
-                await self._handle_and_publish(items)
+                async with self._kept_in_progress(items):
+                    waiting, delay = await self._handle_and_publish(items)
             except TransientError as exc:
                 self.stats.retried += len(items)
                 log.warning("%s: transient failure, retrying %d events: %s", self.name, len(items), exc)
@@ -198,11 +217,20 @@ class Worker:
                 log.exception("%s: handler crashed on a batch of %d; isolating", self.name, len(items))
                 await self._isolate(items)
                 return
-        for item in items:
-            await item.msg.ack()
-        self.stats.processed += len(items)
+        await self._settle(items, waiting, delay)
 
-    async def _handle_and_publish(self, items: Sequence[_Item]) -> None:
+    async def _settle(self, items: Sequence[_Item], waiting: frozenset[int], delay: float | None) -> None:
+        """Acknowledge the done items; redeliver the waiting ones later."""
+        for index, item in enumerate(items):
+            if index in waiting:
+                await self._nak(item.msg, delay)
+            else:
+                await item.msg.ack()
+        self.stats.waited += len(waiting)
+        self.stats.processed += len(items) - len(waiting)
+
+    async def _handle_and_publish(self, items: Sequence[_Item]) -> tuple[frozenset[int], float | None]:
+        """Run the handler, publish its outputs; return the indices of the items that must wait, and for how long."""
         # One span per input event continues the trace that event carries (the candle's, end to end);
         # the function passes the span's traceparent on to what it emits.
         spans = []
@@ -210,35 +238,78 @@ class Worker:
         for item in items:
             span, traceparent = start_event_span(item.delivery.event, f"{self.name}.handle")
             spans.append(span)
-            deliveries.append(Delivery(item.delivery.event, item.delivery.payload, traceparent))
+            deliveries.append(
+                Delivery(item.delivery.event, item.delivery.payload, traceparent, item.msg.metadata.sequence.stream)
+            )
+        waiting: frozenset[int] = frozenset()
+        delay: float | None = None
         try:
-            outputs = await self.function.handle(deliveries)
+            try:
+                outputs = await self.function.handle(deliveries)
+            except PartialBatch as partial:
+                outputs, waiting, delay = partial.outputs, partial.waiting, partial.delay_seconds
             if outputs:
                 await self._publisher.publish(list(outputs))
                 self.stats.emitted += len(outputs)
+            published = getattr(self.function, "published", None)
+            if published is not None:
+                await published([d for i, d in enumerate(deliveries) if i not in waiting])
         finally:
             for span in spans:
                 span.end()
+        return waiting, delay
 
     async def _isolate(self, items: Sequence[_Item]) -> None:
         """Retry a crashed batch one event at a time; dead-letter the events that crash too often."""
         for item in items:
             try:
-                await self._handle_and_publish([item])
+                waiting, delay = await self._handle_and_publish([item])
             except TransientError as exc:
                 await self._nak(item.msg, exc.delay_seconds)
                 continue
             except Exception as exc:
-                attempts = item.msg.metadata.num_delivered
-                if attempts >= self.settings.max_deliver:
-                    await self._dead_letter(item.msg, f"handler crashed {attempts} times: {exc!r}", item.delivery.event)
+                crashes = self._count_crash(item.msg)
+                if crashes >= self.settings.max_crashes:
+                    await self._dead_letter(item.msg, f"handler crashed {crashes} times: {exc!r}", item.delivery.event)
                 else:
                     event_id = item.delivery.event.get_id()
-                    log.warning("%s: event %s crashed (attempt %d): %r", self.name, event_id, attempts, exc)
-                    await self._nak(item.msg, None)
+                    limit = self.settings.max_crashes
+                    log.warning("%s: event %s crashed (%d of %d): %r", self.name, event_id, crashes, limit, exc)
+                    await self._nak(item.msg, backoff_seconds(crashes))
                 continue
-            await item.msg.ack()
-            self.stats.processed += 1
+            await self._settle([item], waiting, delay)
+
+    def _count_crash(self, msg: Msg) -> int:
+        sequence = msg.metadata.sequence.stream
+        crashes = self._crashes.pop(sequence, 0) + 1
+        self._crashes[sequence] = crashes
+        while len(self._crashes) > _CRASH_MEMORY:
+            self._crashes.popitem(last=False)
+        return crashes
+
+    @contextlib.asynccontextmanager
+    async def _kept_in_progress(self, items: Sequence[_Item]) -> AsyncIterator[None]:
+        """Tell JetStream the batch is being worked on every third of ``ack_wait`` while it is.
+
+        Without it a batch slower than ``ack_wait`` (a warm start, a slow database) is redelivered
+        to another worker while this one still works on it.
+        """
+        interval = self.settings.ack_wait_seconds / 3
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                for item in items:
+                    with contextlib.suppress(Exception):  # best effort: the ack decides
+                        await item.msg.in_progress()
+
+        task = asyncio.create_task(beat())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _parse(self, msg: Msg) -> _Item | None:
         event: BaseCloudEvent | None = None
@@ -251,19 +322,23 @@ class Worker:
         return _Item(msg, Delivery(event, payload))
 
     async def _dead_letter(self, msg: Msg, reason: str, event: BaseCloudEvent | None) -> None:
-        event_id = event.get_id() if event is not None else f"seq-{msg.metadata.sequence.stream}"
-        log.warning("%s: dead-lettering %s on %s: %s", self.name, event_id, msg.subject, reason)
+        sequence = msg.metadata.sequence.stream
+        event_id = event.get_id() if event is not None else None
+        log.warning("%s: dead-lettering %s (seq %d) on %s: %s", self.name, event_id, sequence, msg.subject, reason)
+        # Keyed by the message's place in its stream, not its event id: two distinct bad events may
+        # share an id (or have none), and each must leave its own dead letter.
         await self._publisher.dead_letter(
             self.name,
             reason,
             payload=msg.data,
             headers=msg.headers,
             original_subject=msg.subject,
-            message_id=event_id,
+            message_id=f"{msg.metadata.stream}:{sequence}",
         )
         await msg.ack()
         self.stats.dead_lettered += 1
 
     async def _nak(self, msg: Msg, delay: float | None) -> None:
         attempts = msg.metadata.num_delivered
-        await msg.nak(delay=delay if delay is not None else backoff_seconds(attempts))
+        wanted = delay if delay is not None else backoff_seconds(attempts)
+        await msg.nak(delay=min(wanted, MAX_RETRY_DELAY_SECONDS))

@@ -12,7 +12,7 @@ from screener.runtime.worker import Worker
 
 def fast_settings(**overrides: object) -> Settings:
     """Return settings with short redelivery times for tests."""
-    return load_settings({}, **{"ack_wait_seconds": 2.0, "max_deliver": 3, "batch_size": 50, **overrides})
+    return load_settings({}, **{"ack_wait_seconds": 2.0, "max_crashes": 3, "batch_size": 50, **overrides})
 
 
 @contextlib.asynccontextmanager

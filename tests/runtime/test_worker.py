@@ -87,12 +87,12 @@ async def _count_at_least(js: JetStreamContext, stream: str, n: int) -> bool:
     return await stream_count(js, stream) >= n
 
 
-async def test_poison_event_is_isolated_and_dead_lettered_after_max_deliver(
+async def test_poison_event_is_isolated_and_dead_lettered_after_max_crashes(
     prepared: JetStreamContext, redis_client: aioredis.Redis, redis_url: str
 ) -> None:
     events = [input_event(n) for n in range(5)] + [input_event(99, crash=True)]
     await Publisher(prepared).publish(events)
-    settings = fast_settings(max_deliver=2)
+    settings = fast_settings(max_crashes=2)
     await ensure_consumer(prepared, ECHO_CONSUMER, settings)
     worker = Worker(Echo(redis_url), prepared, settings, fetch_timeout=0.2)
     async with running(worker):

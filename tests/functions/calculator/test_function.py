@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
@@ -46,6 +47,14 @@ def deliveries(calculator: Calculator, candles: list[Candle], forming: bool = Fa
     return [Delivery(e, calculator.parse(e)) for e in (candle_event(c, forming) for c in candles)]
 
 
+async def handled(calculator: Calculator, candles: list[Candle], forming: bool = False) -> Sequence[BaseCloudEvent]:
+    """Handle ``candles`` as the worker does: the batch, then the note that its outputs are published."""
+    batch = deliveries(calculator, candles, forming)
+    events = await calculator.handle(batch)
+    await calculator.published(batch)
+    return events
+
+
 @pytest.fixture(scope="module")
 def near(klines_dir: Path) -> list[Candle]:
     """Return 2,000 real minutes of NEARUSDT."""
@@ -87,7 +96,7 @@ async def test_handle_emits_one_metrics_event_per_symbol_and_minute(
     await calculator.start()
     await CandleStore(redis_client).write(near[:1990] + link[:1990], read_back=False)
     batch = near[1990:1993] + link[1990:1993]  # three minutes of two symbols in one batch
-    events = await calculator.handle(deliveries(calculator, batch))
+    events = await handled(calculator, batch)
     assert sorted((e.get_subject(), e.get_id()) for e in events) == sorted(
         (c.symbol, metrics_event_id(c.symbol, c.open_time)) for c in batch
     )
@@ -117,10 +126,10 @@ async def test_a_forming_minute_gives_provisional_metrics_and_never_enters_the_r
 ) -> None:
     calculator = Calculator(redis_client)
     await CandleStore(redis_client).write(near[:1499], read_back=False)
-    await calculator.handle(deliveries(calculator, near[1499:1500]))
+    await handled(calculator, near[1499:1500])
     before = (await calculator.candles.read(["NEARUSDT"]))["NEARUSDT"]
     forming = near[1500].model_copy(update={"closed": False})
-    (event,) = await calculator.handle(deliveries(calculator, [forming], forming=True))
+    (event,) = await handled(calculator, [forming], forming=True)
     assert event.get_type() == TYPE_METRICS_PROVISIONAL
     assert event.get_id() == metrics_event_id("NEARUSDT", forming.open_time, provisional=True)
     snapshot = MetricsSnapshot.model_validate(event.get_data())
@@ -132,11 +141,11 @@ async def test_a_forming_minute_gives_provisional_metrics_and_never_enters_the_r
     (closed,) = await calculator.metrics.latest(["NEARUSDT"])
     assert (closed.minute, closed.provisional) == (near[1499].open_time, False)
     # The same numbers as if that minute had closed with these values.
-    (closed_event,) = await calculator.handle(deliveries(calculator, [near[1500]]))
+    (closed_event,) = await handled(calculator, [near[1500]])
     as_closed = MetricsSnapshot.model_validate(closed_event.get_data())
     assert as_closed.model_copy(update={"provisional": True}) == snapshot
     # A forming candle of a minute already closed is stale: nothing is emitted.
-    assert await calculator.handle(deliveries(calculator, [forming], forming=True)) == []
+    assert await handled(calculator, [forming], forming=True) == []
 
 
 async def test_state_lost_in_redis_is_rebuilt_from_postgres_on_the_next_batch(
@@ -144,13 +153,13 @@ async def test_state_lost_in_redis_is_rebuilt_from_postgres_on_the_next_batch(
 ) -> None:
     reference = Calculator(redis_client)
     await CandleStore(redis_client).write(near[:1999], read_back=False)
-    (expected,) = await reference.handle(deliveries(reference, near[1999:]))
+    (expected,) = await handled(reference, near[1999:])
     await record(pg, near[:1999])
     await redis_client.flushdb()
     pool = await asyncpg.create_pool(postgres_dsn, min_size=1, max_size=2)
     try:
         calculator = Calculator(redis_client, postgres=pool)
-        (event,) = await calculator.handle(deliveries(calculator, near[1999:]))
+        (event,) = await handled(calculator, near[1999:])
     finally:
         await pool.close()
     ours = MetricsSnapshot.model_validate(event.get_data())
@@ -169,59 +178,13 @@ async def test_a_batch_spanning_hours_gives_the_metrics_of_minute_by_minute_batc
     one_by_one = Calculator(redis_client)
     expected = {}
     for candle in near[1500:1700]:
-        (event,) = await one_by_one.handle(deliveries(one_by_one, [candle]))
+        (event,) = await handled(one_by_one, [candle])
         expected[event.get_id()] = event.get_data()
     await redis_client.flushdb()
     await store.write(near[:1500], read_back=False)
     batched = Calculator(redis_client)
-    events = await batched.handle(deliveries(batched, near[1500:1700][::-1]))  # 200 minutes, newest first
+    events = await handled(batched, near[1500:1700][::-1])  # 200 minutes, newest first
     assert {e.get_id(): e.get_data() for e in events} == expected
-
-
-async def test_a_hole_just_before_a_minute_is_waited_for_then_taken_as_a_gap(
-    redis_client: aioredis.Redis, near: list[Candle]
-) -> None:
-    from screener.runtime.function import TransientError
-
-    now = [1000.0]
-    calculator = Calculator(redis_client, gap_grace_seconds=2.0, clock=lambda: now[0])
-    await CandleStore(redis_client).write(near[:100], read_back=False)
-    with pytest.raises(TransientError, match="in flight"):
-        await calculator.handle(deliveries(calculator, [near[101]]))  # minute 100 is not there (yet)
-    now[0] += 1.0
-    with pytest.raises(TransientError):
-        await calculator.handle(deliveries(calculator, [near[101]]))
-    # Another calculator (worker) sees the same hole as already waited for.
-    other = Calculator(redis_client, gap_grace_seconds=2.0, clock=lambda: now[0] + 1.5)
-    (event,) = await other.handle(deliveries(other, [near[101]]))
-    assert MetricsSnapshot.model_validate(event.get_data()).timeframes["5m"].coverage == 0.8
-    # A filled hole costs no wait.
-    await calculator.handle(deliveries(calculator, [near[100]]))
-    assert len(await calculator.handle(deliveries(calculator, [near[101], near[102]]))) == 2
-
-
-async def test_a_later_minute_waits_for_the_earlier_one_another_batch_of_this_process_brings(
-    redis_client: aioredis.Redis, near: list[Candle], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Two fetch loops of one worker: the batch of minute 101 reaches the handler a moment before the
-    # batch of minute 100. It waits for that batch instead of a nak and a redelivery.
-    import asyncio
-
-    from functions.calculator import function
-
-    monkeypatch.setattr(function, "INTAKE_WAIT_SECONDS", 10.0)  # a busy test machine must not matter
-    calculator = Calculator(redis_client, gap_grace_seconds=30.0)
-    await CandleStore(redis_client).write(near[:100], read_back=False)
-    later = asyncio.create_task(calculator.handle(deliveries(calculator, [near[101]])))
-    await asyncio.sleep(0.02)  # the later batch is waiting now
-    earlier = await calculator.handle(deliveries(calculator, [near[100]]))
-    (event,) = await later
-    assert len(earlier) == 1
-    expected = compute_snapshots(
-        near[101].open_time, [(await CandleStore(redis_client).read(["NEARUSDT"]))["NEARUSDT"]]
-    )
-    assert MetricsSnapshot.model_validate(event.get_data()) == expected[0]
-    assert expected[0].timeframes["5m"].coverage == 1.0
 
 
 async def test_start_loads_the_rings_of_tracked_symbols_so_the_first_minute_ships_only_candles(
@@ -229,10 +192,10 @@ async def test_start_loads_the_rings_of_tracked_symbols_so_the_first_minute_ship
 ) -> None:
     first = Calculator(redis_client)
     await CandleStore(redis_client).write(near[:100], read_back=False)
-    await first.handle(deliveries(first, [near[100]]))  # NEARUSDT now has metrics: tracked
+    await handled(first, [near[100]])  # NEARUSDT now has metrics: tracked
     restarted = Calculator(redis_client)
     await restarted.start()
-    (event,) = await restarted.handle(deliveries(restarted, [near[101]]))
+    (event,) = await handled(restarted, [near[101]])
     assert restarted.candles.mirror_hits == 1  # Redis replied with a version, not 140 KB of rings
     state = (await CandleStore(redis_client).read(["NEARUSDT"]))["NEARUSDT"]
     assert MetricsSnapshot.model_validate(event.get_data()) == compute_snapshots(near[101].open_time, [state])[0]

@@ -26,12 +26,11 @@ from tests.functions.calculator.test_function import candle_event
 
 SYMBOLS = ("ALGOUSDT", "DOTUSDT", "FILUSDT", "LINKUSDT", "LTCUSDT", "NEARUSDT")
 MINUTES = 80
-GRACE = 10.0
 
 
 def settings() -> Settings:
     """Return settings for small, interleaving batches."""
-    return load_settings({}, batch_size=16, worker_concurrency=2, ack_wait_seconds=5.0, max_deliver=50)
+    return load_settings({}, batch_size=16, worker_concurrency=2, ack_wait_seconds=5.0, max_crashes=50)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +44,7 @@ def candles(klines_dir: Path) -> list[Candle]:
 async def workers(count: int, js: JetStreamContext, redis_url: str) -> AsyncIterator[list[Worker]]:
     """Run ``count`` calculator workers on the calculator's consumer."""
     clients = [aioredis.from_url(redis_url) for _ in range(count)]
-    running = [Worker(Calculator(c, gap_grace_seconds=GRACE), js, settings(), fetch_timeout=0.2) for c in clients]
+    running = [Worker(Calculator(c), js, settings(), fetch_timeout=0.2) for c in clients]
     tasks = [asyncio.create_task(w.run()) for w in running]
     try:
         yield running
