@@ -10,39 +10,49 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import defaultdict
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import asyncpg
 import redis.asyncio as aioredis
 import redis.exceptions
 from cloudevents.core.base import BaseCloudEvent
+from nats.js import JetStreamContext
+from nats.js.api import RawStreamMsg
 
 from functions.rules.config import RulesConfig
 from functions.rules.engine import CrossSymbols, RuleEngine
 from functions.rules.history import AlertHistory
-from functions.rules.ordering import MinuteOrder
+from functions.rules.positions import load_positions, save_positions
 from functions.rules.recompute import RingRecompute
 from functions.rules.redis_state import RedisFiringState
 from functions.rules.reload import RulesWatcher
 from functions.rules.store import load_config
 from screener.config import Settings
 from screener.connections import connect_redis, create_pg_pool
-from screener.events.envelope import expect_type, make_event, parse_data
+from screener.events import nats_binding
+from screener.events.envelope import InvalidEvent, expect_type, make_event, parse_data
 from screener.events.models import MINUTE_MS, Alert, MetricsSnapshot
 from screener.names import (
     CONSUMER_RULES,
     EVENT_SOURCE_RULES,
+    STREAM_METRICS,
+    SUBJECT_PREFIX_BY_TYPE,
     TYPE_ALERT_TRIGGERED,
     TYPE_METRICS_COMPUTED,
     TYPE_METRICS_PROVISIONAL,
 )
-from screener.runtime.function import Delivery, TransientError
+from screener.runtime.function import Delivery, PartialBatch, TransientError
+from screener.runtime.sequence import Position, Sequencer
 from screener.tracing import traceparent_for
 from state.metrics_store import MetricsStore
 
 log = logging.getLogger(__name__)
+
+# How soon minutes waiting for an earlier minute of their symbol (in another process) come back.
+WAIT_RETRY_SECONDS = 0.2
 
 _TRANSIENT = (
     OSError,
@@ -157,7 +167,8 @@ class RulesFunction:
         self._redis = redis_client
         self._own_redis = redis_client is None
         self._cross = cross
-        self._order: MinuteOrder | None = None
+        self._js: JetStreamContext | None = None
+        self._sequencer: Sequencer | None = None
         self._watch = watch
         self._watcher: RulesWatcher | None = None
         self._engine: RuleEngine | None = None
@@ -186,7 +197,15 @@ class RulesFunction:
         if self._cross is None:
             store = MetricsStore(self._redis)
             self._cross = StoreCrossSymbols(store, recompute=RingRecompute(self._redis))
-            self._order = MinuteOrder(self._redis, store)
+        self._sequencer = Sequencer(
+            self._redis,
+            "rules",
+            stream=STREAM_METRICS.name,
+            subject_prefix=SUBJECT_PREFIX_BY_TYPE[TYPE_METRICS_COMPUTED],
+            js=self._js,
+            minute_of=_metrics_minute,
+            fallback=self._stored_positions,
+        )
         self._firing = RedisFiringState(self._redis, self._settings.retention_hours * 3600 * 1000)
         self._engine = RuleEngine(await load_config(self._pool), self._firing, self._cross)
         await self._firing.ensure_index(self._pool)
@@ -220,19 +239,27 @@ class RulesFunction:
         expect_type(event, TYPE_METRICS_COMPUTED, TYPE_METRICS_PROVISIONAL)
         return parse_data(event, MetricsSnapshot)
 
+    def bind_jetstream(self, js: JetStreamContext) -> None:
+        """Read the METRICS stream through ``js`` to keep each symbol's minutes in order."""
+        self._js = js
+
+    async def _stored_positions(self, symbols: Sequence[str]) -> dict[str, Position]:
+        return await load_positions(self._pool, symbols) if self._pool is not None else {}
+
     async def handle(self, batch: Sequence[Delivery[MetricsSnapshot]]) -> Sequence[BaseCloudEvent]:
-        """Evaluate the batch, store its alerts in ``alert_history``; return the alert events."""
-        if self._engine is None or self._pool is None or self._firing is None:
+        """Evaluate the batch's minutes that are next in each symbol's order; store and return their alerts.
+
+        Each symbol's closed minutes are evaluated in stream order (``screener.runtime.sequence``):
+        cooldowns and ``on_change`` depend on the minutes before, so a minute whose predecessor is
+        not done yet waits (``PartialBatch``) and one already done is skipped.
+        """
+        if self._engine is None or self._pool is None or self._firing is None or self._sequencer is None:
             raise RuntimeError("RulesFunction.handle called before start()")
         try:
             await self._firing.ensure_index(self._pool)
             async with self._evaluation_lock:
-                snapshots = [d.payload for d in batch]
-                if self._order is not None:
-                    snapshots = await self._order.complete(snapshots)
-                evaluation = await self._engine.evaluate(snapshots)
-                if self._order is not None:
-                    await self._order.record(snapshots)
+                taken, waiting = await self._take_in_order(batch)
+                evaluation = await self._engine.evaluate([batch[i].payload for i in taken])
             alerts = evaluation.alerts
             if alerts:
                 async with self._pool.acquire() as conn:
@@ -241,7 +268,65 @@ class RulesFunction:
             raise TransientError(f"rules: a server is unavailable: {exc!r}", delay_seconds=2.0) from exc
         traces = {(d.payload.symbol, d.payload.minute): traceparent_for(d) for d in batch}
         self.alerts_emitted += len(alerts)
-        return [alert_event(a, traces.get((a.symbol, a.minute))) for a in alerts]
+        events = [alert_event(a, traces.get((a.symbol, a.minute))) for a in alerts]
+        if waiting:
+            raise PartialBatch(events, waiting, WAIT_RETRY_SECONDS)
+        return events
+
+    async def published(self, done: Sequence[Delivery[Any]]) -> None:
+        """Record each symbol's newest closed minute whose alerts are now durable (Redis and PostgreSQL)."""
+        if self._sequencer is None or self._pool is None:
+            return
+        newest: dict[str, Position] = {}
+        for delivery in done:
+            snapshot = delivery.payload
+            if isinstance(snapshot, MetricsSnapshot) and not snapshot.provisional:
+                position = Position(snapshot.minute, delivery.sequence)
+                if snapshot.symbol not in newest or newest[snapshot.symbol] < position:
+                    newest[snapshot.symbol] = position
+        try:
+            await save_positions(self._pool, newest)
+            await self._sequencer.advance(newest)
+        except _TRANSIENT as exc:
+            raise TransientError(f"rules: a server is unavailable: {exc!r}", delay_seconds=2.0) from exc
+
+    async def _take_in_order(self, batch: Sequence[Delivery[MetricsSnapshot]]) -> tuple[list[int], list[int]]:
+        """Return the indices to evaluate now (forming minutes, closed ones next in order) and those that wait."""
+        assert self._sequencer is not None
+        by_symbol: dict[str, list[int]] = defaultdict(list)
+        taken: list[int] = []
+        for index, delivery in enumerate(batch):
+            if delivery.payload.provisional:
+                taken.append(index)  # live rules on a forming minute keep no order
+            else:
+                by_symbol[delivery.payload.symbol].append(index)
+        positions = await self._sequencer.positions(sorted(by_symbol))
+        waiting: list[int] = []
+        for symbol, indices in by_symbol.items():
+            indices.sort(key=lambda i: (batch[i].payload.minute, batch[i].sequence))
+            done = positions.get(symbol)
+            for index in indices:
+                snapshot, sequence = batch[index].payload, batch[index].sequence
+                if waiting and waiting[-1] in indices:
+                    waiting.append(index)
+                elif done is not None and snapshot.minute <= done.minute:
+                    continue  # evaluated and published already
+                elif await self._sequencer.is_successor(symbol, done, snapshot.minute, sequence):
+                    taken.append(index)
+                    done = Position(snapshot.minute, sequence)
+                else:
+                    waiting.append(index)
+        return taken, waiting
+
+
+def _metrics_minute(message: RawStreamMsg) -> int | None:
+    """Return the minute of a stored closed-metrics message, or None if the rules reject it."""
+    try:
+        event = nats_binding.from_message(message.headers, message.data or b"")
+        expect_type(event, TYPE_METRICS_COMPUTED)
+        return parse_data(event, MetricsSnapshot).minute
+    except InvalidEvent:
+        return None
 
 
 def create(settings: Settings) -> RulesFunction:

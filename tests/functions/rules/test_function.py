@@ -8,14 +8,17 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+from nats.js import JetStreamContext
 
 from functions.rules.function import RulesFunction, StoreCrossSymbols
 from functions.rules.store import seed_rules
 from screener.config import load_settings
-from screener.events.envelope import InvalidEvent, make_event
+from screener.events import nats_binding
+from screener.events.envelope import InvalidEvent, make_event, nats_subject
 from screener.events.models import MINUTE_MS, Alert, MetricsSnapshot, alert_id
 from screener.names import TYPE_ALERT_TRIGGERED, TYPE_CANDLE_CLOSED
-from screener.runtime.function import Delivery, TransientError
+from screener.runtime.function import Delivery, PartialBatch, TransientError
+from screener.streams import ensure_streams
 from state.metrics_store import MetricsStore
 from tests.functions.rules.snapshots import T0, metrics_event, snapshot
 from tests.functions.rules.test_engine import BULL_60
@@ -148,26 +151,66 @@ async def test_store_cross_symbols_waits_briefly_for_a_late_snapshot(redis_clien
     assert await fetch == {"BTCUSDT": btc}
 
 
-async def test_minutes_arriving_out_of_order_are_evaluated_in_order(
-    rules_function: RulesFunction, redis_client: aioredis.Redis, pg: asyncpg.Connection
+async def _in_stream(js: JetStreamContext, *snapshots: MetricsSnapshot) -> list[Delivery[MetricsSnapshot]]:
+    """Publish the snapshots' events to the METRICS stream; return deliveries carrying their sequences."""
+    await ensure_streams(js, load_settings({}))
+    found = []
+    for s in snapshots:
+        event = metrics_event(s)
+        headers, payload = nats_binding.to_binary(event)
+        ack = await js.publish(nats_subject(event), payload, headers=headers)
+        found.append(Delivery(event, s, sequence=ack.seq))
+    return found
+
+
+async def _handle(function: RulesFunction, batch: list[Delivery[MetricsSnapshot]]) -> tuple[list[str], int]:
+    """Handle as the worker does; return the alert ids and how many deliveries must wait."""
+    try:
+        events, waiting = list(await function.handle(batch)), frozenset[int]()
+    except PartialBatch as partial:
+        events, waiting = list(partial.outputs), partial.waiting
+    await function.published([d for i, d in enumerate(batch) if i not in waiting])
+    return [e.get_id() for e in events], len(waiting)
+
+
+async def test_minutes_arriving_out_of_order_are_evaluated_in_stream_order(
+    rules_function: RulesFunction, jetstream: JetStreamContext, pg: asyncpg.Connection
 ) -> None:
-    store = MetricsStore(redis_client)
     quiet = {"c1h": 0.1}
-    minutes = [
+    m0, m1, m2, m3 = await _in_stream(
+        jetstream,
         snapshot("ETHUSDT", T0, **quiet),
         snapshot("ETHUSDT", T0 + MINUTE_MS, **BULL_60),
         snapshot("ETHUSDT", T0 + 2 * MINUTE_MS, **quiet),
         snapshot("ETHUSDT", T0 + 3 * MINUTE_MS, **BULL_60),
-    ]
-    await store.save(minutes)  # what the calculator saved before publishing
-    await rules_function.handle(deliveries(minutes[0]))
-    # minute 3 arrives before 1 and 2: 1 and 2 are caught up from the store first, so the cooldown
-    # started at minute 1 holds minute 3 back, as in order
-    early = await rules_function.handle(deliveries(minutes[3]))
-    assert [e.get_id() for e in early] == [alert_id("futures_big_bull_60", "ETHUSDT", T0 + MINUTE_MS)]
-    late = await rules_function.handle(deliveries(minutes[1], minutes[2]))
-    assert [e.get_id() for e in late] == [alert_id("futures_big_bull_60", "ETHUSDT", T0 + MINUTE_MS)]
+    )
+    rules_function.bind_jetstream(jetstream)
+    await rules_function.start()  # again, now with the stream bound
+    assert await _handle(rules_function, [m0]) == ([], 0)
+    # minute 3 arrives before 1 and 2 (a redelivery, a second worker): it waits, nothing fires
+    assert await _handle(rules_function, [m3]) == ([], 1)
+    fired = alert_id("futures_big_bull_60", "ETHUSDT", T0 + MINUTE_MS)
+    assert await _handle(rules_function, [m2, m1]) == ([fired], 0)
+    # now in order: the cooldown started at minute 1 holds minute 3 back, as in a clean run
+    assert await _handle(rules_function, [m3]) == ([], 0)
+    # a redelivery of a minute already done is skipped
+    assert await _handle(rules_function, [m1]) == ([], 0)
     assert await pg.fetchval("SELECT count(*) FROM alert_history") == 1
+
+
+async def test_positions_survive_a_redis_flush_through_postgresql(
+    rules_function: RulesFunction, jetstream: JetStreamContext, redis_client: aioredis.Redis
+) -> None:
+    (m0, m1) = await _in_stream(
+        jetstream, snapshot("ETHUSDT", T0, **BULL_60), snapshot("ETHUSDT", T0 + MINUTE_MS, **BULL_60)
+    )
+    rules_function.bind_jetstream(jetstream)
+    await rules_function.start()
+    assert await _handle(rules_function, [m0]) == ([alert_id("futures_big_bull_60", "ETHUSDT", T0)], 0)
+    await redis_client.flushdb()
+    # minute 0 redelivered after the flush: known done (PostgreSQL), so it neither fires again nor
+    # lets minute 1 escape the cooldown it started
+    assert await _handle(rules_function, [m0, m1]) == ([], 0)
 
 
 async def test_a_gap_before_a_minute_is_not_waited_for(rules_function: RulesFunction) -> None:
