@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+import nats.errors
 from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.v1.event import CloudEvent
 
@@ -16,11 +18,14 @@ from screener.events import nats_binding
 from screener.events.envelope import make_event, nats_subject
 from screener.events.models import MINUTE_MS, Candle, candle_event_id
 from screener.names import EVENT_SOURCE_COLLECTOR, TYPE_CANDLE_CLOSED, TYPE_CANDLE_FORMING
+from screener.runtime.publisher import PublishError
 from screener.tracing import current_traceparent, tracer
 
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_FUNCTION = "collector"
+# The longest pause between two attempts to publish a minute while JetStream is away.
+PUBLISH_RETRY_CAP_SECONDS = 5.0
 
 
 class EventPublisher(Protocol):
@@ -51,6 +56,7 @@ class EmitterStats:
     closed: int = 0
     forming: int = 0
     invalid: int = 0
+    publish_retries: int = 0
     last_closed_at: float | None = None  # time.monotonic() of the last closed candle published
 
 
@@ -117,7 +123,7 @@ class CandleEmitter:
                     await self._dead_letter(event, reason)
                     continue
                 events.append(event)
-            await self._publisher.publish(events)
+            await self._publish(events)
         self.stats.closed += len(events)
         if events:
             self.stats.last_closed_at = time.monotonic()
@@ -128,9 +134,30 @@ class CandleEmitter:
         traceparent = current_traceparent()
         events = [forming_candle_event(c, t, traceparent) for c, t in candles if c.validation_error() is None]
         if events:
-            await self._publisher.publish(events)
+            await self._publish(events)
         self.stats.forming += len(events)
         return len(events)
+
+    async def _publish(self, events: Sequence[BaseCloudEvent]) -> None:
+        """Publish ``events``, retrying for as long as JetStream refuses them (a NATS restart).
+
+        A retry re-publishes events JetStream may already hold; their deterministic ids make the
+        duplicate window drop them. Giving up would lose the minute: the collector is the only one
+        holding it.
+        """
+        attempt = 0
+        while True:
+            try:
+                await self._publisher.publish(events)
+                return
+            except (PublishError, nats.errors.Error, OSError) as exc:
+                attempt += 1
+                self.stats.publish_retries += 1
+                delay = min(PUBLISH_RETRY_CAP_SECONDS, 0.25 * 2 ** min(attempt, 6))
+                log.warning(
+                    "publishing %d events failed (attempt %d), retrying in %.1f s: %r", len(events), attempt, delay, exc
+                )
+                await asyncio.sleep(delay)
 
     async def _dead_letter(self, event: CloudEvent, reason: str) -> None:
         self.stats.invalid += 1

@@ -22,11 +22,12 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 import nats
+from nats.js import JetStreamContext
 
 from screener.config import Settings
 from screener.db.migrate import migrate
 from screener.embedded.servers import EmbeddedServer, free_port, start_nats, start_postgres, start_redis
-from screener.names import STREAM_ALERTS, STREAM_CANDLES, STREAM_METRICS
+from screener.names import CONSUMERS, STREAM_ALERTS, STREAM_CANDLES, STREAM_DEAD_LETTERS, STREAM_METRICS
 from screener.streams import ensure_all
 
 log = logging.getLogger("screener.up")
@@ -249,7 +250,7 @@ class Stack:
                     except Exception as exc:  # a progress line must never stop the stack
                         counts.append(f"{stream.name.lower()} ? ({exc})")
                 restarts = sum(c.restarts for c in self.children)
-                log.info("flowing: %s | restarts %d", ", ".join(counts), restarts)
+                log.info("flowing: %s | %s | restarts %d", ", ".join(counts), await _delivery_report(js), restarts)
         finally:
             await nc.drain()
 
@@ -324,3 +325,22 @@ def _redact(url: str) -> str:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run the whole pipeline until Ctrl-C."""
     return asyncio.run(Stack(settings, args).run())
+
+
+async def _delivery_report(js: JetStreamContext) -> str:
+    """Return what was retried, what waits and what went to the dead letters, per function."""
+    parts = []
+    for spec in CONSUMERS.values():
+        try:
+            info = await js.consumer_info(spec.stream.name, spec.durable)
+        except Exception:  # not created yet, or NATS away: the line says so instead of failing
+            parts.append(f"{spec.function} ?")
+            continue
+        lag = (info.num_pending or 0) + (info.num_ack_pending or 0)
+        parts.append(f"{spec.function} lag {lag} retried {info.num_redelivered or 0}")
+    try:
+        dead = (await js.stream_info(STREAM_DEAD_LETTERS.name)).state.messages
+    except Exception:
+        dead = -1
+    parts.append(f"dead letters {dead if dead >= 0 else '?'}")
+    return ", ".join(parts)

@@ -1,7 +1,7 @@
 """The latest metrics snapshot of every symbol, and its last few minutes, in Redis.
 
 Per symbol, one hash ``ms:{SYMBOL}``: field ``minute`` is the latest closed minute saved, fields
-``m:<i>`` hold the snapshots of the last ``HISTORY_MINUTES`` minutes (i = minute index modulo that),
+``m:<i>`` hold the snapshots of the last ``history_minutes`` minutes (i = minute index modulo that),
 each a fixed row of float64 (``state.snapshot_codec``). Provisional snapshots (the forming minute) live apart, in
 ``ms:{SYMBOL}:provisional``, so they can never overwrite a closed one. The set ``ms:symbols`` lists
 the tracked symbols. Every operation costs a constant number of round trips, whatever the symbol count.
@@ -21,6 +21,18 @@ from screener.events.models import MINUTE_MS, MetricsSnapshot
 from state import snapshot_codec
 
 HISTORY_MINUTES = 10
+# Symbols other symbols' rules read at the same minute (``BTC.c1h``, rules.md) keep a day of history:
+# rules that lag far behind the calculator (a backlog, a replay at full speed, a restart) must still
+# find them, exactly, long after the rings have moved past that minute.
+REFERENCE_SYMBOLS = frozenset({"BTCUSDT", "ETHUSDT"})
+REFERENCE_HISTORY_MINUTES = 1440
+
+
+def history_minutes(symbol: str) -> int:
+    """Return how many past minutes of ``symbol``'s snapshots the store keeps."""
+    return REFERENCE_HISTORY_MINUTES if symbol in REFERENCE_SYMBOLS else HISTORY_MINUTES
+
+
 SYMBOLS_KEY = "ms:symbols"
 
 # Save one symbol's snapshot: history slot always (unless older than the history), ``minute`` and
@@ -116,7 +128,12 @@ class MetricsStore:
         calls = []
         for snapshot in snapshots:
             keys = [snapshots_key(snapshot.symbol), provisional_key(snapshot.symbol)]
-            args = [snapshot.minute, snapshot.data, "1" if snapshot.provisional else "0", HISTORY_MINUTES]
+            args = [
+                snapshot.minute,
+                snapshot.data,
+                "1" if snapshot.provisional else "0",
+                history_minutes(snapshot.symbol),
+            ]
             calls.append((keys, args))
         symbols = sorted({s.symbol for s in snapshots})
         await self._scripts(_SAVE, calls, extra=lambda pipe: pipe.sadd(SYMBOLS_KEY, *symbols))
@@ -131,7 +148,7 @@ class MetricsStore:
         if not names:
             return []
         calls = [
-            ([snapshots_key(s), provisional_key(s)], [HISTORY_MINUTES, "1" if provisional else "0"]) for s in names
+            ([snapshots_key(s), provisional_key(s)], [history_minutes(s), "1" if provisional else "0"]) for s in names
         ]
         replies = await self._scripts(_LATEST, calls)
         result = []
@@ -144,7 +161,7 @@ class MetricsStore:
 
     async def at(self, symbol: str, minute: int) -> MetricsSnapshot | None:
         """Return ``symbol``'s closed snapshot of exactly ``minute`` if it is still kept."""
-        raw = await self._redis.hget(snapshots_key(symbol), f"m:{minute // MINUTE_MS % HISTORY_MINUTES}")
+        raw = await self._redis.hget(snapshots_key(symbol), f"m:{minute // MINUTE_MS % history_minutes(symbol)}")
         if raw is None:
             return None
         snapshot = decode_snapshot(symbol, raw if isinstance(raw, bytes) else raw.encode())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from screener.events.models import MINUTE_MS, MetricsSnapshot, TimeframeMetrics, minute_close_iso
-from state.metrics_store import HISTORY_MINUTES, MetricsStore
+from state.metrics_store import HISTORY_MINUTES, REFERENCE_HISTORY_MINUTES, MetricsStore, history_minutes
 from tests.state.test_candles import CountingConnection
 
 T0 = 1_770_000_000_000 - 1_770_000_000_000 % MINUTE_MS
@@ -42,16 +42,24 @@ async def test_latest_is_the_newest_closed_minute_per_symbol(redis_client: aiore
 async def test_at_returns_the_exact_minute_while_it_is_kept(redis_client: aioredis.Redis) -> None:
     store = MetricsStore(redis_client)
     for i in range(HISTORY_MINUTES + 5):
-        await store.save([snapshot("BTCUSDT", T0 + i * MINUTE_MS, float(i))])
+        await store.save([snapshot("SOLUSDT", T0 + i * MINUTE_MS, float(i))])
     newest = T0 + (HISTORY_MINUTES + 4) * MINUTE_MS
-    kept = await store.at("BTCUSDT", newest - (HISTORY_MINUTES - 1) * MINUTE_MS)
+    kept = await store.at("SOLUSDT", newest - (HISTORY_MINUTES - 1) * MINUTE_MS)
     assert kept is not None
     assert kept.last_price == float(4 + 1)
-    assert await store.at("BTCUSDT", T0) is None  # overwritten by a later minute of the same slot
-    assert await store.at("BTCUSDT", newest + MINUTE_MS) is None
+    assert await store.at("SOLUSDT", T0) is None  # overwritten by a later minute of the same slot
+    assert await store.at("SOLUSDT", newest + MINUTE_MS) is None
     # A minute older than the history never overwrites a kept one.
-    await store.save([snapshot("BTCUSDT", T0 + 5 * MINUTE_MS - HISTORY_MINUTES * MINUTE_MS, -1.0)])
-    assert await store.at("BTCUSDT", T0 + 5 * MINUTE_MS) is not None
+    await store.save([snapshot("SOLUSDT", T0 + 5 * MINUTE_MS - HISTORY_MINUTES * MINUTE_MS, -1.0)])
+    assert await store.at("SOLUSDT", T0 + 5 * MINUTE_MS) is not None
+
+
+async def test_reference_symbols_keep_a_day_for_rules_that_lag(redis_client: aioredis.Redis) -> None:
+    store = MetricsStore(redis_client)
+    assert history_minutes("BTCUSDT") == REFERENCE_HISTORY_MINUTES > history_minutes("SOLUSDT") == HISTORY_MINUTES
+    await store.save([snapshot("BTCUSDT", T0 + i * MINUTE_MS, float(i)) for i in range(120)])
+    old = await store.at("BTCUSDT", T0)  # two hours behind the newest: still there for BTC.c1h
+    assert old is not None and old.last_price == 0.0
 
 
 async def test_provisional_snapshots_never_replace_closed_ones(redis_client: aioredis.Redis) -> None:
