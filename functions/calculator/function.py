@@ -137,7 +137,10 @@ class Calculator:
         tracked = await self.metrics.tracked_symbols()
         for start in range(0, len(tracked), PRELOAD_CHUNK):
             # Rings this read had to create (lost from Redis) are rebuilt, as in a batch.
-            await self._heal(await self.candles.write([], also=tracked[start : start + PRELOAD_CHUNK]))
+            try:
+                await self._heal(await self.candles.write([], also=tracked[start : start + PRELOAD_CHUNK]))
+            except TransientError as exc:
+                log.info("calculator: not preloading yet (%s); the first batch rebuilds them", exc)
         if tracked:
             log.info("calculator: %d symbols' rings loaded", len(tracked))
 
