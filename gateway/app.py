@@ -24,7 +24,7 @@ from gateway.middleware import MIDDLEWARES
 from gateway.openapi import Endpoint, Param
 from gateway.prom import Registry
 from gateway.ratelimit import RateLimiter, parse_networks
-from gateway.routes import alerts, health, market, metrics, pages, rules, settings, webhooks
+from gateway.routes import alerts, health, market, metrics, pages, rules, settings, watchlist, webhooks
 from gateway.switches import RuleSwitches
 from gateway.ws import alerts_socket
 from screener.config import Settings
@@ -61,7 +61,7 @@ ENDPOINTS: list[Endpoint] = [
             Param("symbol", "only this symbol"),
             Param("rule_type", "only this rule"),
             Param("since", "ISO-8601 instant; alerts at or after it"),
-            Param("limit", "1..1000, default 100", schema={"type": "integer"}),
+            Param("limit", "1..5000 (larger values are clamped), default 100", schema={"type": "integer"}),
         ),
     ),
     Endpoint(
@@ -110,30 +110,79 @@ ENDPOINTS: list[Endpoint] = [
             Param("interval", "1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d", required=True),
             Param("startTime", "ms", schema={"type": "integer"}),
             Param("endTime", "ms", schema={"type": "integer"}),
-            Param("limit", "1..1500, default 500", schema={"type": "integer"}),
+            Param("limit", "1..1500 (clamped), default 500", schema={"type": "integer"}),
         ),
     ),
     Endpoint("GET", "/api/symbols", market.get_symbols, "Tracked symbols with first/last minute and coverage"),
-    Endpoint("GET", "/api/webhooks", webhooks.list_webhooks, "Your webhooks", auth="required"),
+    Endpoint("GET", "/api/watchlist", watchlist.get_watchlist, "Your watchlist: {symbols, count}", auth="required"),
+    Endpoint(
+        "POST",
+        "/api/watchlist",
+        watchlist.add_symbol,
+        "Add a base asset (idempotent; at most 50)",
+        auth="required",
+        body='{"symbol": "BTC"}',
+    ),
+    Endpoint(
+        "DELETE",
+        "/api/watchlist",
+        watchlist.remove_symbol,
+        "Remove a base asset (idempotent)",
+        auth="required",
+        body='{"symbol": "BTC"}',
+    ),
+    Endpoint(
+        "PUT",
+        "/api/watchlist",
+        watchlist.replace_watchlist,
+        "Replace your watchlist",
+        auth="required",
+        body='{"symbols": ["BTC", "ETH"]}',
+    ),
+    Endpoint(
+        "PUT",
+        "/api/settings/tv-username",
+        settings.put_tv_username,
+        "Set your TradingView username",
+        auth="required",
+        body='{"tv_username": str}',
+    ),
+    Endpoint(
+        "GET", "/api/webhooks", webhooks.list_webhooks, "Your webhooks: {webhooks, count, limit}", auth="required"
+    ),
     Endpoint(
         "POST",
         "/api/webhooks",
         webhooks.create_webhook,
-        "Add a webhook",
+        "Add a webhook (at most 10)",
         auth="required",
-        body="{kind: discord|telegram|json, url, secret?, chat_id?, enabled?, rule_types?, symbols?}",
+        body="{name, webhook_type: discord|telegram|slack|http, webhook_url, scope?: all|watchlist, is_enabled?, "
+        "config?, rule_types?, symbols?, secret?}",
     ),
+    Endpoint("GET", "/api/webhooks/{webhook_id}", webhooks.get_webhook, "One of your webhooks", auth="required"),
     Endpoint(
         "PUT",
         "/api/webhooks/{webhook_id}",
         webhooks.update_webhook,
-        "Change a webhook",
+        "Change a webhook; answers the updated webhook",
         auth="required",
         body="any of the fields of POST",
     ),
+    Endpoint(
+        "PATCH",
+        "/api/webhooks/{webhook_id}/toggle",
+        webhooks.toggle_webhook,
+        "Switch a webhook on or off",
+        auth="required",
+        body='{"enabled": bool}',
+    ),
     Endpoint("DELETE", "/api/webhooks/{webhook_id}", webhooks.delete_webhook, "Delete a webhook", auth="required"),
     Endpoint(
-        "POST", "/api/webhooks/{webhook_id}/test", webhooks.test_webhook, "Send a test alert now", auth="required"
+        "POST",
+        "/api/webhooks/{webhook_id}/test",
+        webhooks.test_webhook,
+        "Send a test alert now (200 sent; 502 failed, with the status code only)",
+        auth="required",
     ),
     Endpoint(
         "GET",
@@ -165,7 +214,7 @@ ENDPOINTS: list[Endpoint] = [
         "GET",
         "/ws/alerts",
         alerts_socket,
-        "WebSocket: raw alert frames; protocol v2 with ?protocol=2 (close 4401 bad token, 4008 too slow)",
+        "WebSocket: raw alert frames; protocol v2 with ?protocol=2 (a bad token is anonymous; 4008 too slow)",
         auth="optional",
         params=(
             Param("token", "JWT (instead of the Authorization header)"),

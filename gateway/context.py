@@ -21,6 +21,8 @@ from screener.events.models import MetricsSnapshot
 
 IDENTITY_KEY: web.RequestKey[Identity] = web.RequestKey("identity", Identity)
 CLIENT_IP_KEY: web.RequestKey[str] = web.RequestKey("client_ip", str)
+# Why a presented token was refused: public endpoints ignore it, ``require_user`` answers 401 with it.
+TOKEN_ERROR_KEY: web.RequestKey[str] = web.RequestKey("token_error", str)
 
 
 class MetricsReader(Protocol):
@@ -58,8 +60,11 @@ def identity(request: web.Request) -> Identity:
 
 
 def require_user(request: web.Request) -> str:
-    """Return the caller's user id; raise 401 when the request carries no token."""
+    """Return the caller's user id; raise 401 when the request carries no valid token."""
     user_id = identity(request).user_id
     if user_id is None:
-        raise unauthorized("this endpoint needs a token: send 'Authorization: Bearer <JWT>'")
+        refused = request.get(TOKEN_ERROR_KEY)
+        if refused is not None:
+            raise unauthorized(refused)
+        raise unauthorized("this endpoint needs a token: send 'Authorization: Bearer <JWT>'", missing=True)
     return user_id

@@ -35,16 +35,15 @@ class Endpoint:
     tag: str = "api"
 
 
+# client.md, decision 1: a flat body; ``error`` is a sentence a user can read.
 ERROR_SCHEMA = {
     "type": "object",
     "properties": {
-        "error": {
-            "type": "object",
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-            "required": ["code", "message"],
-        }
+        "error": {"type": "string", "description": "a sentence a user can read"},
+        "code": {"type": "string", "description": "machine code"},
+        "message": {"type": "string", "description": "detail, naming the field"},
     },
-    "required": ["error"],
+    "required": ["error", "code", "message"],
 }
 
 

@@ -1,20 +1,40 @@
-"""Per-client-IP rate limit shared by every gateway replica through Redis (fixed one-minute window)."""
+"""Rate limit per user or per client IP, shared by every gateway replica through Redis.
+
+client.md, decision 10: a sliding window, not a fixed one. Each key keeps the instants of its
+admitted requests of the last minute in a sorted set, so no 60-second span ever admits more than
+``limit`` requests; a fixed window would let a client send ``2 * limit`` across a minute boundary.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import itertools
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-# INCR and EXPIRE in one atomic step: a crash between them must not leave a key without expiry.
+# One atomic step: drop instants older than the window, count, admit (add this instant) or refuse.
+# Returns {admitted (0/1), count after, oldest instant still in the window}. A refused request is
+# not recorded, so a client that backs off is admitted again as soon as its oldest request ages out.
 _SCRIPT = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return count
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local count = redis.call('ZCARD', KEYS[1])
+local admitted = 0
+if count < limit then
+    redis.call('ZADD', KEYS[1], now, ARGV[4])
+    count = count + 1
+    admitted = 1
+end
+redis.call('PEXPIRE', KEYS[1], window + 1000)
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {admitted, count, tonumber(oldest[2] or now)}
 """
 WINDOW_MS = 60_000
 # Requests beyond this many in flight wait for a Redis connection instead of exhausting the pool.
@@ -33,7 +53,7 @@ class Decision:
 
 
 class RateLimiter:
-    """Count requests per client key in Redis; allow ``limit`` per minute."""
+    """Admit at most ``limit`` requests per client key in any 60-second span (Redis sorted sets)."""
 
     def __init__(self, redis: aioredis.Redis, limit: int, clock: Callable[[], float] = time.time) -> None:
         self._redis = redis
@@ -41,18 +61,23 @@ class RateLimiter:
         self._clock = clock
         self._script = redis.register_script(_SCRIPT)
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_CHECKS)
+        # Members must be unique per request: two requests in the same millisecond are two entries.
+        self._serial = itertools.count()
+        self._process = f"{os.getpid():x}.{id(self):x}"
 
     async def hit(self, client: str) -> Decision:
-        """Count one request of ``client`` and decide."""
+        """Count one request of ``client`` (``ip:<addr>`` or ``user:<id>``) and decide."""
         now_ms = int(self._clock() * 1000)
-        window = now_ms // WINDOW_MS
-        key = f"screener:ratelimit:{client}:{window}"
+        key = f"screener:ratelimit:{client}"
+        member = f"{now_ms}:{self._process}:{next(self._serial)}"
         async with self._slots:
-            count = int(await self._script(keys=[key], args=[WINDOW_MS + 5000]))
-        remaining = max(0, self._limit - count)
-        until_next_window_ms = (window + 1) * WINDOW_MS - now_ms
-        retry_after = max(1, -(-until_next_window_ms // 1000)) if count > self._limit else 0
-        return Decision(count <= self._limit, self._limit, remaining, retry_after)
+            admitted, count, oldest = await self._script(keys=[key], args=[now_ms, WINDOW_MS, self._limit, member])
+        remaining = max(0, self._limit - int(count))
+        if admitted:
+            return Decision(True, self._limit, remaining, 0)
+        # The next slot frees when the oldest admitted request leaves the window.
+        wait_ms = int(oldest) + WINDOW_MS - now_ms
+        return Decision(False, self._limit, 0, max(1, -(-wait_ms // 1000)))
 
 
 def parse_networks(values: Iterable[str]) -> tuple[IPNetwork, ...]:

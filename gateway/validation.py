@@ -54,13 +54,21 @@ def rule_type(name: str, value: str | None, *, required: bool = True) -> str | N
     return value
 
 
-def integer(name: str, value: str | None, *, default: int | None, low: int, high: int) -> int | None:
-    """Return an integer in ``[low, high]``, or ``default`` when absent."""
+def integer(
+    name: str, value: str | None, *, default: int | None, low: int, high: int, clamp: bool = False
+) -> int | None:
+    """Return an integer in ``[low, high]``, or ``default`` when absent.
+
+    With ``clamp`` a number outside the range is brought into it (client.md, decision 2: the web
+    client asks for ``limit=2000``); otherwise it is a 400. Anything that is not an integer is a 400.
+    """
     if value is None or value == "":
         return default
-    if not re.fullmatch(r"-?\d{1,19}", value.strip()):
+    if not re.fullmatch(r"[-+]?\d{1,19}", value.strip()):
         raise BadParameter(name, "must be an integer")
     number = int(value)
+    if clamp:
+        return min(high, max(low, number))
     if not low <= number <= high:
         raise BadParameter(name, f"must be between {low} and {high}")
     return number

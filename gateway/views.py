@@ -29,7 +29,10 @@ TIMEFRAME_FIELDS = (
     "bb_lower",
     "coverage",
 )
-FIB_FIELDS = ("r1", "r618", "r382", "pivot", "s382", "s618", "s1")
+# client.md, decision 12: the levels every timeframe object carries, as multiples of the window's
+# range R around its pivot P = (H + L + C) / 3 (the calculator's 1d levels under the client's names).
+FIB_RATIOS = (("r3", 1.0), ("r2", 0.618), ("r1", 0.382), ("pivot", 0.0), ("s1", -0.382), ("s2", -0.618), ("s3", -1.0))
+FIB_FIELDS = tuple(name for name, _ in FIB_RATIOS)
 _EMPTY = TimeframeMetrics()
 
 
@@ -38,12 +41,19 @@ def iso(instant: datetime) -> str:
     return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def timeframe_view(name: str, metrics: TimeframeMetrics) -> dict[str, Any]:
-    """Return the per-timeframe object of api.md (with ``fibonacci`` on 1d)."""
+def fibonacci_view(high: float | None, low: float | None, close: float | None) -> dict[str, float | None]:
+    """Return the Fibonacci pivot levels of a window (all null when the window is empty)."""
+    if high is None or low is None or close is None:
+        return dict.fromkeys(FIB_FIELDS)
+    pivot = (high + low + close) / 3.0
+    spread = high - low
+    return {name: pivot + ratio * spread for name, ratio in FIB_RATIOS}
+
+
+def timeframe_view(metrics: TimeframeMetrics) -> dict[str, Any]:
+    """Return the per-timeframe object: api.md's fields plus ``fibonacci`` of that timeframe's window."""
     out: dict[str, Any] = {field: getattr(metrics, field) for field in TIMEFRAME_FIELDS}
-    if name == "1d":
-        fib = metrics.fibonacci
-        out["fibonacci"] = {k: getattr(fib, k) if fib else None for k in FIB_FIELDS}
+    out["fibonacci"] = fibonacci_view(metrics.high, metrics.low, metrics.close)
     return out
 
 
@@ -53,7 +63,7 @@ def metrics_view(snapshot: MetricsSnapshot) -> dict[str, Any]:
         "symbol": snapshot.symbol,
         "timestamp": snapshot.timestamp,
         "last_price": snapshot.last_price,
-        "timeframes": {name: timeframe_view(name, snapshot.timeframes.get(name, _EMPTY)) for name in WINDOWS},
+        "timeframes": {name: timeframe_view(snapshot.timeframes.get(name, _EMPTY)) for name in WINDOWS},
     }
 
 

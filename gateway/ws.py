@@ -22,16 +22,13 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from gateway.auth import InvalidToken, bearer_token
-from gateway.context import GATEWAY, Gateway
-from gateway.errors import ApiError
+from gateway.context import GATEWAY, Gateway, identity
 from gateway.fanout import Client
 from gateway.history import alerts_after
 from gateway.validation import RULE_TYPE_RE, SYMBOL_RE
 
 log = logging.getLogger(__name__)
 
-CLOSE_UNAUTHORIZED = 4401
 CLOSE_POLICY = 1008
 MAX_FRAME_BYTES = 16 * 1024
 MAX_BAD_FRAMES = 20
@@ -56,14 +53,10 @@ async def alerts_socket(request: web.Request) -> web.WebSocketResponse:
     if gw.hub.draining:
         await ws.close(code=1001, message=b"server shutting down")
         return ws
-    # Authenticate after the upgrade: a browser cannot read an HTTP status of a failed upgrade, so the
-    # close code 4401 is how it learns that its token was refused.
-    try:
-        token = bearer_token(request, allow_query=True)
-        user_id = (await gw.verifier.verify(token)).user_id if token else None
-    except (InvalidToken, ApiError) as exc:
-        await ws.close(code=CLOSE_UNAUTHORIZED, message=str(exc).encode()[:120])
-        return ws
+    # client.md, decision 11: an invalid or expired token connects as anonymous (the public stream).
+    # Closing with 4401 instead would make the web client reconnect every 2 s, forever. The identity
+    # middleware has read ``?token=`` (or the Authorization header) already.
+    user_id = identity(request).user_id
     protocol = request.query.get("protocol", "1")
     if protocol not in ("1", "2"):
         await ws.close(code=CLOSE_POLICY, message=b"parameter 'protocol' must be 1 or 2")

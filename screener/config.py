@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 ENV_PREFIX = "SCREENER_"
+# The recording the replay plays when ``replay_data`` is unset (a folder of data/klines/).
+DEFAULT_REPLAY_RECORDING = "binance-um-2026-02"
 
 
 class ConfigError(Exception):
@@ -99,6 +101,18 @@ class Settings(BaseModel):
     replay_loop: bool = Field(
         default=True, description="replay again from the start, shifted forward in time, when the data ends"
     )
+    replay_time: Literal["live", "recorded"] = Field(
+        default="live",
+        description="`live`: shift the recording so its stream runs at the present (warm-up history before it, "
+        "alerts with current timestamps; it plays at `replay_speed` until it reaches now, then in real time); "
+        "`recorded`: keep the recorded times (backtests, tests, fault drills)",
+    )
+    replay_catch_up_minutes: int = Field(
+        default=720,
+        ge=0,
+        description="replay_time=live: the first streamed minute lies at least this far (and less than a day "
+        "more) before now; the replay plays that stretch at `replay_speed`, then runs in real time",
+    )
     replay_virtual_symbols: int = Field(
         default=0, ge=0, description="add N virtual symbols (time-shifted copies of the real series) for load tests"
     )
@@ -156,12 +170,18 @@ class Settings(BaseModel):
     jwt_audience: str = Field(default="authenticated", description="required `aud` claim")
     jwks_url: str | None = Field(default=None, description="JWKS URL for RS256/ES256 tokens")
     rate_limit_per_minute: int = Field(
-        default=100, ge=1, description="requests per client IP per minute, shared by all gateway replicas"
+        default=300,
+        ge=1,
+        description="requests per user (valid token) or client IP per minute (sliding window), shared by all "
+        "gateway replicas; `/api/health`, `/health/*` and preflights are not counted",
     )
     trusted_proxies: CsvList = Field(
         default_factory=list, description="comma-separated proxy IPs/CIDRs whose `X-Forwarded-For` is believed"
     )
-    cors_origins: CsvList = Field(default_factory=list, description="comma-separated origins allowed by CORS")
+    cors_origins: CsvList = Field(
+        default_factory=lambda: ["*"],
+        description="comma-separated origins allowed by CORS; `*`: any (no credentials are ever allowed)",
+    )
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="largest request body accepted")
     ws_send_queue: int = Field(
         default=256, ge=1, description="frames queued per WebSocket client before it is dropped (4008) as too slow"
@@ -184,6 +204,14 @@ class Settings(BaseModel):
         description="OTLP/HTTP traces endpoint (default: the exporter's, `http://localhost:4318/v1/traces`)",
     )
     service_name: str = Field(default="screener", description="OpenTelemetry service name prefix")
+
+    @property
+    def replay_recording(self) -> str:
+        """Return the name of the replayed recording (its folder or file name)."""
+        path = self.replay_data
+        if path is None:
+            return DEFAULT_REPLAY_RECORDING
+        return path.name.removesuffix(".gz").removesuffix(".csv") if path.suffix else path.name
 
 
 def _known_env_names() -> set[str]:

@@ -1,7 +1,8 @@
 """The replay's timeline: real series merged by minute, virtual copies, and loops that keep time moving.
 
-Timeline minute ``t`` of loop ``k`` shows the recorded minute ``t - k * period`` (``period`` is the
-recorded span), so a looping replay never goes back in time. A virtual symbol ``V0001ALGOUSDT`` is
+Timeline minute ``t`` of loop ``k`` shows the recorded minute ``t - shift - k * period`` (``period`` is
+the recorded span, ``shift`` the time shift of a replay that looks live, 0 for recorded times), so a
+looping replay never goes back in time. A virtual symbol ``V0001ALGOUSDT`` is
 the recorded ALGOUSDT series shifted by a per-copy number of minutes (wrapping inside the recorded
 span), so a thousand virtual symbols move differently but each one is a real market.
 """
@@ -49,6 +50,8 @@ class ReplayMarket:
             series = _overlap(series)
         self.start_ms = min(s.first_open_time for s in series.values())
         self.last_ms = max(s.last_open_time for s in series.values())
+        self.recorded_start_ms = self.start_ms
+        self.time_shift_ms = 0
         self.minutes = (self.last_ms - self.start_ms) // MINUTE_MS + 1
         self.period_ms = self.minutes * MINUTE_MS
         dense = {name: self._dense_rows(s) for name, s in series.items()}
@@ -70,6 +73,19 @@ class ReplayMarket:
         rows = np.full(self.minutes, -1, dtype=np.int64)
         rows[(series.open_time - self.start_ms) // MINUTE_MS] = np.arange(len(series), dtype=np.int64)
         return rows
+
+    def shift_time(self, shift_ms: int) -> None:
+        """Move the whole timeline by ``shift_ms`` (whole minutes) from the recorded times.
+
+        Every candle, warm-up row and bar read from the market afterwards carries shifted times, so
+        everything derived from them (metrics, alerts and their ids) is a function of the shifted minute.
+        """
+        if shift_ms % MINUTE_MS:
+            raise ValueError(f"a time shift must be whole minutes, got {shift_ms} ms")
+        delta = shift_ms - self.time_shift_ms
+        self.start_ms += delta
+        self.last_ms += delta
+        self.time_shift_ms = shift_ms
 
     @property
     def symbols(self) -> list[str]:

@@ -3,6 +3,9 @@
 Each timeline minute's candles of every symbol are published together (as Binance's minute
 boundary closes them all at once), at real time, a speed factor (60: a minute per second), or as
 fast as JetStream acknowledges ("max": the publish acknowledgements are the backpressure).
+
+A replay that looks live (``live=True``, its timeline shifted to the present) never emits a minute
+before it has closed on the wall clock: it plays at its speed until it reaches now, then in real time.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class ReplaySource:
         speed: float | None,
         loop: bool = True,
         start_ms: int | None = None,
+        live: bool = False,
     ) -> None:
         self.market = market
         self.stats = ReplayStats()
@@ -68,6 +72,7 @@ class ReplaySource:
         self._speed = speed
         self._loop = loop
         self._next = market.start_ms if start_ms is None else start_ms
+        self._live = live
 
     @property
     def next_minute(self) -> int:
@@ -90,6 +95,11 @@ class ReplaySource:
                     # bursting later to catch up.
                     started += lag
                 await self._clock.sleep(started + emitted_here * interval - self._clock.monotonic())
+            if self._live:
+                # Caught up with the present: wait for the minute to close, as the exchange would.
+                until_closed_ms = self._next + MINUTE_MS - self._clock.now_ms()
+                if until_closed_ms > 0:
+                    await self._clock.sleep(until_closed_ms / 1000)
             await self.emit_next()
             emitted_here += 1
             if self.stats.minutes % 1440 == 0:

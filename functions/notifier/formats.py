@@ -1,4 +1,4 @@
-"""Turn an alert into the HTTP request each channel expects: Discord, Telegram or signed JSON.
+"""Turn an alert into the HTTP request each channel expects: Discord, Telegram, Slack or signed JSON.
 
 Plain JSON webhooks are signed like Stripe's: the ``X-Screener-Signature`` header is
 ``sha256=<hex HMAC-SHA256 of "<timestamp>.<raw body>" keyed by the webhook's secret>`` and
@@ -130,6 +130,32 @@ def telegram_body(alert: Alert, chat_id: str, rule_name: str | None = None) -> d
     return {"chat_id": chat_id, "text": "\n".join(lines)[:4096], "parse_mode": "HTML", "disable_web_page_preview": True}
 
 
+def _slack_escape(text: str) -> str:
+    # Slack's mrkdwn reserves exactly these three characters (Slack API, "Formatting text").
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def slack_body(alert: Alert, rule_name: str | None = None) -> dict[str, Any]:
+    """Return a Slack incoming-webhook body: ``text`` (the notification's fallback) and Block Kit blocks."""
+    arrow = {1: ":large_green_circle:", -1: ":red_circle:"}.get(direction(alert), ":white_circle:")
+    title = _slack_escape(_title(alert, rule_name))
+    lines = [f"{arrow} *{title}*", _slack_escape(alert.description), f"Price: `{format_price(alert.price)}`"]
+    lines += [f"{_slack_escape(key)}: `{_slack_escape(value)}`" for key, value in _metric_items(alert)]
+    # A section's text is capped at 3000 characters by Block Kit.
+    section = "\n".join(lines)[:3000]
+    return {
+        "text": f"{title}: {_slack_escape(alert.description)}"[:3000],
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": section}},
+            {
+                "type": "context",
+                "elements": [{"type": "mrkdwn", "text": f"{alert.rule_type} · {alert.timestamp} · alert {alert.id}"}],
+            },
+        ],
+        "unfurl_links": False,
+    }
+
+
 def json_body(alert: Alert, delivery: str) -> dict[str, Any]:
     """Return the plain JSON body: the alert as the web client sees it, plus the delivery id."""
     return {**alert.public_view(), "delivery_id": delivery}
@@ -184,6 +210,8 @@ def build_request(webhook: Webhook, alert: Alert, now: float, rule_name: str | N
         if not webhook.chat_id:
             raise InvalidWebhook(f"webhook {webhook.id}: a telegram webhook needs a chat_id")
         return OutgoingRequest(webhook.url, _encode(telegram_body(alert, webhook.chat_id, rule_name)), headers)
+    if webhook.kind == "slack":
+        return OutgoingRequest(webhook.url, _encode(slack_body(alert, rule_name)), headers)
     delivery = delivery_id(webhook.id, alert.id)
     body = _encode(json_body(alert, delivery))
     headers[DELIVERY_HEADER] = delivery

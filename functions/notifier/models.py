@@ -7,13 +7,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
 from screener.events.models import Alert
 
 DeliveryKey = tuple[uuid.UUID, uuid.UUID]
-WebhookKind = Literal["discord", "telegram", "json"]
+WebhookKind = Literal["discord", "telegram", "slack", "http"]
 DeliveryStatus = Literal["pending", "sent", "failed", "skipped"]
-KINDS: tuple[WebhookKind, ...] = ("discord", "telegram", "json")
+# client.md, decision 15: ``http`` is signed JSON (``formats.json_body``); ``slack`` an incoming webhook.
+KINDS: tuple[WebhookKind, ...] = ("discord", "telegram", "slack", "http")
 
 # uuid5 namespace of delivery ids: a delivery id is a pure function of (webhook, alert), so a
 # receiver can drop a duplicate that an at-least-once redelivery sends.
@@ -26,6 +28,16 @@ class NotifierError(Exception):
 
 class InvalidWebhook(NotifierError):
     """A webhook row cannot be delivered to (unknown kind, missing chat id); the message says which."""
+
+
+def telegram_chat_id(url: str) -> str | None:
+    """Return the ``chat_id`` query parameter of a Telegram Bot API URL, if it has one.
+
+    The web client stores a Telegram webhook as one full URL,
+    ``https://api.telegram.org/bot<token>/sendMessage?chat_id=<id>`` (client.md, section 3).
+    """
+    values = parse_qs(urlsplit(url).query).get("chat_id")
+    return values[0] if values and values[0] else None
 
 
 @dataclass(frozen=True)
@@ -47,8 +59,9 @@ class Webhook:
         kind = row["kind"]
         if kind not in KINDS:
             raise InvalidWebhook(f"webhook {row['id']}: unknown kind {kind!r}, expected one of {list(KINDS)}")
-        if kind == "telegram" and not row.get("chat_id"):
-            raise InvalidWebhook(f"webhook {row['id']}: a telegram webhook needs a chat_id")
+        chat_id = row.get("chat_id") or (telegram_chat_id(str(row["url"])) if kind == "telegram" else None)
+        if kind == "telegram" and not chat_id:
+            raise InvalidWebhook(f"webhook {row['id']}: a telegram webhook needs a chat_id in its URL")
         raw_id = row["id"]
         return cls(
             id=raw_id if isinstance(raw_id, uuid.UUID) else uuid.UUID(str(raw_id)),
@@ -56,7 +69,7 @@ class Webhook:
             kind=kind,
             url=str(row["url"]),
             secret=row.get("secret"),
-            chat_id=None if row.get("chat_id") is None else str(row["chat_id"]),
+            chat_id=None if chat_id is None else str(chat_id),
             failure_count=int(row.get("failure_count") or 0),
             paused_until=row.get("paused_until"),
         )

@@ -8,7 +8,9 @@ Who receives an alert on their webhooks (rules.md, "Behaviour every rule shares"
    ``user_settings.rules[rule_type]`` when present, else the rule's ``alert_rules.default_on``
    (else on, for a rule whose row is gone, since the audience already said yes);
 3. and only on webhooks that are enabled, whose ``rule_types`` / ``symbols`` filters (NULL = all)
-   admit the alert, and, for Telegram, that have a ``chat_id``.
+   admit the alert, and, for Telegram, that have a ``chat_id``;
+4. a webhook of scope ``watchlist`` only gets alerts whose symbol is on its user's watchlist: an
+   entry matches the pair or its base asset, case-insensitively (``BTC`` matches BTCUSDT).
 
 The delivery log ``webhook_deliveries`` has one row per (webhook, alert). A row is written
 ``pending`` before anything is sent, then ends ``sent``, ``failed`` or ``skipped``; a final row is
@@ -29,7 +31,7 @@ from typing import Any
 import asyncpg
 
 from functions.notifier.models import DeliveryJob, DeliveryKey, DeliveryResult, InvalidWebhook, Webhook
-from screener.events.models import Alert, AlertAudience, minute_close_iso
+from screener.events.models import Alert, AlertAudience, base_asset, minute_close_iso
 
 # asyncpg.Pool and asyncpg.Connection both offer fetch/execute.
 Executor = Any
@@ -38,8 +40,8 @@ _WEBHOOK_COLUMNS = "w.id, w.user_id, w.kind, w.url, w.secret, w.chat_id, w.failu
 
 RECIPIENTS_SQL = f"""
 WITH a AS (
-    SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::boolean[])
-        AS a(idx, rule_type, symbol, owner, public)
+    SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::boolean[], $8::text[])
+        AS a(idx, rule_type, symbol, owner, public, base)
 ), listed AS (
     SELECT * FROM unnest($6::int[], $7::text[]) AS l(idx, user_id)
 )
@@ -50,6 +52,8 @@ JOIN webhooks w
  AND (w.rule_types IS NULL OR a.rule_type = ANY (w.rule_types))
  AND (w.symbols IS NULL OR a.symbol = ANY (w.symbols))
  AND (w.kind <> 'telegram' OR w.chat_id IS NOT NULL)
+ AND (w.scope = 'all' OR EXISTS (
+        SELECT 1 FROM watchlist wl WHERE wl.user_id = w.user_id AND upper(wl.symbol) IN (a.symbol, a.base)))
 LEFT JOIN alert_rules r ON r.rule_type = a.rule_type
 LEFT JOIN user_settings s ON s.user_id = w.user_id
 WHERE CASE
@@ -134,6 +138,7 @@ async def find_recipients(db: Executor, alerts: Sequence[Alert], observed_at: fl
         [a.audience.public for a in alerts],
         [i for i, _ in listed],
         [user for _, user in listed],
+        [base_asset(a.symbol) for a in alerts],
     )
     return [DeliveryJob(Webhook.from_row(row), alerts[row["idx"]], row["rule_name"], observed_at) for row in rows]
 

@@ -13,14 +13,14 @@ from gateway.history import recent_alerts
 from gateway.views import alert_row_view, delivery_view
 
 DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000
+MAX_LIMIT = 5000  # client.md, decision 2: larger values are clamped, never refused
 
 
 async def list_alerts(request: web.Request) -> web.Response:
     """Return a JSON array of alerts, newest first (api.md, "alert history")."""
     query = request.query
     validation.only_params(request, {"symbol", "rule_type", "since", "limit"})
-    limit = validation.integer("limit", query.get("limit"), default=DEFAULT_LIMIT, low=1, high=MAX_LIMIT)
+    limit = validation.integer("limit", query.get("limit"), default=DEFAULT_LIMIT, low=1, high=MAX_LIMIT, clamp=True)
     assert limit is not None
     rows = await recent_alerts(
         request.app[GATEWAY].pool,

@@ -38,6 +38,14 @@ async def dependency_flags(gw: Gateway) -> dict[str, bool]:
     return {name: result is True for name, result in zip(names, results, strict=True)}
 
 
+def source_view(gw: Gateway) -> dict[str, str]:
+    """Return where the data comes from, so a page never calls a replay "live" without saying so."""
+    settings = gw.settings
+    if settings.source != "replay":
+        return {"kind": "binance"}
+    return {"kind": "replay", "recording": settings.replay_recording, "time": settings.replay_time}
+
+
 async def api_health(request: web.Request) -> web.Response:
     """Return 200 ``ok`` with dependency flags, or 503 ``degraded`` naming what is down."""
     gw = request.app[GATEWAY]
@@ -48,6 +56,7 @@ async def api_health(request: web.Request) -> web.Response:
         "timestamp": iso(datetime.now(tz=UTC)),
         **flags,
         "websocket_clients": len(gw.hub.clients),
+        "source": source_view(gw),
     }
     if down:
         body["down"] = down

@@ -34,7 +34,7 @@ async def get_klines(request: web.Request) -> web.Response:
     end = validation.integer("endTime", query.get("endTime"), default=None, low=0, high=MAX_EPOCH_MS)
     if start is not None and end is not None and end < start:
         raise BadParameter("endTime", "must not be before startTime")
-    limit = validation.integer("limit", query.get("limit"), default=DEFAULT_KLINES, low=1, high=MAX_KLINES)
+    limit = validation.integer("limit", query.get("limit"), default=DEFAULT_KLINES, low=1, high=MAX_KLINES, clamp=True)
     assert symbol is not None
     assert limit is not None
     async with request.app[GATEWAY].pool.acquire() as conn:

@@ -1,8 +1,9 @@
-"""A user's settings: ``GET/POST /settings`` and ``/api/settings`` (token required)."""
+"""A user's settings: ``GET/POST /settings`` and ``/api/settings``, and ``PUT /api/settings/tv-username``."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from aiohttp import web
@@ -10,25 +11,30 @@ from aiohttp import web
 from gateway import rules_store, validation
 from gateway.context import GATEWAY, require_user
 from gateway.errors import BadParameter, json_ok
-from gateway.routes.webhooks import COLUMNS as WEBHOOK_COLUMNS
-from gateway.routes.webhooks import webhook_view
+from gateway.routes.watchlist import symbols_of
+from gateway.routes.webhooks import user_webhooks, webhook_view
 
 MAX_PREFERENCES_BYTES = 16 * 1024
+# TradingView usernames: letters, digits, underscores, dots and hyphens.
+TV_USERNAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
 async def _settings(request: web.Request, user_id: str) -> dict[str, Any]:
     async with request.app[GATEWAY].pool.acquire() as conn:
         rules = await rules_store.visible_rules(conn, user_id)
         overrides, preferences = await rules_store.user_overrides(conn, user_id)
-        hooks = await conn.fetch(
-            f"SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE user_id = $1 ORDER BY created_at", user_id
-        )
+        hooks = await user_webhooks(conn, user_id)
+        watchlist = await symbols_of(conn, user_id)
+        tv_username = await conn.fetchval("SELECT tv_username FROM tv_usernames WHERE user_id = $1", user_id)
+    rate = request.app[GATEWAY].settings.webhook_rate_per_minute
     switches = {r["rule_type"]: overrides.get(r["rule_type"], r["default_on"]) for r in rules}
     return {
         "user_id": user_id,
         "rules": switches,
         "enabled_rules": sorted(k for k, on in switches.items() if on),
-        "webhooks": [webhook_view(h) for h in hooks],
+        "webhooks": [webhook_view(h, rate) for h in hooks],
+        "watchlist": watchlist,
+        "tv_username": tv_username,
         "preferences": preferences,
     }
 
@@ -73,3 +79,22 @@ async def post_settings(request: web.Request) -> web.Response:
     for rule_type, on in switches.items():
         gw.switches.set_user_rule(user_id, rule_type, on)
     return json_ok(await _settings(request, user_id))
+
+
+async def put_tv_username(request: web.Request) -> web.Response:
+    """Store the caller's TradingView username ``{"tv_username"}`` (trimmed, non-empty; client.md, section 5)."""
+    user_id = require_user(request)
+    body = await validation.json_object(request)
+    validation.reject_unknown_fields(body, {"tv_username"})
+    name = validation.string_field(body, "tv_username", max_length=64)
+    assert name is not None
+    if not TV_USERNAME_RE.match(name):
+        raise BadParameter("tv_username", "may only hold letters, digits, underscores, dots and hyphens")
+    async with request.app[GATEWAY].pool.acquire() as conn:
+        await conn.execute(
+            """INSERT INTO tv_usernames (user_id, tv_username) VALUES ($1, $2)
+               ON CONFLICT (user_id) DO UPDATE SET tv_username = EXCLUDED.tv_username, updated_at = now()""",
+            user_id,
+            name,
+        )
+    return json_ok({"tv_username": name, "message": "TradingView username saved"})

@@ -1,8 +1,15 @@
-"""A user's webhooks: CRUD, a test delivery, and the delivery log."""
+"""A user's webhooks in the web client's shape (client.md, section 3): CRUD, toggle, a test delivery, the log.
+
+A webhook is ``{"id", "user_id", "name", "webhook_type", "webhook_url", "scope", "is_enabled",
+"max_alerts_per_minute", "config", "created_at", "updated_at"}``, plus the product's optional
+filters ``rule_types``, ``symbols`` and ``secret`` (the HMAC key of ``http`` webhooks, never echoed:
+``has_secret`` says whether one is set). ``webhook_type`` is ``discord``, ``telegram`` (a full Bot API
+URL carrying ``chat_id``), ``slack`` (an incoming webhook) or ``http`` (signed JSON).
+"""
 
 from __future__ import annotations
 
-import re
+import json
 import uuid
 from typing import Any
 from urllib.parse import urlsplit
@@ -12,31 +19,43 @@ import asyncpg
 from aiohttp import web
 
 from functions.notifier.delivery import RetryPolicy, send_test
-from functions.notifier.models import InvalidWebhook
+from functions.notifier.models import KINDS, InvalidWebhook, telegram_chat_id
 from gateway import validation
 from gateway.context import GATEWAY, require_user
 from gateway.errors import ApiError, BadParameter, json_ok, not_found
+from gateway.user_lock import user_lock
 from gateway.views import delivery_view, iso
 
-KINDS = ("discord", "telegram", "json")
-MAX_WEBHOOKS = 20
-FIELDS = {"kind", "url", "secret", "chat_id", "enabled", "rule_types", "symbols"}
-COLUMNS = "id, user_id, kind, url, secret, chat_id, enabled, rule_types, symbols, failure_count, paused_until, "
-COLUMNS += "created_at, updated_at"
-CHAT_ID_RE = re.compile(r"^-?[0-9]{1,20}$|^@[A-Za-z0-9_]{4,64}$")
+MAX_WEBHOOKS = 10
+MAX_NAME = 100
+MAX_URL = 2000
+MAX_CONFIG_BYTES = 4096
+SCOPES = ("all", "watchlist")
+FIELDS = {"name", "webhook_type", "webhook_url", "scope", "is_enabled", "config", "rule_types", "symbols", "secret"}
+# Fields of the Webhook object the client may echo back in a PUT; they are not the caller's to set.
+READ_ONLY = {"id", "user_id", "max_alerts_per_minute", "created_at", "updated_at", "has_secret"}
+# API field -> column.
+COLUMN_OF = {"webhook_type": "kind", "webhook_url": "url", "is_enabled": "enabled"}
+COLUMNS = "id, user_id, name, kind, url, secret, chat_id, enabled, scope, config, rule_types, symbols, "
+COLUMNS += "failure_count, paused_until, created_at, updated_at"
 
 
-def webhook_view(row: asyncpg.Record) -> dict[str, Any]:
-    """Return a webhook as the API shows it (the secret is never echoed)."""
+def webhook_view(row: asyncpg.Record, rate_per_minute: int) -> dict[str, Any]:
+    """Return a webhook as the web client reads it (the secret is never echoed)."""
+    config = row["config"]
     return {
         "id": str(row["id"]),
-        "kind": row["kind"],
-        "url": row["url"],
-        "has_secret": row["secret"] is not None,
-        "chat_id": row["chat_id"],
-        "enabled": row["enabled"],
+        "user_id": row["user_id"],
+        "name": row["name"],
+        "webhook_type": row["kind"],
+        "webhook_url": row["url"],
+        "scope": row["scope"],
+        "is_enabled": row["enabled"],
+        "max_alerts_per_minute": rate_per_minute,
+        "config": json.loads(config) if isinstance(config, str) else config,
         "rule_types": row["rule_types"],
         "symbols": row["symbols"],
+        "has_secret": row["secret"] is not None,
         "failure_count": row["failure_count"],
         "paused_until": iso(row["paused_until"]) if row["paused_until"] else None,
         "created_at": iso(row["created_at"]),
@@ -44,38 +63,59 @@ def webhook_view(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-def _url(body: dict[str, Any]) -> str:
-    url = validation.string_field(body, "url", max_length=2000)
-    assert url is not None
-    parts = urlsplit(url)
+def check_url(value: str, field: str = "webhook_url") -> str:
+    """Return ``value`` when it is an http(s) URL with a host, a valid port and no credentials or control characters."""
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise BadParameter(field, "must not contain spaces or control characters")
+    parts = urlsplit(value)
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise BadParameter("url", "must be an http(s) URL with a host")
+        raise BadParameter(field, "must be an http(s) URL with a host")
+    try:
+        port = parts.port
+    except ValueError:
+        raise BadParameter(field, "has a port outside 1-65535") from None
+    if port == 0:
+        raise BadParameter(field, "has a port outside 1-65535")
     if parts.username or parts.password:
-        raise BadParameter("url", "must not carry credentials")
-    return url
+        raise BadParameter(field, "must not carry credentials")
+    return value
+
+
+def _config(body: dict[str, Any]) -> dict[str, Any]:
+    config = body.get("config")
+    if config is None:
+        return {}
+    if not isinstance(config, dict) or len(json.dumps(config)) > MAX_CONFIG_BYTES:
+        raise BadParameter("config", f"must be a JSON object of at most {MAX_CONFIG_BYTES} bytes")
+    return config
 
 
 def _fields(body: dict[str, Any], *, partial: bool) -> dict[str, Any]:
-    validation.reject_unknown_fields(body, FIELDS)
+    """Return the validated columns to write from a POST (``partial=False``) or PUT body."""
+    validation.reject_unknown_fields(body, FIELDS | READ_ONLY)
     out: dict[str, Any] = {}
-    if not partial or "kind" in body:
-        kind = body.get("kind")
+    if not partial or "name" in body:
+        out["name"] = validation.string_field(body, "name", max_length=MAX_NAME)
+    if not partial or "webhook_type" in body:
+        kind = body.get("webhook_type")
         if kind not in KINDS:
-            raise BadParameter("kind", f"must be one of {', '.join(KINDS)}")
+            raise BadParameter("webhook_type", f"must be one of {', '.join(KINDS)}")
         out["kind"] = kind
-    if not partial or "url" in body:
-        out["url"] = _url(body)
+    if not partial or "webhook_url" in body:
+        url = validation.string_field(body, "webhook_url", max_length=MAX_URL)
+        assert url is not None
+        out["url"] = check_url(url)
+    if "scope" in body or not partial:
+        scope = body.get("scope", "all")
+        if scope not in SCOPES:
+            raise BadParameter("scope", "must be all or watchlist")
+        out["scope"] = scope
+    if "is_enabled" in body:
+        out["enabled"] = validation.boolean_field(body, "is_enabled")
+    if "config" in body or not partial:
+        out["config"] = json.dumps(_config(body))
     if "secret" in body:
         out["secret"] = validation.string_field(body, "secret", max_length=200, required=False)
-    if "chat_id" in body:
-        chat = body["chat_id"]
-        if isinstance(chat, int) and not isinstance(chat, bool):
-            chat = str(chat)
-        if chat is not None and (not isinstance(chat, str) or not CHAT_ID_RE.match(chat)):
-            raise BadParameter("chat_id", "must be a Telegram chat id (digits) or @channel name")
-        out["chat_id"] = chat
-    if "enabled" in body:
-        out["enabled"] = validation.boolean_field(body, "enabled")
     if "rule_types" in body:
         out["rule_types"] = validation.string_list_field(body, "rule_types", validation.RULE_TYPE_RE, 200)
     if "symbols" in body:
@@ -84,6 +124,20 @@ def _fields(body: dict[str, Any], *, partial: bool) -> dict[str, Any]:
             body = {**body, "symbols": [s.upper() if isinstance(s, str) else s for s in symbols]}
         out["symbols"] = validation.string_list_field(body, "symbols", validation.SYMBOL_RE, 500)
     return out
+
+
+def _telegram(fields: dict[str, Any]) -> None:
+    """Fill ``chat_id`` of a Telegram webhook from its URL (the client has no separate field)."""
+    if fields.get("kind") != "telegram":
+        fields["chat_id"] = None
+        return
+    chat_id = telegram_chat_id(fields["url"])
+    if chat_id is None or len(chat_id) > 64:
+        raise BadParameter(
+            "webhook_url",
+            "must be a Telegram Bot API URL with its chat, like https://api.telegram.org/bot<token>/sendMessage?chat_id=<id>",
+        )
+    fields["chat_id"] = chat_id
 
 
 def _webhook_id(request: web.Request) -> uuid.UUID:
@@ -100,56 +154,79 @@ async def _owned(conn: asyncpg.Connection, webhook_id: uuid.UUID, user_id: str) 
     return row
 
 
-def _check_kind(row: dict[str, Any]) -> None:
-    if row.get("kind") == "telegram" and not row.get("chat_id"):
-        raise BadParameter("chat_id", "is required for a telegram webhook")
+def _rate(request: web.Request) -> int:
+    return request.app[GATEWAY].settings.webhook_rate_per_minute
+
+
+async def user_webhooks(conn: asyncpg.Connection, user_id: str) -> list[asyncpg.Record]:
+    """Return the rows of ``user_id``'s webhooks, oldest first."""
+    return list(await conn.fetch(f"SELECT {COLUMNS} FROM webhooks WHERE user_id = $1 ORDER BY created_at", user_id))
 
 
 async def list_webhooks(request: web.Request) -> web.Response:
-    """Return the caller's webhooks."""
+    """Return ``{"webhooks": [...], "count", "limit"}`` of the caller."""
     user_id = require_user(request)
     async with request.app[GATEWAY].pool.acquire() as conn:
-        rows = await conn.fetch(f"SELECT {COLUMNS} FROM webhooks WHERE user_id = $1 ORDER BY created_at", user_id)
-    return json_ok({"webhooks": [webhook_view(r) for r in rows], "count": len(rows)})
+        rows = await user_webhooks(conn, user_id)
+    rate = _rate(request)
+    return json_ok({"webhooks": [webhook_view(r, rate) for r in rows], "count": len(rows), "limit": MAX_WEBHOOKS})
+
+
+async def get_webhook(request: web.Request) -> web.Response:
+    """Return one of the caller's webhooks."""
+    user_id = require_user(request)
+    webhook_id = _webhook_id(request)
+    async with request.app[GATEWAY].pool.acquire() as conn:
+        row = await _owned(conn, webhook_id, user_id)
+    return json_ok(webhook_view(row, _rate(request)))
 
 
 async def create_webhook(request: web.Request) -> web.Response:
-    """Add a webhook (Discord, Telegram or plain JSON signed with ``secret``)."""
+    """Add a webhook; answer the created webhook (the client inserts it into its list as returned)."""
     user_id = require_user(request)
     fields = _fields(await validation.json_object(request), partial=False)
-    _check_kind(fields)
-    async with request.app[GATEWAY].pool.acquire() as conn:
+    _telegram(fields)
+    async with request.app[GATEWAY].pool.acquire() as conn, conn.transaction():
+        await user_lock(conn, "webhooks", user_id)
         count = await conn.fetchval("SELECT count(*) FROM webhooks WHERE user_id = $1", user_id)
         if count >= MAX_WEBHOOKS:
-            raise ApiError(409, "too_many_webhooks", f"a user may have at most {MAX_WEBHOOKS} webhooks")
+            raise ApiError(
+                400,
+                "webhook_limit",
+                f"a user may have at most {MAX_WEBHOOKS} webhooks",
+                error=f"Webhook limit of {MAX_WEBHOOKS} reached",
+            )
         row = await conn.fetchrow(
-            f"""INSERT INTO webhooks (id, user_id, kind, url, secret, chat_id, enabled, rule_types, symbols)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}""",
+            f"""INSERT INTO webhooks (id, user_id, name, kind, url, secret, chat_id, enabled, scope, config,
+                                      rule_types, symbols)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12) RETURNING {COLUMNS}""",
             uuid.uuid4(),
             user_id,
+            fields["name"],
             fields["kind"],
             fields["url"],
             fields.get("secret"),
-            fields.get("chat_id"),
+            fields["chat_id"],
             fields.get("enabled", True),
+            fields["scope"],
+            fields["config"],
             fields.get("rule_types"),
             fields.get("symbols"),
         )
     assert row is not None
-    return json_ok(webhook_view(row), status=201)
+    return json_ok(webhook_view(row, _rate(request)), status=201)
 
 
-async def update_webhook(request: web.Request) -> web.Response:
-    """Change some fields of one of the caller's webhooks."""
-    user_id = require_user(request)
-    webhook_id = _webhook_id(request)
-    fields = _fields(await validation.json_object(request), partial=True)
-    if not fields:
-        raise BadParameter("body", f"give at least one of {', '.join(sorted(FIELDS))}")
+async def _update(request: web.Request, user_id: str, webhook_id: uuid.UUID, fields: dict[str, Any]) -> web.Response:
     async with request.app[GATEWAY].pool.acquire() as conn:
-        current = dict(await _owned(conn, webhook_id, user_id))
-        _check_kind({**current, **fields})
-        assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(fields, start=3))
+        current = await _owned(conn, webhook_id, user_id)
+        if "kind" in fields or "url" in fields:
+            merged = {"kind": current["kind"], "url": current["url"], **fields}
+            _telegram(merged)
+            fields["chat_id"] = merged["chat_id"]
+        assignments = ", ".join(
+            f"{name} = ${i}{'::jsonb' if name == 'config' else ''}" for i, name in enumerate(fields, start=3)
+        )
         if fields.get("enabled"):
             assignments += ", failure_count = 0, paused_until = NULL"  # re-enabling clears a pause
         row = await conn.fetchrow(
@@ -158,8 +235,28 @@ async def update_webhook(request: web.Request) -> web.Response:
             user_id,
             *fields.values(),
         )
-    assert row is not None
-    return json_ok(webhook_view(row))
+    if row is None:  # deleted meanwhile
+        raise not_found(f"webhook {webhook_id}")
+    return json_ok(webhook_view(row, _rate(request)))
+
+
+async def update_webhook(request: web.Request) -> web.Response:
+    """Change fields of one of the caller's webhooks; answer the full updated webhook."""
+    user_id = require_user(request)
+    webhook_id = _webhook_id(request)
+    fields = _fields(await validation.json_object(request), partial=True)
+    if not fields:
+        raise BadParameter("body", f"give at least one of {', '.join(sorted(FIELDS))}")
+    return await _update(request, user_id, webhook_id, fields)
+
+
+async def toggle_webhook(request: web.Request) -> web.Response:
+    """Switch one of the caller's webhooks on or off: ``{"enabled": bool}``."""
+    user_id = require_user(request)
+    webhook_id = _webhook_id(request)
+    body = await validation.json_object(request)
+    validation.reject_unknown_fields(body, {"enabled"})
+    return await _update(request, user_id, webhook_id, {"enabled": validation.boolean_field(body, "enabled")})
 
 
 async def delete_webhook(request: web.Request) -> web.Response:
@@ -173,7 +270,11 @@ async def delete_webhook(request: web.Request) -> web.Response:
 
 
 async def test_webhook(request: web.Request) -> web.Response:
-    """Send a sample alert to the webhook now (the notifier's own delivery code) and report the answer."""
+    """Send a sample alert to the webhook now; 200 when it was accepted, 502 naming only the status when not.
+
+    The destination's answer body is never passed on: the endpoint must not become a way to read
+    what an arbitrary URL answers.
+    """
     user_id = require_user(request)
     webhook_id = _webhook_id(request)
     gw = request.app[GATEWAY]
@@ -185,14 +286,14 @@ async def test_webhook(request: web.Request) -> web.Response:
             result = await send_test(session, dict(row), policy=policy)
     except InvalidWebhook as exc:
         raise ApiError(400, "invalid_webhook", str(exc)) from None
-    return json_ok(
-        {
-            "id": str(webhook_id),
-            "ok": result.ok,
-            "status": result.status,
-            "http_status": result.http_status,
-            "error": result.error,
-        }
+    if result.ok:
+        return json_ok({"id": str(webhook_id), "status": "sent", "http_status": result.http_status})
+    answer = f"it answered HTTP {result.http_status}" if result.http_status else "it did not answer"
+    raise ApiError(
+        502,
+        "webhook_test_failed",
+        f"test delivery to webhook {webhook_id} failed: {answer}",
+        error=f"Test alert to {row['name'] or 'the webhook'} failed: {answer}",
     )
 
 
@@ -201,7 +302,7 @@ async def webhook_deliveries(request: web.Request) -> web.Response:
     user_id = require_user(request)
     webhook_id = _webhook_id(request)
     validation.only_params(request, {"limit"})
-    limit = validation.integer("limit", request.query.get("limit"), default=100, low=1, high=1000)
+    limit = validation.integer("limit", request.query.get("limit"), default=100, low=1, high=1000, clamp=True)
     async with request.app[GATEWAY].pool.acquire() as conn:
         await _owned(conn, webhook_id, user_id)
         rows = await conn.fetch(

@@ -1,4 +1,4 @@
-// The screener dashboard: live alert feed, live screener table, candle chart with alert markers, rule switches.
+// The screener dashboard: alert feed, live screener table, candle chart with alert markers, rule switches.
 // Plain JavaScript, no build step; talks to the gateway's REST API and WebSocket protocol v2.
 "use strict";
 
@@ -25,6 +25,7 @@
     retry: 0,
     dirty: false,
     flashes: new Map(),
+    source: null,              // /api/health's source: {kind, recording?, time?}
   };
 
   // ---------------------------------------------------------------- helpers
@@ -36,7 +37,8 @@
     const response = await fetch(path, { ...options, headers: { ...headers(), ...(options.headers || {}) } });
     const body = await response.json().catch(() => null);
     if (!response.ok) {
-      const message = body && body.error ? body.error.message : response.statusText;
+      // Errors are {"error": "<sentence>", "code", "message": "<detail>"} (client.md, decision 1).
+      const message = body && typeof body.error === "string" ? body.error : response.statusText;
       throw new Error(`${response.status}: ${message}`);
     }
     return body;
@@ -358,6 +360,25 @@
     $("conn-text").textContent = text;
   }
 
+  // A replay is never called plain "live": the label names the recording (from /api/health).
+  function liveLabel() {
+    const source = state.source;
+    if (!source || source.kind !== "replay") return "live";
+    return source.time === "live" ? `replay of ${source.recording}, shifted to now` : `replay of ${source.recording}`;
+  }
+
+  async function loadSource() {
+    try {
+      state.source = (await api("/api/health")).source || null;
+    } catch {
+      state.source = null;
+    }
+    if (state.source && state.source.kind === "replay") {
+      $("feed-title").textContent = `Alerts · replay of ${state.source.recording}`;
+      if ($("conn").dataset.state === "live") setConn("live", liveLabel());
+    }
+  }
+
   function connect() {
     const proto = location.protocol === "https:" ? "wss" : "ws";
     const params = new URLSearchParams({ protocol: "2" });
@@ -373,7 +394,7 @@
         ws.send(JSON.stringify({ type: "subscribe", metrics: true }));
       } else if (msg.type === "subscribed") {
         state.retry = 0;
-        setConn("live", "live");
+        setConn("live", liveLabel());
       } else if (msg.type === "alert") {
         onAlert(msg.data);
       } else if (msg.type === "metrics") {
@@ -384,9 +405,7 @@
     };
     ws.onclose = (event) => {
       if (state.ws !== ws) return;
-      const reason = event.code === 4401 ? "token refused" : event.code === 4008 ? "too slow, reconnecting" : "reconnecting";
-      setConn(event.code === 4401 ? "offline" : "connecting", reason);
-      if (event.code === 4401) return;
+      setConn("connecting", event.code === 4008 ? "too slow, reconnecting" : "reconnecting");
       const delay = Math.min(15000, 500 * 2 ** state.retry++);
       setTimeout(connect, delay);
     };
@@ -416,7 +435,7 @@
 
   async function start() {
     $("signin").textContent = state.token ? "Account" : "Sign in";
-    await loadRules();
+    await Promise.all([loadRules(), loadSource()]);
     const [metrics, alerts] = await Promise.all([
       api("/api/metrics/").catch(() => []),
       api("/api/alerts?limit=100").catch(() => []),

@@ -193,6 +193,18 @@ def metrics_event_id(symbol: str, minute: int, provisional: bool = False) -> str
     return f"metrics{'.provisional' if provisional else ''}:{symbol}:{minute}"
 
 
+# Quote assets the web client strips to show a pair's base asset (client.md, section 2), longest first.
+QUOTE_ASSETS = ("FDUSD", "USDT", "USDC", "TRY")
+
+
+def base_asset(symbol: str) -> str:
+    """Return the base asset of a pair as the web client shows it: ``BTC`` for BTCUSDT."""
+    for quote in QUOTE_ASSETS:
+        if symbol.endswith(quote) and len(symbol) > len(quote):
+            return symbol[: -len(quote)]
+    return symbol
+
+
 def minute_close_iso(minute: int) -> str:
     """Return the ISO-8601 UTC instant at which ``minute`` (an open time in ms) closed."""
     instant = datetime.fromtimestamp((minute + MINUTE_MS) / 1000, tz=UTC)

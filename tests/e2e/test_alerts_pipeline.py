@@ -90,6 +90,7 @@ async def test_replayed_real_data_gives_the_reference_alerts_end_to_end(
         # (at "max" the rules may fall more than 90 minutes behind the calculator; see the report)
         replay_speed="600",
         replay_loop=False,
+        replay_time="recorded",  # compared with a reference computed on the recorded minutes
         replay_warmup_minutes=warmup,
         # One batch at a time per worker. With 2 concurrent batches in both the calculator and the rules
         # this still diverges now and then (see the rules report: calculator gap grace vs. rules order).

@@ -63,18 +63,19 @@ async def add_webhook(
     url: str,
     *,
     user_id: str = "alice",
-    kind: str = "json",
+    kind: str = "http",
     secret: str | None = None,
     chat_id: str | None = None,
     enabled: bool = True,
     rule_types: list[str] | None = None,
     symbols: list[str] | None = None,
+    scope: str = "all",
 ) -> uuid.UUID:
     """Insert a webhook row; return its id."""
     webhook_id = uuid.uuid4()
     await conn.execute(
-        """INSERT INTO webhooks (id, user_id, kind, url, secret, chat_id, enabled, rule_types, symbols)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+        """INSERT INTO webhooks (id, user_id, kind, url, secret, chat_id, enabled, rule_types, symbols, scope)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
         webhook_id,
         user_id,
         kind,
@@ -84,6 +85,7 @@ async def add_webhook(
         enabled,
         rule_types,
         symbols,
+        scope,
     )
     return webhook_id
 

@@ -134,7 +134,7 @@ def test_retry_after_parses_seconds_and_http_dates() -> None:
 
 
 async def test_send_test_delivers_a_signed_sample_alert(receiver: WebhookReceiver, http: aiohttp.ClientSession) -> None:
-    row = {"id": uuid.uuid4(), "user_id": "alice", "kind": "json", "url": receiver.url("/mine"), "secret": "k"}
+    row = {"id": uuid.uuid4(), "user_id": "alice", "kind": "http", "url": receiver.url("/mine"), "secret": "k"}
     result = await send_test(http, row)
     assert result.ok
     (request,) = receiver.received("/mine")

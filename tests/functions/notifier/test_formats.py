@@ -67,7 +67,7 @@ def test_telegram_body_is_send_message_with_escaped_html() -> None:
 
 def test_json_body_is_the_public_view_plus_delivery_id_and_is_signed() -> None:
     alert = make_alert()
-    request = build_request(_webhook("json", secret="s3cret"), alert, NOW)
+    request = build_request(_webhook("http", secret="s3cret"), alert, NOW)
     body = json.loads(request.body)
     expected_delivery = delivery_id(WEBHOOK_ID, alert.id)
     assert body == {**alert.public_view(), "delivery_id": expected_delivery}
@@ -79,7 +79,7 @@ def test_json_body_is_the_public_view_plus_delivery_id_and_is_signed() -> None:
 
 
 def test_signature_rejects_a_changed_body_a_wrong_key_and_a_replay() -> None:
-    request = build_request(_webhook("json", secret="s3cret"), make_alert(), NOW)
+    request = build_request(_webhook("http", secret="s3cret"), make_alert(), NOW)
     signature, timestamp = request.headers[SIGNATURE_HEADER], request.headers[TIMESTAMP_HEADER]
     assert not verify_signature("s3cret", request.body + b" ", signature, timestamp, now=NOW)
     assert not verify_signature("other", request.body, signature, timestamp, now=NOW)
@@ -89,13 +89,13 @@ def test_signature_rejects_a_changed_body_a_wrong_key_and_a_replay() -> None:
 
 
 def test_json_without_secret_is_sent_unsigned() -> None:
-    request = build_request(_webhook("json"), make_alert(), NOW)
+    request = build_request(_webhook("http"), make_alert(), NOW)
     assert SIGNATURE_HEADER not in request.headers
     assert DELIVERY_HEADER in request.headers
 
 
 def test_non_finite_metrics_become_null_in_json() -> None:
-    request = build_request(_webhook("json"), make_alert(metadata={"rsi15m": float("nan")}), NOW)
+    request = build_request(_webhook("http"), make_alert(metadata={"rsi15m": float("nan")}), NOW)
     assert json.loads(request.body)["metadata"] == {"rsi15m": None}
 
 

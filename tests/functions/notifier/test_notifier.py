@@ -136,7 +136,7 @@ async def test_an_alert_reaches_discord_telegram_and_signed_json_and_is_logged_s
 ) -> None:
     discord = await add_webhook(pg, receiver.url("/discord"), kind="discord")
     telegram = await add_webhook(pg, receiver.url("/bot123/sendMessage"), kind="telegram", chat_id="42")
-    signed = await add_webhook(pg, receiver.url("/json"), kind="json", secret="k3y")
+    signed = await add_webhook(pg, receiver.url("/json"), kind="http", secret="k3y")
     notifier = await _started(make_notifier)
     alert = make_alert()
 
@@ -449,7 +449,7 @@ async def test_a_pause_decided_mid_batch_skips_the_rest_of_that_batch(
 async def test_pending_deliveries_left_by_a_crash_are_redriven_on_start(
     make_notifier: NotifierFactory, pg: asyncpg.Connection, receiver: WebhookReceiver, clock: FakeClock
 ) -> None:
-    webhook = await add_webhook(pg, receiver.url("/hook"), kind="json")
+    webhook = await add_webhook(pg, receiver.url("/hook"), kind="http")
     disabled = await add_webhook(pg, receiver.url("/off"), enabled=False)
     broken = await add_webhook(pg, receiver.url("/tg"), kind="telegram")  # its chat id was removed
     crashed, fresh, unknown = _alerts(3)
