@@ -188,7 +188,7 @@ async def create_reset(conn: asyncpg.Connection, user_id: uuid.UUID) -> str | No
     """Return a new raw reset token for ``user_id``, or None when it already has enough live ones."""
     async with conn.transaction():
         # Serialise per user so two requests cannot both pass the count below.
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('screener_reset:' || $1::text))", user_id)
+        await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user_id)
         live = await conn.fetchval(
             "SELECT count(*) FROM password_resets WHERE user_id = $1 AND used_at IS NULL AND expires_at > now()",
             user_id,
