@@ -42,21 +42,6 @@ class BadParameter(ApiError):
         self.parameter = name
 
 
-class ShownError(ApiError):
-    """An error whose ``sentence`` a client shows its user verbatim; ``message`` is the detail naming the field."""
-
-    def __init__(
-        self, status: int, code: str, sentence: str, message: str | None = None, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(status, code, message or sentence, headers)
-        self.sentence = sentence
-
-
-def flat_error_body(sentence: str, code: str, message: str) -> dict[str, Any]:
-    """Return client.md's error body (decision 1): ``error`` a sentence, ``code`` a machine code, ``message`` detail."""
-    return {"error": sentence, "code": code, "message": message}
-
-
 def error_body(code: str, message: str) -> dict[str, Any]:
     """Return the JSON body of an error."""
     return {"error": {"code": code, "message": message}}

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from gateway.accounts.errors import ShownError
 from gateway.accounts.users import User
-from gateway.errors import ShownError
 from screener.config import Settings
 
 # The client's plan slugs (client.md section 4); a provider maps them to its own plan ids.

@@ -18,11 +18,11 @@ import asyncpg
 
 from gateway.accounts import store
 from gateway.accounts.billing import billing_provider
+from gateway.accounts.errors import ShownError
 from gateway.accounts.fields import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from gateway.accounts.fields import email as parse_email
 from gateway.accounts.passwords import Passwords
 from gateway.accounts.users import PLANS, ROLES, STATUSES, User, iso
-from gateway.errors import ShownError
 from screener import stackfiles
 from screener.config import Settings
 from screener.db.migrate import migrate

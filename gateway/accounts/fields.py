@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from gateway.errors import ShownError
+from gateway.accounts.errors import ShownError
 
 MAX_EMAIL_LENGTH = 254
 MIN_PASSWORD_LENGTH = 8  # the client checks the same (client.md section 1)

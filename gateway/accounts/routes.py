@@ -6,7 +6,6 @@ Every error here is client.md's body (decision 1): ``{"error": <sentence the cli
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 from datetime import UTC, datetime
@@ -14,34 +13,20 @@ from typing import Any
 
 import aiosmtplib
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from gateway import validation
 from gateway.accounts import fields, store
 from gateway.accounts.billing import PLAN_SLUGS
+from gateway.accounts.errors import ShownError, client_errors
 from gateway.accounts.service import ACCOUNTS, Accounts
 from gateway.accounts.users import User, iso, user_view
 from gateway.context import identity
-from gateway.errors import ApiError, ShownError, flat_error_body, json_ok
+from gateway.errors import json_ok
 from gateway.openapi import Endpoint, Param
 
 log = logging.getLogger(__name__)
 
 _SESSION = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
-
-
-def client_errors(handler: Handler) -> Handler:
-    """Render any ``ApiError`` of ``handler`` as client.md's flat error body."""
-
-    @functools.wraps(handler)
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except ApiError as exc:
-            sentence = exc.sentence if isinstance(exc, ShownError) else exc.message[:1].upper() + exc.message[1:]
-            return json_ok(flat_error_body(sentence, exc.code, exc.message), status=exc.status, headers=exc.headers)
-
-    return wrapped
 
 
 def _session(accounts: Accounts, user: User, fallback_email: str | None = None) -> dict[str, Any]:

@@ -17,12 +17,12 @@ from aiohttp import web
 
 from gateway.accounts import store
 from gateway.accounts.billing import BillingProvider, billing_provider
+from gateway.accounts.errors import ShownError
 from gateway.accounts.mail import ResetMailer, parse_smtp_url
 from gateway.accounts.passwords import Passwords
 from gateway.accounts.tokens import ISSUER, TokenIssuer, user_uuid
 from gateway.accounts.users import User
 from gateway.context import identity, require_user
-from gateway.errors import ShownError
 from gateway.ratelimit import IPNetwork, RateLimiter, client_ip, parse_networks
 from screener.config import Settings
 
