@@ -17,6 +17,8 @@ from aiohttp import web
 from nats.aio.client import Client as NATS
 
 from gateway import openapi
+from gateway.accounts import routes as account_routes
+from gateway.accounts import service as accounts
 from gateway.auth import TokenVerifier
 from gateway.context import GATEWAY, Gateway, MetricsReader
 from gateway.fanout import Hub
@@ -41,6 +43,7 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("GET", "/health/live", health.live, "Liveness probe", tag="ops"),
     Endpoint("GET", "/health/ready", health.ready, "Readiness probe (503 while a dependency is down)", tag="ops"),
     Endpoint("GET", "/metrics", health.prometheus, "Prometheus metrics (text format)", tag="ops"),
+    *account_routes.ENDPOINTS,
     Endpoint(
         "GET",
         "/api/metrics/",
@@ -260,6 +263,7 @@ def create_app(
     app = web.Application(middlewares=list(MIDDLEWARES), client_max_size=settings.max_body_bytes)
     app[GATEWAY] = gw
     app[pages.OPENAPI] = openapi.build(ENDPOINTS, VERSION)
+    accounts.setup(app, settings, pool, redis)
     market.setup(app)
     metrics.setup(app)
     for ep in ENDPOINTS:

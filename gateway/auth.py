@@ -16,9 +16,16 @@ MAX_TOKEN_LENGTH = 8192
 
 @dataclass(frozen=True)
 class Identity:
-    """The caller: ``user_id`` from the token's ``sub``, or None for an anonymous caller."""
+    """The caller: ``user_id`` from the token's ``sub``, or None for an anonymous caller.
+
+    ``email``, ``issuer`` and ``issued_at`` are the token's ``email``, ``iss`` and ``iat`` claims when
+    present: the accounts endpoints provision a user row from them and refuse revoked tokens.
+    """
 
     user_id: str | None
+    email: str | None = None
+    issuer: str | None = None
+    issued_at: int | None = None
 
     @property
     def anonymous(self) -> bool:
@@ -83,7 +90,17 @@ class TokenVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject or len(subject) > 200:
             raise InvalidToken("token 'sub' is not a user id")
-        return Identity(subject)
+        return Identity(
+            subject,
+            email=_short_text(claims.get("email")),
+            issuer=_short_text(claims.get("iss")),
+            issued_at=claims["iat"] if isinstance(claims.get("iat"), int) else None,
+        )
+
+
+def _short_text(value: object, limit: int = 320) -> str | None:
+    """Return an optional string claim, or None when it is absent, not a string or unreasonably long."""
+    return value if isinstance(value, str) and 0 < len(value) <= limit else None
 
 
 def bearer_token(request: web.Request, *, allow_query: bool = False) -> str | None:

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "collector": ("collector.cli", "run the collector (live Binance or replay of recorded klines)"),
     "gateway": ("gateway.cli", "run the REST/WebSocket gateway and the dashboard"),
     "migrate": ("screener.db.cli", "apply the database migrations and retention"),
+    "users": ("gateway.accounts.cli", "manage accounts: create an admin, list users, set plans, invites"),
     "backtest": ("functions.rules.backtest", "evaluate the rules over recorded klines and write a report"),
     "scale-advice": ("screener.scale_advice", "print the replica counts KEDA would choose now"),
 }

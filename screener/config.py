@@ -165,7 +165,9 @@ class Settings(BaseModel):
     gateway_host: str = Field(default="127.0.0.1", description="gateway listen address")
     gateway_port: int = Field(default=8080, ge=0, le=65535, description="gateway listen port")
     jwt_secret: str | None = Field(
-        default=None, description="HS256 secret for bearer tokens (Supabase's JWT secret works); unset: anonymous only"
+        default=None,
+        description="HS256 secret of the tokens the gateway issues and accepts (Supabase's JWT secret works); "
+        "unset: `screener up` generates one once and keeps it in its data folder",
     )
     jwt_audience: str = Field(default="authenticated", description="required `aud` claim")
     jwks_url: str | None = Field(default=None, description="JWKS URL for RS256/ES256 tokens")
@@ -187,6 +189,29 @@ class Settings(BaseModel):
         default=256, ge=1, description="frames queued per WebSocket client before it is dropped (4008) as too slow"
     )
     ws_heartbeat_seconds: float = Field(default=20.0, gt=0, description="WebSocket protocol-level ping interval")
+
+    # --- accounts (client.md section 1, decisions 4-8) -------------------------------------------
+    signup_mode: Literal["open", "invite", "closed"] = Field(
+        default="open", description="`open` (anyone signs up), `invite` (an invite code is needed) or `closed`"
+    )
+    token_lifetime_hours: float = Field(
+        default=24.0, gt=0, le=24 * 90, description="lifetime of the tokens the gateway issues at sign-in"
+    )
+    auth_rate_limit_per_minute: int = Field(
+        default=10,
+        ge=1,
+        description="sign-in, sign-up and password-reset requests per client IP per minute (against guessing)",
+    )
+    smtp_url: str | None = Field(
+        default=None,
+        description="SMTP server of the password-reset mail: `smtp://[user:password@]host[:port]` "
+        "(STARTTLS when offered) or `smtps://...` (TLS); unset: password reset is off",
+    )
+    mail_from: str = Field(default="screener@localhost", description="sender address of the password-reset mail")
+    frontend_origin: str = Field(
+        default="http://localhost:3000",
+        description="origin of the web client; the reset mail links to `<origin>/reset-password?token=...`",
+    )
 
     # --- notifier ----------------------------------------------------------------------------------
     webhook_timeout_seconds: float = Field(default=5.0, gt=0, description="timeout of one webhook attempt")

@@ -24,6 +24,7 @@ import asyncpg
 import nats
 from nats.js import JetStreamContext
 
+from screener import stackfiles
 from screener.config import Settings
 from screener.db.migrate import migrate
 from screener.embedded.servers import EmbeddedServer, free_port, start_nats, start_postgres, start_redis
@@ -85,6 +86,8 @@ class Stack:
         for name in ("nats", "redis", "postgres"):
             embedded = any(server.name == name for server in self.servers)
             log.info("%-8s %s%s", name, _redact(self.urls[name]), "  (embedded)" if embedded else "")
+        if not s.postgres_dsn:  # `screener users` in another terminal finds the embedded database here
+            stackfiles.write_servers(self.data_dir, {"postgres": self.urls["postgres"]})
 
     def _keep(self, server: EmbeddedServer) -> EmbeddedServer:
         self.servers.append(server)
@@ -139,6 +142,8 @@ class Stack:
         )
         if self.urls.get("nats_monitor"):
             env["SCREENER_NATS_MONITOR_URL"] = self.urls["nats_monitor"]
+        if not self.settings.jwt_secret:  # decision 4: generated once, kept with the data
+            env["SCREENER_JWT_SECRET"] = stackfiles.jwt_secret(self.data_dir)
         if self.args.data:
             env["SCREENER_REPLAY_DATA"] = str(self.args.data.resolve())
         if self.args.speed:
@@ -282,6 +287,7 @@ class Stack:
             f"  live alerts   ws://127.0.0.1:{self.gateway_port}/ws/alerts",
             f"  NATS monitor  {self.urls.get('nats_monitor') or '(configured server)'}/jsz",
             f"  logs          {self.data_dir / 'logs'}/",
+            "  first user    .venv/bin/screener users create-admin --email you@example.com",
             "  stop          Ctrl-C",
             "",
         ]
@@ -309,6 +315,7 @@ class Stack:
                 task.cancel()
             await asyncio.gather(*supervisors, progress, return_exceptions=True)
         finally:
+            stackfiles.remove_servers(self.data_dir)
             await asyncio.to_thread(self.stop_servers)
             log.info("stopped")
         return 0

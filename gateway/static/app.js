@@ -4,6 +4,7 @@
 
 (() => {
   const TOKEN_KEY = "screener.token";
+  const EMAIL_KEY = "screener.email";
   const LOCAL_RULES_KEY = "screener.localRules";
   const MAX_FEED = 200;
   const $ = (id) => document.getElementById(id);
@@ -426,6 +427,8 @@
         $("rules-note").textContent = "token refused — signed out";
         state.token = "";
         localStorage.removeItem(TOKEN_KEY);
+        localStorage.removeItem(EMAIL_KEY);
+        renderAccount();
         return loadRules();
       }
       $("rules-note").textContent = error.message;
@@ -434,7 +437,6 @@
   }
 
   async function start() {
-    $("signin").textContent = state.token ? "Account" : "Sign in";
     await Promise.all([loadRules(), loadSource()]);
     const [metrics, alerts] = await Promise.all([
       api("/api/metrics/").catch(() => []),
@@ -479,16 +481,66 @@
       document.querySelectorAll("#intervals button").forEach((b) => b.classList.toggle("active", b === button));
       loadChart();
     });
-    const dialog = $("signin-dialog");
-    $("signin").addEventListener("click", () => { $("token-input").value = state.token; dialog.showModal(); });
-    dialog.addEventListener("close", () => {
-      if (dialog.returnValue === "ok") state.token = $("token-input").value.trim();
-      else if (dialog.returnValue === "signout") state.token = "";
-      else return;
-      if (state.token) localStorage.setItem(TOKEN_KEY, state.token);
-      else localStorage.removeItem(TOKEN_KEY);
-      location.reload();
+    wireSignIn();
+  }
+
+  // ---------------------------------------------------------------- accounts
+  // Sign-in and sign-up call the gateway's /auth endpoints and keep the token it issues.
+  async function authenticate(path) {
+    const email = $("signin-email").value.trim();
+    const password = $("signin-password").value;
+    const response = await fetch(path, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ email, password }),
     });
+    const body = await response.json().catch(() => null);
+    if (!response.ok) {
+      // client.md's error body: `error` is the sentence to show.
+      const text = body && typeof body.error === "string" ? body.error : `${response.status} ${response.statusText}`;
+      throw new Error(text);
+    }
+    return body;
+  }
+
+  function keepSession(session) {
+    localStorage.setItem(TOKEN_KEY, session.token);
+    localStorage.setItem(EMAIL_KEY, session.user.email);
+    location.reload();
+  }
+
+  function signOut() {
+    localStorage.removeItem(TOKEN_KEY);
+    localStorage.removeItem(EMAIL_KEY);
+    location.reload();
+  }
+
+  function renderAccount() {
+    const signedIn = Boolean(state.token);
+    const email = localStorage.getItem(EMAIL_KEY) || "";
+    $("signin").textContent = signedIn ? email || "Account" : "Sign in";
+    $("signin-title").textContent = signedIn ? "Account" : "Sign in";
+    if (signedIn) $("signin-note").textContent = email ? `Signed in as ${email}.` : "Signed in.";
+    $("signin-fields").hidden = signedIn;
+    $("signin-submit").hidden = signedIn;
+    $("signup").hidden = signedIn;
+    $("signout").hidden = !signedIn;
+  }
+
+  function wireSignIn() {
+    const dialog = $("signin-dialog");
+    renderAccount();
+    const run = async (path) => {
+      $("signin-error").textContent = "";
+      try {
+        keepSession(await authenticate(path));
+      } catch (error) {
+        $("signin-error").textContent = error.message;
+      }
+    };
+    $("signin").addEventListener("click", () => { dialog.showModal(); if (!state.token) $("signin-email").focus(); });
+    $("signin-cancel").addEventListener("click", () => dialog.close());
+    $("signout").addEventListener("click", signOut);
+    $("signup").addEventListener("click", () => run("/auth/register"));
+    $("signin-form").addEventListener("submit", (event) => { event.preventDefault(); run("/auth/login"); });
   }
 
   wire();

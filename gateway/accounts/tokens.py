@@ -1,0 +1,50 @@
+"""The gateway's own tokens (decision 4): HS256 JWTs that ``gateway.auth.TokenVerifier`` accepts."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+
+import jwt
+
+from gateway.accounts.users import User
+
+# Marks the tokens this gateway issued, so a token of a deleted account is not re-provisioned.
+ISSUER = "screener-gateway"
+# Subjects of external issuers that are not UUIDs (JWKS providers like Auth0) map to stable UUIDs here.
+_SUBJECT_NAMESPACE = uuid.UUID("9f3c2b1e-5d7a-4c8e-b6f1-2a4d8e0c7b95")
+
+
+def user_uuid(subject: str) -> uuid.UUID:
+    """Return the user id of a token subject: the subject itself when it is a UUID, else a stable UUID of it."""
+    try:
+        return uuid.UUID(subject)
+    except ValueError:
+        return uuid.uuid5(_SUBJECT_NAMESPACE, subject)
+
+
+class TokenIssuer:
+    """Sign tokens with the shared HS256 secret: ``sub``, ``email``, ``role``, ``aud``, ``iss``, ``iat``, ``exp``."""
+
+    def __init__(
+        self, secret: str, audience: str, lifetime_seconds: float, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._secret = secret
+        self._audience = audience
+        self._lifetime = lifetime_seconds
+        self._clock = clock
+
+    def issue(self, user: User) -> str:
+        """Return a signed token for ``user``."""
+        now = int(self._clock())
+        claims = {
+            "sub": str(user.id),
+            "email": user.email or "",
+            "role": user.role,
+            "aud": self._audience,
+            "iss": ISSUER,
+            "iat": now,
+            "exp": now + int(self._lifetime),
+        }
+        return jwt.encode(claims, self._secret, algorithm="HS256")
