@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.faultdrills.catalog import catalog
+from bench.faultdrills.catalog import Drill, catalog
 from bench.faultdrills.report import as_json, markdown
 from bench.faultdrills.runner import SuiteConfig
 from bench.faultdrills.servers import Servers, ServerUrls
@@ -81,7 +81,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def choose(args: argparse.Namespace) -> list:  # type: ignore[type-arg]
+def choose(args: argparse.Namespace) -> list[Drill]:
     """Return the drills the arguments select."""
     speeds = tuple(s for s in args.speeds.split(",") if s) if not args.short else ()
     everything = catalog(

@@ -17,6 +17,7 @@ import signal
 import time
 
 import aiohttp
+from nats.aio.client import Client
 from nats.errors import Error as NatsError
 
 from collector.clock import SimulatedClock
@@ -50,8 +51,9 @@ class _Side:
         self.pipeline: Pipeline | None = None
         self.collector: Proc | None = None
         self.dsn = ""
-        self.nc: observe.Client | None = None
+        self.nc: Client | None = None
         self.lag: observe.Lag | None = None
+        self.exits: list[str] = []  # processes that exited on their own, with their status
 
     async def setup(self, config: SuiteConfig, drill: Drill, symbols: list[str], run_dir_name: str) -> None:
         self.dsn = await self.servers.reset()
@@ -74,13 +76,15 @@ class _Side:
         add_functions(self.pipeline)
         self.collector = self.pipeline.add_collector([])
 
-    def supervise(self) -> None:
-        """Restart a function that exited (the collector is stopped on purpose at the end)."""
+    def supervise(self, *, collector_too: bool = True) -> None:
+        """Restart what exited on its own, as a supervisor would (the collector only until it is stopped)."""
         assert self.pipeline is not None
         for proc in self.pipeline.procs:
-            if proc is not self.collector and not proc.running and proc.popen is not None:
-                proc.reap()
-                proc.start()
+            if proc.running or proc.popen is None or (proc is self.collector and not collector_too):
+                continue
+            code = proc.reap()
+            self.exits.append(f"{proc.name} {code}")
+            proc.start()
 
 
 class LiveDrillRun:
@@ -146,6 +150,9 @@ class LiveDrillRun:
             advisories = await observe.advisory_counts(sides[0].nc.jetstream())
             self.result.dropped, self.result.naks = advisories["MAX_DELIVERIES"], advisories["MSG_NAKED"]
             self.result.notes.append(f"{self.drops} connection drops; the clean run is a twin pipeline")
+            for side in sides:
+                if side.exits:
+                    self.result.notes.append(f"{side.name}: exited on their own: {', '.join(side.exits)}")
             if drained[1] is None:
                 self.result.notes.append("the twin pipeline did not drain")
         except Exception as exc:  # reported as the run's error, the suite goes on
@@ -191,7 +198,7 @@ class LiveDrillRun:
         while time.monotonic() < deadline and None in done:
             await asyncio.sleep(POLL_SECONDS)
             for i, side in enumerate(sides):
-                side.supervise()
+                side.supervise(collector_too=False)
                 assert side.nc is not None
                 side.lag = await observe.consumer_lag(side.nc.jetstream())
                 collector_done = side.collector is not None and not side.collector.running

@@ -78,7 +78,7 @@ async def consumer_lag(js: JetStreamContext) -> Lag | None:
             with contextlib.suppress(nats.js.errors.NotFoundError):
                 for info in await js.consumers_info(stream):
                     if info.config.durable_name:
-                        per[f"{stream}/{info.name}"] = info.num_pending + info.num_ack_pending
+                        per[f"{stream}/{info.name}"] = (info.num_pending or 0) + (info.num_ack_pending or 0)
     except (NatsError, TimeoutError):
         return None
     return Lag(per)

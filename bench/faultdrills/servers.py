@@ -129,8 +129,9 @@ class Servers:
         try:
             js = nc.jetstream()
             for info in await js.streams_info():
-                with contextlib.suppress(NotFoundError):
-                    await js.delete_stream(info.config.name)
+                if info.config.name:
+                    with contextlib.suppress(NotFoundError):
+                        await js.delete_stream(info.config.name)
         finally:
             await nc.close()
         client = aioredis.from_url(self.redis_url)

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from bench.faultdrills.catalog import POISONED, catalog
 from bench.faultdrills.outcome import candle_consumers, diff_counts, diff_events, diff_rows, digest
-from bench.faultdrills.poison import KINDS
+from bench.faultdrills.poison import KINDS, Maker
 from screener.events.models import Candle
 
 REAL = Candle(
@@ -68,7 +68,7 @@ def _defect(headers: dict[str, str], payload: bytes) -> str:
 
 
 @pytest.mark.parametrize("maker", KINDS, ids=lambda m: m(0, REAL).kind)
-def test_every_poisoned_kind_is_malformed(maker) -> None:  # type: ignore[no-untyped-def]
+def test_every_poisoned_kind_is_malformed(maker: Maker) -> None:
     event = maker(9, REAL)
     assert event.subject == "candles.1m.ALGOUSDT"
     assert _defect(event.headers, event.payload), event.kind
