@@ -5,6 +5,7 @@
     python3 make.py check    # install into .venv if needed, then lint, format check, types and tests
     python3 make.py test     # tests only (pytest arguments may follow)
     python3 make.py bench    # every benchmark script in bench/
+    python3 make.py drills   # the fault drills (bench/drills.py; --short: the CI subset, --help: options)
 
 The virtual environment lives in ``.venv``; it is (re)installed when pyproject.toml changes.
 """
@@ -79,8 +80,12 @@ def main(argv: list[str]) -> int:
     if task == "bench":
         status = 0
         for script in sorted((ROOT / "bench").glob("*.py")):
+            if script.name == "drills.py":  # not a figure: a suite of its own (`make.py drills`)
+                continue
             status |= run("python", str(script.relative_to(ROOT)))
         return status
+    if task == "drills":
+        return run("python", "bench/drills.py", *rest)
     print(f"unknown task {task!r}; see python3 make.py --help", file=sys.stderr)
     return 2
 
