@@ -52,8 +52,20 @@ _REFUSED_RETRY_SECONDS = 1.0
 # The longest a nak delays a redelivery. Waiting functions (the calculator's gap grace) are sized
 # from it: an event naked for a transient failure is never away longer than ack_wait or this.
 MAX_RETRY_DELAY_SECONDS = 5.0
+# The longest an event waiting for an earlier one of its symbol is kept away (screener.runtime.sequence).
+MAX_WAIT_DELAY_SECONDS = 2.0
 # Crash counts kept per message (by stream sequence); the oldest are forgotten beyond this.
 _CRASH_MEMORY = 100_000
+
+
+def waiting_delay(base: float | None, deliveries: int) -> float:
+    """Return the nak delay of an event waiting for an earlier one: ``base``, growing while it keeps waiting.
+
+    Waiting is not failing, but an event that waited several times is likely behind one that a killed
+    worker holds until ``ack_wait``: asking again every ``base`` seconds would only add redeliveries.
+    """
+    first = base if base is not None else 0.2
+    return float(min(MAX_WAIT_DELAY_SECONDS, first * 1.6 ** max(0, deliveries - 1)))
 
 
 def backoff_seconds(attempt: int, base: float = 0.5, cap: float = MAX_RETRY_DELAY_SECONDS) -> float:
@@ -223,7 +235,7 @@ class Worker:
         """Acknowledge the done items; redeliver the waiting ones later."""
         for index, item in enumerate(items):
             if index in waiting:
-                await self._nak(item.msg, delay)
+                await self._nak(item.msg, waiting_delay(delay, item.msg.metadata.num_delivered))
             else:
                 await item.msg.ack()
         self.stats.waited += len(waiting)

@@ -7,14 +7,17 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
+from cloudevents.core.base import BaseCloudEvent
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from screener.names import STREAM_ALERTS, STREAM_DEAD_LETTERS, dead_letter_subject
+from screener.runtime.function import Delivery, PartialBatch
 from screener.runtime.publisher import REASON_HEADER, Publisher
 from screener.runtime.worker import Worker
 from screener.streams import ensure_consumer
@@ -167,3 +170,56 @@ async def _attempted_some(client: aioredis.Redis) -> bool:
 async def _all_acked(js: JetStreamContext) -> bool:
     info = await js.consumer_info("CANDLES", "echo")
     return info.num_pending == 0 and info.num_ack_pending == 0
+
+
+class _Waits(Echo):
+    """Echo that makes event 0 wait (``PartialBatch``) for its first ``waits`` deliveries; the rest pass."""
+
+    def __init__(self, redis_url: str, waits: int) -> None:
+        super().__init__(redis_url)
+        self.waits_left = waits
+
+    async def handle(self, batch: Sequence[Delivery[dict[str, Any]]]) -> list[BaseCloudEvent]:
+        held = [i for i, d in enumerate(batch) if d.payload["n"] == 0]
+        if held and self.waits_left:
+            self.waits_left -= 1
+            done = [d for i, d in enumerate(batch) if i not in held]
+            raise PartialBatch(await super().handle(done), held, 0.05)
+        return await super().handle(batch)
+
+
+async def test_waiting_many_times_uses_up_no_delivery_limit_and_the_neighbours_go_on(
+    prepared: JetStreamContext, redis_client: aioredis.Redis, redis_url: str
+) -> None:
+    # Waiting for an earlier event is not failing: more waits than the old delivery limit of 5, and
+    # more than max_crashes, still end in processing, with no dead letter and no drop.
+    await Publisher(prepared).publish([input_event(n) for n in range(5)])
+    settings = fast_settings(max_crashes=2)
+    await ensure_consumer(prepared, ECHO_CONSUMER, settings)
+    waits = _Waits(redis_url, waits=8)
+    worker = Worker(waits, prepared, settings, fetch_timeout=0.2)
+    async with running(worker):
+        await wait_until(lambda: _alerts_at_least(prepared, 5), timeout=40)
+    assert waits.waits_left == 0
+    assert await redis_client.hlen("echo:seen") == 5
+    assert worker.stats.dead_lettered == 0
+    assert (await prepared.consumer_info("CANDLES", "echo")).config.max_deliver == -1
+
+
+async def test_two_bad_events_sharing_an_id_leave_two_dead_letters(prepared: JetStreamContext, redis_url: str) -> None:
+    for payload in (b'{"n": "one"}', b'{"n": "two"}'):
+        headers = {
+            "ce-specversion": "1.0",
+            "ce-id": "same",
+            "ce-source": "t",
+            "ce-type": "t",
+            "content-type": "application/json",
+        }
+        await prepared.publish("candles.1m.ECHO", payload, headers=headers)
+    await prepared.publish(
+        "candles.1m.ECHO", b'{"n": 3}', headers={"ce-specversion": "1.0", "ce-source": "t", "ce-type": "t"}
+    )
+    worker = Worker(Echo(redis_url), prepared, fast_settings(), fetch_timeout=0.2)
+    async with running(worker):
+        await wait_until(lambda: _count_at_least(prepared, STREAM_DEAD_LETTERS.name, 3))
+    assert worker.stats.dead_lettered == 3  # the one without ce-id too: no invented id
