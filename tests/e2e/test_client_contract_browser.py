@@ -4,7 +4,7 @@ A small page (tests/e2e/client_page) makes exactly the client's calls (client.md
 ``limit=2000&since=<48 h ago>``, a watchlist star that must survive a reload, a webhook created,
 toggled and tested against a local receiver, and the alert WebSocket with the client's JSON pings.
 `screener up` runs its default replay (``SCREENER_REPLAY_TIME=live``), so the replay's alerts are recent.
-The login is a token minted with the configured secret.
+The page signs up and logs in through /auth as the client does; the token survives reloads.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from aiohttp.test_utils import TestServer
 from screener.embedded.servers import free_port
 from tests.e2e.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, pytestmark, wait_until
 from tests.fakes.webhook_receivers import WebhookReceiver, running_receiver
-from tests.gateway.helpers import SECRET, token
+from tests.gateway.helpers import SECRET
 
 PAGE = Path(__file__).resolve().parent / "client_page"
 REPO = Path(__file__).resolve().parents[2]
@@ -107,7 +107,7 @@ async def test_the_clients_calls_work_from_a_browser_against_screener_up(
     init = (
         f"localStorage.setItem('api_url', {screener_up!r});"
         f"localStorage.setItem('ws_url', {ws_url!r});"
-        f"localStorage.setItem('auth_token', {token('browser-user', expires_in=24 * 3600)!r});"
+        "localStorage.setItem('account', JSON.stringify({email: 'trader@example.com', password: 'correct horse 1'}));"
     )
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
@@ -117,6 +117,10 @@ async def test_the_clients_calls_work_from_a_browser_against_screener_up(
         page.on("pageerror", lambda exc: problems.append(str(exc)))
         page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
         await page.goto(page_origin)
+        # Sign-up, login and the /api/me gate, through the gateway's own accounts.
+        await wait_until(page, "() => window.clientState.me !== null", timeout=60)
+        me = await page.evaluate("() => window.clientState.me")
+        assert me["email"] == "trader@example.com" and me["status"] == "active" and me["role"] == "user"
 
         # Alert History: the replay's alerts, dated within the last 48 hours.
         await wait_until(page, "() => window.clientState.alerts.length > 0", timeout=420)

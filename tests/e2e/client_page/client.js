@@ -5,13 +5,15 @@
 const API = localStorage.getItem("api_url");
 const WS_URL = localStorage.getItem("ws_url");
 const token = () => localStorage.getItem("auth_token");
-const state = { alerts: [], frames: [], watchlist: [], errors: [], webhook: null };
+const state = { alerts: [], frames: [], watchlist: [], errors: [], webhook: null, me: null };
 window.clientState = state;
 
 async function call(method, path, body) {
   const response = await fetch(API + path, {
     method,
-    headers: { "Content-Type": "application/json", Authorization: `Bearer ${token()}` },
+    headers: token()
+      ? { "Content-Type": "application/json", Authorization: `Bearer ${token()}` }
+      : { "Content-Type": "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const data = await response.json().catch(() => null);
@@ -77,7 +79,27 @@ function connect() {
   }, 1000);
 }
 
-Promise.all([loadHistory(), loadWatchlist()]).catch((error) => state.errors.push(String(error)));
-// Alert History polls every 5 s, as the client does.
-setInterval(() => loadHistory().catch((error) => state.errors.push(String(error))), 5000);
-connect();
+// The client's login gate: sign up (once) and log in through the backend, then GET /api/me on every
+// page load with the stored token; any failure there would log out.
+async function signIn() {
+  if (!token()) {
+    const account = JSON.parse(localStorage.getItem("account"));
+    await fetch(API + "/auth/register", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(account),
+    });
+    const session = await call("POST", "/auth/login", account);
+    localStorage.setItem("auth_token", session.token);
+    localStorage.setItem("auth_user", JSON.stringify(session.user));
+  }
+  state.me = await call("GET", "/api/me");
+  document.getElementById("me").textContent = `signed in: ${state.me.email}`;
+}
+
+signIn()
+  .then(() => {
+    Promise.all([loadHistory(), loadWatchlist()]).catch((error) => state.errors.push(String(error)));
+    // Alert History polls every 5 s, as the client does.
+    setInterval(() => loadHistory().catch((error) => state.errors.push(String(error))), 5000);
+    connect();
+  })
+  .catch((error) => state.errors.push(String(error)));
