@@ -20,11 +20,6 @@ SHORT_DRILLS = {"clean", "calculator-kill", "poisoned", "rules-kill", "scale-2"}
 
 @pytest.mark.drills
 @pytest.mark.timeout(1200)
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 11: redelivered candles are dropped at max_deliver, poisoned events take neighbours with "
-    "them, and rules replicas reorder minutes; green once the exactly-once fixes land",
-)
 def test_the_short_drill_suite_matches_the_clean_run() -> None:
     # A folder of its own, not tmp_path: concurrent pytest sessions rotate pytest's temporary folders
     # away, and this test runs for minutes.
