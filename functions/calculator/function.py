@@ -9,7 +9,6 @@ vectorised across that minute's symbols. docs/state.md explains the layout and t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
@@ -108,8 +107,11 @@ class Calculator:
         self.rejected = 0
         self.indicator_cache = IndicatorCache()
         self.sequencer = _sequencer(redis, None)
-        # symbol -> set when the batch of this process that took its candles has published them.
-        self._in_flight: dict[str, asyncio.Event] = {}
+        # symbol -> the batches of this process holding its candles, in fetch order; each batch's event
+        # is set once its outputs are published (or it failed).
+        self._holders: dict[str, list[asyncio.Event]] = {}
+        # id of a delivery -> the event of the batch that holds it (released by ``published``).
+        self._held_by: dict[int, asyncio.Event] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Calculator:
@@ -175,12 +177,25 @@ class Calculator:
         predecessor is not done yet waits (``PartialBatch``), one already done is skipped, so every
         minute is computed from exactly the minutes before it, whatever the delivery order.
         """
-        taken, waiting = await self._take_in_order(batch)
-        mine = asyncio.Event()  # set once this batch's candles are done (or failed)
-        for index in taken:
-            self._in_flight[batch[index].payload.symbol] = mine
-        output = _Output()
+        symbols = {d.payload.symbol for d in batch if d.payload.closed}
+        # Before any await: batches of this process queue per symbol in the order they were fetched
+        # (the stream's order), so one never overtakes another that holds earlier minutes of its symbols.
+        mine = asyncio.Event()
+        earlier = {event for symbol in symbols for event in self._holders.get(symbol, ())}
+        for symbol in symbols:
+            self._holders.setdefault(symbol, []).append(mine)
+        for delivery in batch:
+            self._held_by[id(delivery)] = mine
         try:
+            if earlier:
+                try:
+                    async with asyncio.timeout(IN_PROCESS_WAIT_SECONDS):
+                        await asyncio.gather(*(event.wait() for event in earlier))
+                except TimeoutError:
+                    for event in earlier:
+                        self._release(event)  # its publish failed (NATS away): stop queueing behind it
+            taken, waiting = await self._take_in_order(batch)
+            output = _Output()
             for segment in _segments(sorted((batch[i].payload for i in taken), key=lambda c: c.open_time)):
                 states = await self._heal(await self.candles.write(segment))
                 self._compute_closed(segment, states, output)
@@ -194,6 +209,8 @@ class Calculator:
         except BaseException:
             self._release(mine)
             raise
+        if not taken:
+            self._release(mine)  # nothing of ours for later batches to wait for
         events = self._events(output.payloads, batch)
         if waiting:
             raise PartialBatch(events, waiting, WAIT_RETRY_SECONDS)
@@ -213,14 +230,19 @@ class Calculator:
         except _REDIS_DOWN as exc:
             raise TransientError(f"calculator: Redis is unavailable: {exc!r}", REDIS_RETRY_SECONDS) from exc
         finally:
-            for event in {self._in_flight[s] for s in newest if s in self._in_flight}:
+            for event in {self._held_by[id(d)] for d in done if id(d) in self._held_by}:
                 self._release(event)
 
     def _release(self, event: asyncio.Event) -> None:
-        """Wake the batches waiting on ``event``'s batch and forget it."""
+        """Wake the batches queued behind ``event``'s batch and forget it."""
         event.set()
-        for symbol in [s for s, held in self._in_flight.items() if held is event]:
-            del self._in_flight[symbol]
+        for symbol in [s for s, queue in self._holders.items() if event in queue]:
+            queue = self._holders[symbol]
+            queue.remove(event)
+            if not queue:
+                del self._holders[symbol]
+        for key in [k for k, held in self._held_by.items() if held is event]:
+            del self._held_by[key]
 
     async def _take_in_order(self, batch: Sequence[Delivery[Candle]]) -> tuple[list[int], list[int]]:
         """Return the indices of the closed candles to compute now and of those that must wait.
@@ -231,13 +253,6 @@ class Calculator:
         for index, delivery in enumerate(batch):
             if delivery.payload.closed:
                 by_symbol[delivery.payload.symbol].append(index)
-        # Another batch of this process holds earlier candles of these symbols: wait for it here,
-        # briefly, rather than a redelivery.
-        held = [self._in_flight[s] for s in by_symbol if s in self._in_flight]
-        if held:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(IN_PROCESS_WAIT_SECONDS):
-                    await asyncio.gather(*(event.wait() for event in held))
         positions = await self.sequencer.positions(sorted(by_symbol))
         taken: list[int] = []
         waiting: list[int] = []
