@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from nats.aio.client import Client as NATS
 
-from gateway import openapi
+from gateway import openapi, ws
 from gateway.auth import TokenVerifier
 from gateway.context import GATEWAY, Gateway, MetricsReader
 from gateway.fanout import Hub
@@ -25,6 +25,7 @@ from gateway.openapi import Endpoint, Param
 from gateway.prom import Registry
 from gateway.ratelimit import RateLimiter, parse_networks
 from gateway.routes import alerts, health, market, metrics, pages, rules, settings, watchlist, webhooks
+from gateway.server import GatewayRunner
 from gateway.switches import RuleSwitches
 from gateway.ws import alerts_socket
 from screener.config import Settings
@@ -261,6 +262,8 @@ def create_app(
     app[GATEWAY] = gw
     app[pages.OPENAPI] = openapi.build(ENDPOINTS, VERSION)
     market.setup(app)
+    health.setup(app)
+    ws.setup(app)
     metrics.setup(app)
     for ep in ENDPOINTS:
         app.router.add_route(ep.method, ep.path, ep.handler)
@@ -310,7 +313,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     pool = await create_pool(settings)
     redis = connect_redis(settings)
     nc = await connect_nats(settings, name="screener-gateway")
-    runner = web.AppRunner(create_app(settings, pool, redis, nc), access_log=None, shutdown_timeout=DRAIN_SECONDS)
+    runner = GatewayRunner(create_app(settings, pool, redis, nc), access_log=None, shutdown_timeout=DRAIN_SECONDS)
     try:
         await runner.setup()
         site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port, backlog=4096)

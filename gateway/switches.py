@@ -107,6 +107,11 @@ class RuleSwitches:
             return False
         return self.enabled_for(user_id, alert.rule_type)
 
+    def visible_to(self, user_id: str | None, rule_type: str) -> bool:
+        """Return whether ``rule_type`` exists and ``user_id`` may see it (global, or their own)."""
+        info = self.rules.get(rule_type)
+        return info is not None and (info.owner is None or info.owner == user_id)
+
     def name_of(self, rule_type: str) -> str:
         """Return the rule's product name (alert_rules.name), or the id when unknown."""
         info = self.rules.get(rule_type)
