@@ -263,6 +263,7 @@ def create_app(
     app[pages.OPENAPI] = openapi.build(ENDPOINTS, VERSION)
     market.setup(app)
     health.setup(app)
+    rules.setup(app)
     ws.setup(app)
     metrics.setup(app)
     for ep in ENDPOINTS:
