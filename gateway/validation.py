@@ -96,12 +96,12 @@ def decode_json(data: bytes | str, root: str = "body") -> Any:
 
 def _locate(data: bytes | str, root: str) -> None:
     """Raise ``UnsafeJson`` naming the field of what orjson refused, when the lenient parser can read it."""
-    text = data.decode("utf-8", "surrogatepass") if isinstance(data, bytes) else data
     try:
+        text = data.decode("utf-8", "surrogatepass") if isinstance(data, bytes) else data
         # The standard parser accepts NaN, Infinity and lone surrogates, so the walk can say where
         # they are; it only runs on a body orjson refused at under its nesting limit.
         document = json.loads(text, parse_constant=float)
-    except (ValueError, RecursionError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return
     _check_tree(document, root)
 

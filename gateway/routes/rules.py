@@ -37,7 +37,7 @@ async def list_rules(request: web.Request) -> web.Response:
 async def toggle_rule(request: web.Request) -> web.Response:
     """Store the caller's switch of one rule (``{"enabled": bool}``)."""
     user_id = require_user(request)
-    rule_type = validation.rule_type("rule_type", request.match_info["rule_type"])
+    rule_type = validation.rule_type("rule_type", request.match_info["rule_id"])
     assert rule_type is not None
     body = await validation.json_object(request)
     validation.reject_unknown_fields(body, {"enabled"})

@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 import asyncpg
+import orjson
 from aiohttp import web
 
 from functions.notifier.delivery import RetryPolicy, send_test
@@ -51,7 +52,7 @@ def webhook_view(row: asyncpg.Record, rate_per_minute: int) -> dict[str, Any]:
         "scope": row["scope"],
         "is_enabled": row["enabled"],
         "max_alerts_per_minute": rate_per_minute,
-        "config": json.loads(config) if isinstance(config, str) else config,
+        "config": orjson.loads(config) if isinstance(config, str) else config,
         "rule_types": row["rule_types"],
         "symbols": row["symbols"],
         "has_secret": row["secret"] is not None,

@@ -198,3 +198,13 @@ async def test_readiness_checks_its_dependencies_at_most_once_a_second(
     statuses = await asyncio.gather(*(gw.get("/health/ready") for _ in range(50)))
     assert all(r.status == 200 for r in statuses)
     assert await pings() - before <= 1
+
+
+async def test_an_integer_beyond_64_bits_in_preferences_reads_back(gw: Client) -> None:
+    headers = {**auth("bigint"), "Content-Type": "application/json"}
+    huge = b'{"preferences": {"x": -41180000000000000000000000000}}'  # jsonb keeps every digit
+    written = await gw.post("/settings", data=huge, headers=headers)
+    assert written.status == 200, await written.text()
+    read = await gw.get("/settings", headers=auth("bigint"))
+    assert read.status == 200, await read.text()
+    assert (await read.json())["preferences"]["x"] == pytest.approx(-4.118e28)
