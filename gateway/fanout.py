@@ -94,18 +94,6 @@ class Filters:
             "metric_symbols": len(self.metric_symbols) if self.metric_symbols is not None else None,
         }
 
-    def describe(self) -> dict[str, Any]:
-        """Return the subscription as JSON for the client."""
-        return {
-            "alerts": self.alerts,
-            "symbols": sorted(self.symbols) if self.symbols is not None else None,
-            "excluded_symbols": sorted(self.excluded_symbols),
-            "rule_types": sorted(self.rule_types) if self.rule_types is not None else None,
-            "excluded_rule_types": sorted(self.excluded_rule_types),
-            "metrics": self.metrics,
-            "metric_symbols": sorted(self.metric_symbols) if self.metric_symbols is not None else None,
-        }
-
 
 class Client:
     """One WebSocket connection: its identity, protocol, filters and bounded send queue."""
