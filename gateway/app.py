@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from nats.aio.client import Client as NATS
 
-from gateway import openapi
+from gateway import api_schemas, openapi, ws
 from gateway.accounts import routes as account_routes
 from gateway.accounts import service as accounts
 from gateway.auth import TokenVerifier
@@ -27,6 +27,7 @@ from gateway.openapi import Endpoint, Param
 from gateway.prom import Registry
 from gateway.ratelimit import RateLimiter, parse_networks
 from gateway.routes import alerts, health, market, metrics, pages, rules, settings, watchlist, webhooks
+from gateway.server import GatewayRunner
 from gateway.switches import RuleSwitches
 from gateway.ws import alerts_socket
 from screener.config import Settings
@@ -36,24 +37,65 @@ VERSION = "1.0.0"
 DRAIN_SECONDS = 5.0
 
 _SYMBOL = Param("symbol", "symbol, like BTCUSDT")
-_LIMIT = Param("limit", "maximum number of items", schema={"type": "integer"})
+_LIMIT = Param("limit", "maximum number of items (clamped)", schema={"type": "integer"})
+_SYMBOLS = Param("symbols", "comma-separated symbols")
+_UUID = {"type": "string", "format": "uuid"}
+_SYMBOL_PATH = Param("symbol", "symbol, like BTCUSDT", where="path", schema={"type": "string", "minLength": 1})
+_WEBHOOK_ID = Param("webhook_id", "webhook id", where="path", schema=_UUID)
+_TEXT = "text/plain"
 
 ENDPOINTS: list[Endpoint] = [
-    Endpoint("GET", "/api/health", health.api_health, "Health with dependency flags (503 when degraded)", tag="ops"),
-    Endpoint("GET", "/health/live", health.live, "Liveness probe", tag="ops"),
-    Endpoint("GET", "/health/ready", health.ready, "Readiness probe (503 while a dependency is down)", tag="ops"),
-    Endpoint("GET", "/metrics", health.prometheus, "Prometheus metrics (text format)", tag="ops"),
+    Endpoint(
+        "GET",
+        "/api/health",
+        health.api_health,
+        "Health with dependency flags (503 when degraded)",
+        tag="ops",
+        schema=api_schemas.STATUS,
+    ),
+    Endpoint("GET", "/health/live", health.live, "Liveness probe", tag="ops", schema=api_schemas.STATUS),
+    Endpoint(
+        "GET",
+        "/health/ready",
+        health.ready,
+        "Readiness probe (503 while a dependency is down)",
+        tag="ops",
+        schema=api_schemas.READY,
+    ),
+    Endpoint("GET", "/metrics", health.prometheus, "Prometheus metrics (text format)", tag="ops", media=_TEXT),
     *account_routes.ENDPOINTS,
     Endpoint(
         "GET",
         "/api/metrics/",
         metrics.all_metrics,
         "Latest metrics of every symbol (an array)",
-        params=(Param("symbols", "comma-separated symbols to restrict to"),),
+        params=(_SYMBOLS,),
+        schema=api_schemas.ARRAY,
     ),
-    Endpoint("GET", "/api/metrics", metrics.all_metrics, "Same as /api/metrics/"),
-    Endpoint("GET", "/api/metrics/{symbol}", metrics.one_symbol, "Latest metrics of one symbol (404 if not tracked)"),
-    Endpoint("GET", "/metrics/{symbol}", metrics.one_symbol, "Latest metrics of one symbol (legacy path)"),
+    Endpoint(
+        "GET",
+        "/api/metrics",
+        metrics.all_metrics,
+        "Same as /api/metrics/",
+        params=(_SYMBOLS,),
+        schema=api_schemas.ARRAY,
+    ),
+    Endpoint(
+        "GET",
+        "/api/metrics/{symbol}",
+        metrics.one_symbol,
+        "Latest metrics of one symbol (404 if not tracked)",
+        params=(_SYMBOL_PATH,),
+        schema=api_schemas.OBJECT,
+    ),
+    Endpoint(
+        "GET",
+        "/metrics/{symbol}",
+        metrics.one_symbol,
+        "Latest metrics of one symbol (legacy path)",
+        params=(_SYMBOL_PATH,),
+        schema=api_schemas.OBJECT,
+    ),
     Endpoint(
         "GET",
         "/api/alerts",
@@ -63,9 +105,10 @@ ENDPOINTS: list[Endpoint] = [
         params=(
             Param("symbol", "only this symbol"),
             Param("rule_type", "only this rule"),
-            Param("since", "ISO-8601 instant; alerts at or after it"),
+            Param("since", "ISO-8601 instant (years 2000-2199); alerts at or after it"),
             Param("limit", "1..5000 (larger values are clamped), default 100", schema={"type": "integer"}),
         ),
+        schema=api_schemas.ARRAY,
     ),
     Endpoint(
         "GET",
@@ -73,35 +116,55 @@ ENDPOINTS: list[Endpoint] = [
         alerts.alert_deliveries,
         "Webhook deliveries of an alert",
         auth="required",
+        params=(Param("alert_id", "alert id", where="path", schema=_UUID),),
+        schema=api_schemas.DELIVERIES,
     ),
     Endpoint(
-        "GET", "/api/alert-rules", rules.list_rules, "Rules; with a token `enabled` is your setting", auth="optional"
+        "GET",
+        "/api/alert-rules",
+        rules.list_rules,
+        "Rules; with a token `enabled` is your setting",
+        auth="optional",
+        schema=api_schemas.RULES,
     ),
     Endpoint(
         "POST",
         "/api/alert-rules",
         rules.create_rule,
-        "Add your own rule (400 names position and reason)",
+        "Add your own rule (400 names position and reason; 409 past the per-user caps)",
         auth="required",
         body="{name, expression, description?, cooldown (min) | cooldown_seconds, frequency?}",
+        body_schema=api_schemas.NEW_RULE,
+        ok=201,
+        schema=api_schemas.RULE,
+        errors=(409,),
     ),
     Endpoint(
         "PUT",
-        "/api/alert-rules/{rule_type}",
+        "/api/alert-rules/{rule_id}",
         rules.toggle_rule,
         "Switch a rule on or off for you",
         auth="required",
         body='{"enabled": bool}',
+        body_schema=api_schemas.ENABLED,
+        schema=api_schemas.TOGGLED,
     ),
     Endpoint(
-        "DELETE", "/api/alert-rules/{rule_id}", rules.delete_rule, "Delete one of your own rules", auth="required"
+        "DELETE",
+        "/api/alert-rules/{rule_id}",
+        rules.delete_rule,
+        "Delete your own rule (403: a global one)",
+        auth="required",
+        schema=api_schemas.DELETED,
+        errors=(403,),
     ),
     Endpoint(
         "GET",
         "/api/tickers",
         market.get_tickers,
         "24h tickers from our candles (an array)",
-        params=(Param("symbols", "comma-separated symbols; default all"),),
+        params=(Param("symbols", "comma-separated symbols; default all"), Param("symbol", "one symbol")),
+        schema=api_schemas.ARRAY,
     ),
     Endpoint(
         "GET",
@@ -115,16 +178,34 @@ ENDPOINTS: list[Endpoint] = [
             Param("endTime", "ms", schema={"type": "integer"}),
             Param("limit", "1..1500 (clamped), default 500", schema={"type": "integer"}),
         ),
+        schema=api_schemas.ARRAY,
     ),
-    Endpoint("GET", "/api/symbols", market.get_symbols, "Tracked symbols with first/last minute and coverage"),
-    Endpoint("GET", "/api/watchlist", watchlist.get_watchlist, "Your watchlist: {symbols, count}", auth="required"),
+    Endpoint(
+        "GET",
+        "/api/symbols",
+        market.get_symbols,
+        "Tracked symbols with first/last minute and coverage",
+        schema=api_schemas.ARRAY,
+    ),
+    Endpoint(
+        "GET",
+        "/api/watchlist",
+        watchlist.get_watchlist,
+        "Your watchlist: {symbols, count}",
+        auth="required",
+        schema=api_schemas.WATCHLIST,
+    ),
     Endpoint(
         "POST",
         "/api/watchlist",
         watchlist.add_symbol,
-        "Add a base asset (idempotent; at most 50)",
+        "Add a base asset (idempotent; at most 50; 201 when added, 200 when it was there)",
         auth="required",
         body='{"symbol": "BTC"}',
+        body_schema=api_schemas.SYMBOL,
+        ok=201,
+        also_ok=(200,),
+        schema=api_schemas.WATCHLIST,
     ),
     Endpoint(
         "DELETE",
@@ -133,6 +214,8 @@ ENDPOINTS: list[Endpoint] = [
         "Remove a base asset (idempotent)",
         auth="required",
         body='{"symbol": "BTC"}',
+        body_schema=api_schemas.SYMBOL,
+        schema=api_schemas.WATCHLIST,
     ),
     Endpoint(
         "PUT",
@@ -141,6 +224,8 @@ ENDPOINTS: list[Endpoint] = [
         "Replace your watchlist",
         auth="required",
         body='{"symbols": ["BTC", "ETH"]}',
+        body_schema=api_schemas.SYMBOLS,
+        schema=api_schemas.WATCHLIST,
     ),
     Endpoint(
         "PUT",
@@ -149,20 +234,38 @@ ENDPOINTS: list[Endpoint] = [
         "Set your TradingView username",
         auth="required",
         body='{"tv_username": str}',
+        body_schema=api_schemas.TV,
+        schema=api_schemas.TV_USERNAME,
     ),
     Endpoint(
-        "GET", "/api/webhooks", webhooks.list_webhooks, "Your webhooks: {webhooks, count, limit}", auth="required"
+        "GET",
+        "/api/webhooks",
+        webhooks.list_webhooks,
+        "Your webhooks: {webhooks, count, limit}",
+        auth="required",
+        schema=api_schemas.WEBHOOKS,
     ),
     Endpoint(
         "POST",
         "/api/webhooks",
         webhooks.create_webhook,
-        "Add a webhook (at most 10)",
+        "Add a webhook (at most 10; the URL must reach a public address)",
         auth="required",
         body="{name, webhook_type: discord|telegram|slack|http, webhook_url, scope?: all|watchlist, is_enabled?, "
         "config?, rule_types?, symbols?, secret?}",
+        body_schema=api_schemas.NEW_WEBHOOK,
+        ok=201,
+        schema=api_schemas.WEBHOOK,
     ),
-    Endpoint("GET", "/api/webhooks/{webhook_id}", webhooks.get_webhook, "One of your webhooks", auth="required"),
+    Endpoint(
+        "GET",
+        "/api/webhooks/{webhook_id}",
+        webhooks.get_webhook,
+        "One of your webhooks",
+        auth="required",
+        params=(_WEBHOOK_ID,),
+        schema=api_schemas.WEBHOOK,
+    ),
     Endpoint(
         "PUT",
         "/api/webhooks/{webhook_id}",
@@ -170,6 +273,9 @@ ENDPOINTS: list[Endpoint] = [
         "Change a webhook; answers the updated webhook",
         auth="required",
         body="any of the fields of POST",
+        body_schema=api_schemas.WEBHOOK_CHANGE,
+        params=(_WEBHOOK_ID,),
+        schema=api_schemas.WEBHOOK,
     ),
     Endpoint(
         "PATCH",
@@ -178,14 +284,28 @@ ENDPOINTS: list[Endpoint] = [
         "Switch a webhook on or off",
         auth="required",
         body='{"enabled": bool}',
+        body_schema=api_schemas.ENABLED,
+        params=(_WEBHOOK_ID,),
+        schema=api_schemas.WEBHOOK,
     ),
-    Endpoint("DELETE", "/api/webhooks/{webhook_id}", webhooks.delete_webhook, "Delete a webhook", auth="required"),
+    Endpoint(
+        "DELETE",
+        "/api/webhooks/{webhook_id}",
+        webhooks.delete_webhook,
+        "Delete a webhook",
+        auth="required",
+        params=(_WEBHOOK_ID,),
+        schema=api_schemas.DELETED,
+    ),
     Endpoint(
         "POST",
         "/api/webhooks/{webhook_id}/test",
         webhooks.test_webhook,
         "Send a test alert now (200 sent; 502 failed, with the status code only)",
         auth="required",
+        params=(_WEBHOOK_ID,),
+        schema=api_schemas.WEBHOOK_TEST,
+        errors=(502,),
     ),
     Endpoint(
         "GET",
@@ -193,9 +313,10 @@ ENDPOINTS: list[Endpoint] = [
         webhooks.webhook_deliveries,
         "Delivery log of a webhook",
         auth="required",
-        params=(_LIMIT,),
+        params=(_WEBHOOK_ID, _LIMIT),
+        schema=api_schemas.DELIVERIES,
     ),
-    Endpoint("GET", "/settings", settings.get_settings, "Your settings", auth="required"),
+    Endpoint("GET", "/settings", settings.get_settings, "Your settings", auth="required", schema=api_schemas.SETTINGS),
     Endpoint(
         "POST",
         "/settings",
@@ -203,8 +324,12 @@ ENDPOINTS: list[Endpoint] = [
         "Update your settings",
         auth="required",
         body="{rules?: {rule_type: bool}, enabled_rules?: [rule_type], preferences?: {}}",
+        body_schema=api_schemas.SETTINGS_CHANGE,
+        schema=api_schemas.SETTINGS,
     ),
-    Endpoint("GET", "/api/settings", settings.get_settings, "Your settings", auth="required"),
+    Endpoint(
+        "GET", "/api/settings", settings.get_settings, "Your settings", auth="required", schema=api_schemas.SETTINGS
+    ),
     Endpoint(
         "POST",
         "/api/settings",
@@ -212,6 +337,8 @@ ENDPOINTS: list[Endpoint] = [
         "Update your settings",
         auth="required",
         body="{rules?: {rule_type: bool}, enabled_rules?: [rule_type], preferences?: {}}",
+        body_schema=api_schemas.SETTINGS_CHANGE,
+        schema=api_schemas.SETTINGS,
     ),
     Endpoint(
         "GET",
@@ -226,8 +353,8 @@ ENDPOINTS: list[Endpoint] = [
         ),
         tag="websocket",
     ),
-    Endpoint("GET", "/api/openapi.json", pages.openapi, "This document", tag="ops"),
-    Endpoint("GET", "/", pages.dashboard, "The dashboard page", response="HTML", tag="ui"),
+    Endpoint("GET", "/api/openapi.json", pages.openapi, "This document", tag="ops", schema=api_schemas.OPENAPI),
+    Endpoint("GET", "/", pages.dashboard, "The dashboard page", response="HTML", tag="ui", media="text/html"),
 ]
 
 
@@ -265,6 +392,9 @@ def create_app(
     app[pages.OPENAPI] = openapi.build(ENDPOINTS, VERSION)
     accounts.setup(app, settings, pool, redis)
     market.setup(app)
+    health.setup(app)
+    rules.setup(app)
+    ws.setup(app)
     metrics.setup(app)
     for ep in ENDPOINTS:
         app.router.add_route(ep.method, ep.path, ep.handler)
@@ -314,7 +444,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     pool = await create_pool(settings)
     redis = connect_redis(settings)
     nc = await connect_nats(settings, name="screener-gateway")
-    runner = web.AppRunner(create_app(settings, pool, redis, nc), access_log=None, shutdown_timeout=DRAIN_SECONDS)
+    runner = GatewayRunner(create_app(settings, pool, redis, nc), access_log=None, shutdown_timeout=DRAIN_SECONDS)
     try:
         await runner.setup()
         site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port, backlog=4096)

@@ -11,6 +11,8 @@ from aiohttp import web
 from gateway.errors import unauthorized
 
 ASYMMETRIC = ("RS256", "ES256")
+# The JWK key type each accepted asymmetric algorithm needs (RFC 7518, section 6.1).
+KEY_TYPE_OF = {"RS256": "RSA", "ES256": "EC"}
 MAX_TOKEN_LENGTH = 8192
 
 
@@ -67,6 +69,10 @@ class TokenVerifier:
                 signing = await asyncio.to_thread(jwks.get_signing_key_from_jwt, token)
             except jwt.PyJWKClientError as exc:
                 raise InvalidToken(f"no usable signing key: {exc}") from None
+            # A token may name any alg; verifying an ES256 signature with an RSA key raises deep in
+            # the crypto backend, so a key of the wrong type is refused here as an invalid token.
+            if signing.key_type != KEY_TYPE_OF[algorithm]:
+                raise InvalidToken(f"algorithm {algorithm!r} does not match its signing key ({signing.key_type})")
             key = signing.key
         else:
             raise InvalidToken(f"algorithm {algorithm!r} is not accepted")

@@ -82,16 +82,16 @@ class Filters:
         """Return whether this subscription covers metrics of ``symbol``."""
         return self.metrics and (self.metric_symbols is None or symbol in self.metric_symbols)
 
-    def describe(self) -> dict[str, Any]:
-        """Return the subscription as JSON for the client."""
+    def summary(self) -> dict[str, Any]:
+        """Return the subscription's flags and the size of each set (None = everything)."""
         return {
             "alerts": self.alerts,
-            "symbols": sorted(self.symbols) if self.symbols is not None else None,
-            "excluded_symbols": sorted(self.excluded_symbols),
-            "rule_types": sorted(self.rule_types) if self.rule_types is not None else None,
-            "excluded_rule_types": sorted(self.excluded_rule_types),
+            "symbols": len(self.symbols) if self.symbols is not None else None,
+            "excluded_symbols": len(self.excluded_symbols),
+            "rule_types": len(self.rule_types) if self.rule_types is not None else None,
+            "excluded_rule_types": len(self.excluded_rule_types),
             "metrics": self.metrics,
-            "metric_symbols": sorted(self.metric_symbols) if self.metric_symbols is not None else None,
+            "metric_symbols": len(self.metric_symbols) if self.metric_symbols is not None else None,
         }
 
 

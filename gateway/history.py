@@ -62,8 +62,12 @@ class Replay:
 async def alerts_after(pool: asyncpg.Pool, last_alert_id: str, *, user_id: str | None, limit: int) -> Replay:
     """Return the visible alerts recorded after ``last_alert_id`` (at least once: dedupe by id)."""
     async with pool.acquire() as conn:
+        # The anchor must be visible to the caller too: otherwise "found" would tell whether an alert
+        # id of someone else's rule exists.
         anchor = await conn.fetchrow(
-            "SELECT minute, created_at FROM alert_history WHERE id = $1::uuid LIMIT 1", last_alert_id
+            f"SELECT minute, created_at FROM alert_history WHERE id = $1::uuid AND {VISIBLE_TO.format(p='$2')} LIMIT 1",
+            last_alert_id,
+            user_id,
         )
         if anchor is None:
             return Replay([], found=False, truncated=False)

@@ -11,6 +11,7 @@ import redis.exceptions
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from gateway import validation
 from gateway.auth import InvalidToken, bearer_token
 from gateway.context import CLIENT_IP_KEY, GATEWAY, IDENTITY_KEY, TOKEN_ERROR_KEY, identity
 from gateway.errors import ApiError, error_response
@@ -154,6 +155,15 @@ async def body_cap(request: web.Request, handler: Handler) -> web.StreamResponse
 
 
 @web.middleware
+async def clean_input(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse NUL and lone surrogates in every query value and path segment, naming the parameter."""
+    validation.check_query(request)
+    for name, value in request.match_info.items():
+        validation.query_value(name, value)
+    return await handler(request)
+
+
+@web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Attach the caller's identity when a valid token came; never refuse here.
 
@@ -213,5 +223,6 @@ async def rate_limit(request: web.Request, handler: Handler) -> web.StreamRespon
     return response
 
 
-# The identity comes before the rate limit, which counts per user when a valid token came.
-MIDDLEWARES = (observe, cors, json_errors, body_cap, authenticate, rate_limit)
+# The identity comes before the rate limit, which counts per user when a valid token came; hostile
+# input is refused after it, so refusals count too.
+MIDDLEWARES = (observe, cors, json_errors, body_cap, authenticate, rate_limit, clean_input)

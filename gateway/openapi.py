@@ -33,6 +33,12 @@ class Endpoint:
     body: str | None = None
     response: str = "JSON"
     tag: str = "api"
+    ok: int = 200  # the success status
+    also_ok: tuple[int, ...] = ()  # other success statuses (same schema)
+    schema: dict[str, Any] | None = None  # of the success body (JSON unless ``media`` says otherwise)
+    body_schema: dict[str, Any] | None = None
+    errors: tuple[int, ...] = ()  # statuses beyond those every endpoint of its kind has
+    media: str = "application/json"
 
 
 # client.md, decision 1: a flat body; ``error`` is a sentence a user can read.
@@ -51,12 +57,67 @@ def _path_params(path: str) -> list[str]:
     return re.findall(r"{(\w+)}", path)
 
 
+def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+_ERRORS = {
+    400: "invalid parameter or body (the message names it)",
+    401: "missing, invalid or expired token",
+    403: "not allowed for this user",
+    404: "not found",
+    409: "conflicts with a per-user cap",
+    413: "request body too large",
+    415: "the body must be application/json",
+    502: "the webhook's destination failed (its status only)",
+    503: "a dependency is unavailable",
+}
+_RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait"}}
+
+
+def _responses(ep: Endpoint) -> dict[str, Any]:
+    """Return every status ``ep`` can answer, each with its schema."""
+    ok_schema = (
+        ep.schema
+        if ep.schema is not None
+        else ({"type": "object"} if ep.media == "application/json" else {"type": "string"})
+    )
+    responses: dict[str, Any] = {
+        str(status): {"description": ep.response, "content": {ep.media: {"schema": ok_schema}}}
+        for status in (ep.ok, *ep.also_ok)
+    }
+    statuses = {400, 503, *ep.errors}
+    if ep.auth != "none":
+        statuses.add(401)
+    if _path_params(ep.path):
+        statuses.add(404)
+    if ep.body or ep.body_schema:
+        statuses |= {413, 415}
+    for status in sorted(statuses):
+        responses[str(status)] = _error(_ERRORS[status])
+    if ep.tag != "ops" and ep.path != "/":
+        responses["429"] = _error("rate limited", _RETRY_AFTER)
+    return responses
+
+
 def build(endpoints: list[Endpoint], version: str) -> dict[str, Any]:
     """Return the OpenAPI 3.1 document of ``endpoints``."""
     paths: dict[str, dict[str, Any]] = {}
     for ep in endpoints:
+        declared = {p.name: p for p in ep.params if p.where == "path"}
         params = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": declared[name].schema if name in declared else {"type": "string", "minLength": 1},
+            }
             for name in _path_params(ep.path)
         ]
         params += [
@@ -68,25 +129,21 @@ def build(endpoints: list[Endpoint], version: str) -> dict[str, Any]:
                 "schema": p.schema,
             }
             for p in ep.params
+            if p.where != "path"
         ]
         operation: dict[str, Any] = {
             "summary": ep.summary,
             "tags": [ep.tag],
             "parameters": params,
-            "responses": {
-                "200": {"description": ep.response},
-                "400": {"description": "invalid parameter", "content": {"application/json": {"schema": ERROR_SCHEMA}}},
-                "429": {"description": "rate limited (Retry-After)"},
-            },
+            "responses": _responses(ep),
         }
         if ep.auth != "none":
             operation["security"] = [{"bearer": []}] if ep.auth == "required" else [{"bearer": []}, {}]
-            operation["responses"]["401"] = {"description": "missing, invalid or expired token"}
-        if ep.body:
+        if ep.body or ep.body_schema:
             operation["requestBody"] = {
                 "required": True,
-                "description": ep.body,
-                "content": {"application/json": {"schema": {"type": "object"}}},
+                "description": ep.body or "",
+                "content": {"application/json": {"schema": ep.body_schema or {"type": "object"}}},
             }
         paths.setdefault(ep.path, {})[ep.method.lower()] = operation
     return {

@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 import asyncpg
+import orjson
 
 RULE_COLUMNS = (
     "rule_type, name, description, category, expression, enabled, default_on, frequency, "
@@ -87,5 +88,6 @@ def rule_view(row: asyncpg.Record, enabled: bool) -> dict[str, Any]:
 
 
 def _load(value: Any) -> dict[str, Any]:
-    data = json.loads(value) if isinstance(value, str | bytes) else value
+    # orjson reads an integer beyond 64 bits (jsonb keeps any) as a float, so it can be encoded back.
+    data = orjson.loads(value) if isinstance(value, str | bytes) else value
     return data if isinstance(data, dict) else {}

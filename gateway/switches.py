@@ -1,8 +1,8 @@
 """Which alerts each user's stream delivers: rule defaults plus personal switches, cached in memory.
 
-The cache reloads when PostgreSQL notifies ``screener_rules_changed`` (the triggers of 001_core.sql fire
-on every write to alert_rules and user_settings), so a switch flipped through another gateway replica
-takes effect here within moments.
+The cache follows ``screener_rules_changed``: the row triggers of 008 say which rule or which user's
+switches changed, and only those rows are read again (a switch flipped through another replica takes
+effect here within moments; a preferences-only write notifies nothing).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from functions.rules.changes import RuleChanges
 from screener.events.models import Alert
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class RuleSwitches:
         self._listener: asyncpg.pool.PoolConnectionProxy | None = None
         self._reload_task: asyncio.Task[None] | None = None
         self._dirty = asyncio.Event()
+        self._pending: list[RuleChanges] = []
         self.version = 0
 
     async def start(self) -> None:
@@ -71,18 +73,47 @@ class RuleSwitches:
         self._overrides = {s["user_id"]: _bool_map(s["rules"]) for s in settings}
         self.version += 1
 
-    def _on_notify(self, *_: Any) -> None:
+    async def apply(self, changes: RuleChanges) -> None:
+        """Read again only the rules and users ``changes`` names (everything: ``reload``)."""
+        if changes.everything:
+            await self.reload()
+            return
+        async with self._pool.acquire() as conn:
+            rules = await conn.fetch(
+                "SELECT rule_type, name, default_on, owner FROM alert_rules WHERE rule_type = any($1::text[])",
+                sorted(changes.rule_types),
+            )
+            settings = await conn.fetch(
+                "SELECT user_id, rules FROM user_settings WHERE user_id = any($1::text[])", sorted(changes.users)
+            )
+        for rule_type in changes.rule_types:
+            self.rules.pop(rule_type, None)
+        for r in rules:
+            self.rules[r["rule_type"]] = RuleInfo(r["rule_type"], r["name"], r["default_on"], r["owner"])
+        for user_id in changes.users:
+            self._overrides.pop(user_id, None)
+        for row in settings:
+            self._overrides[row["user_id"]] = _bool_map(row["rules"])
+        self.version += 1
+
+    def _on_notify(self, _conn: object, _pid: object, _channel: object, payload: object) -> None:
+        self._pending.append(RuleChanges.parse(str(payload)))
         self._dirty.set()
 
     async def _reload_loop(self) -> None:
         while True:
             await self._dirty.wait()
-            await asyncio.sleep(0.05)  # coalesce a burst of statement triggers into one reload
+            await asyncio.sleep(0.05)  # coalesce a burst of row notifications into one read
             self._dirty.clear()
+            notified, self._pending = self._pending, []
+            changes = RuleChanges.merge(notified)
+            if not changes:
+                continue
             try:
-                await self.reload()
+                await self.apply(changes)
             except (OSError, asyncpg.PostgresError) as exc:  # the loop boundary: keep the old view
                 log.warning("reloading rule switches failed: %s", exc)
+                self._pending.append(RuleChanges.all())
                 self._dirty.set()
                 await asyncio.sleep(1.0)
 
@@ -106,6 +137,11 @@ class RuleSwitches:
         if not audience.public and (user_id is None or user_id not in audience.users):
             return False
         return self.enabled_for(user_id, alert.rule_type)
+
+    def visible_to(self, user_id: str | None, rule_type: str) -> bool:
+        """Return whether ``rule_type`` exists and ``user_id`` may see it (global, or their own)."""
+        info = self.rules.get(rule_type)
+        return info is not None and (info.owner is None or info.owner == user_id)
 
     def name_of(self, rule_type: str) -> str:
         """Return the rule's product name (alert_rules.name), or the id when unknown."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+
+import orjson
 
 from screener.events.models import WINDOWS, MetricsSnapshot, TimeframeMetrics
 
@@ -68,7 +69,8 @@ def metrics_view(snapshot: MetricsSnapshot) -> dict[str, Any]:
 
 
 def _json_column(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str | bytes) else value
+    # orjson: an integer beyond 64 bits (jsonb keeps any) comes back as a float it can encode again.
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
 
 
 def alert_row_view(row: Any) -> dict[str, Any]:

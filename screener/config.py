@@ -216,6 +216,11 @@ class Settings(BaseModel):
     # --- notifier ----------------------------------------------------------------------------------
     webhook_timeout_seconds: float = Field(default=5.0, gt=0, description="timeout of one webhook attempt")
     webhook_rate_per_minute: int = Field(default=30, ge=1, description="deliveries per webhook per minute")
+    outbound_allow: CsvList = Field(
+        default_factory=list,
+        description="comma-separated CIDRs or host names a webhook URL may reach although they are not public "
+        "(loopback, private, link-local, metadata); empty: public addresses only",
+    )
 
     # --- observability -----------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(

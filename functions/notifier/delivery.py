@@ -3,6 +3,8 @@
 A 2xx is success. 429, 408, 5xx, a timeout or a dropped connection are worth another attempt; any
 other answer (400, 401, 403, 404, a redirect) will not get better by retrying and ends the delivery
 at once. Redirects are not followed: a webhook URL is user input and must not be bounced elsewhere.
+Every URL passes the outbound-address policy (``screener.outbound``) before each attempt; a refused
+destination fails at once, without a retry.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import aiohttp
 from functions.notifier.formats import OutgoingRequest, build_request
 from functions.notifier.models import DeliveryResult, Webhook
 from screener.events.models import MINUTE_MS, Alert, alert_id, minute_close_iso
+from screener.outbound import OutboundPolicy, OutboundRefused
 
 Sleep = Callable[[float], Awaitable[None]]
 # Called after every attempt with (attempt number, HTTP status or None, error or None).
@@ -96,9 +99,20 @@ def _telegram_retry_after(body: bytes) -> float | None:
     return float(retry_after) if isinstance(retry_after, int | float) else None
 
 
-async def post_once(session: aiohttp.ClientSession, request: OutgoingRequest, timeout_seconds: float) -> AttemptOutcome:
-    """POST ``request`` once and classify the answer; never raise for a network failure."""
+async def post_once(
+    session: aiohttp.ClientSession,
+    request: OutgoingRequest,
+    timeout_seconds: float,
+    outbound: OutboundPolicy | None = None,
+) -> AttemptOutcome:
+    """POST ``request`` once and classify the answer; never raise for a network failure.
+
+    With ``outbound`` the URL is checked first; a session from ``OutboundPolicy.client_session``
+    checks every resolved address again when it connects.
+    """
     try:
+        if outbound is not None:
+            outbound.check_url(request.url)
         async with session.post(
             request.url,
             data=request.body,
@@ -118,6 +132,8 @@ async def post_once(session: aiohttp.ClientSession, request: OutgoingRequest, ti
                     retry_after = _telegram_retry_after(body)
                 return AttemptOutcome(status, error, retryable=True, retry_after=retry_after)
             return AttemptOutcome(status, error, retryable=status == 408 or status >= 500)
+    except OutboundRefused as exc:
+        return AttemptOutcome(None, f"destination refused: {exc}", retryable=False)
     except TimeoutError:
         return AttemptOutcome(None, f"timed out after {timeout_seconds:g}s", retryable=True)
     except aiohttp.InvalidURL as exc:
@@ -133,6 +149,7 @@ async def deliver(
     *,
     sleep: Sleep = asyncio.sleep,
     on_attempt: AttemptHook | None = None,
+    outbound: OutboundPolicy | None = None,
 ) -> DeliveryResult:
     """Deliver the request ``build`` returns (rebuilt per attempt, for a fresh signed timestamp).
 
@@ -141,7 +158,7 @@ async def deliver(
     """
     outcome = AttemptOutcome(None, "not attempted", retryable=False)
     for attempt in range(1, policy.max_attempts + 1):
-        outcome = await post_once(session, build(), policy.timeout_seconds)
+        outcome = await post_once(session, build(), policy.timeout_seconds, outbound)
         if on_attempt is not None:
             await on_attempt(attempt, outcome.http_status, outcome.error)
         if outcome.ok:
@@ -177,6 +194,7 @@ async def send_test(
     *,
     policy: RetryPolicy | None = None,
     clock: Callable[[], float] = time.time,
+    outbound: OutboundPolicy | None = None,
 ) -> DeliveryResult:
     """Send a sample alert to one webhook now (``POST /api/webhooks/{id}/test``); log nothing.
 
@@ -186,4 +204,4 @@ async def send_test(
     webhook = webhook_row if isinstance(webhook_row, Webhook) else Webhook.from_row(webhook_row)
     alert = sample_alert(int(clock() * 1000))
     chosen = policy or RetryPolicy(max_attempts=1)
-    return await deliver(session, lambda: build_request(webhook, alert, clock(), "Test"), chosen)
+    return await deliver(session, lambda: build_request(webhook, alert, clock(), "Test"), chosen, outbound=outbound)

@@ -41,6 +41,7 @@ from screener.connections import create_pg_pool
 from screener.events.envelope import InvalidEvent, expect_type, parse_data
 from screener.events.models import Alert
 from screener.names import CONSUMER_NOTIFIER, TYPE_ALERT_TRIGGERED
+from screener.outbound import OutboundPolicy
 from screener.runtime.function import Delivery, TransientError
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class Notifier:
         self._owns_pool = pool is None
         self._session = session
         self._owns_session = session is None
+        self._outbound = OutboundPolicy.from_setting(settings.outbound_allow)
         self._retry = retry or RetryPolicy(timeout_seconds=settings.webhook_timeout_seconds)
         self._pause = pause or PausePolicy()
         self._rate_per_minute = rate_per_minute or float(settings.webhook_rate_per_minute)
@@ -122,8 +124,9 @@ class Notifier:
         if self._pool is None:
             self._pool = await create_pg_pool(self._settings)
         if self._session is None:
-            # No connection limit: a pool cap would let slow endpoints starve the fast ones.
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300))
+            # No connection limit: a pool cap would let slow endpoints starve the fast ones. Every
+            # connection checks the addresses it resolves against the outbound policy.
+            self._session = self._outbound.client_session(limit=0)
         await self.redrive()
 
     async def close(self) -> None:
@@ -237,6 +240,7 @@ class Notifier:
             self._retry,
             sleep=self._sleep,
             on_attempt=on_attempt,
+            outbound=self._outbound,
         )
         await self._finish(job, result)
         await self._update_health(job, destination, result)

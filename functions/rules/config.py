@@ -19,6 +19,8 @@ class RulesConfig:
 
     ruleset: RuleSet
     switches: Mapping[str, Mapping[str, bool]] = field(default_factory=dict)
+    # Every row, broken ones too (the rule set skips those), so a reload can replace one row.
+    rules: Mapping[str, Rule] = field(default_factory=dict)
     audiences: Mapping[str, AlertAudience] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -28,7 +30,28 @@ class RulesConfig:
     @classmethod
     def of(cls, rules: list[Rule], switches: Mapping[str, Mapping[str, bool]] | None = None) -> RulesConfig:
         """Compile ``rules`` leniently (a broken rule is logged and skipped) into a config."""
-        return cls(RuleSet.build(rules, strict=False), switches or {})
+        ordered = sorted(rules, key=lambda r: r.rule_type)
+        return cls(RuleSet.build(ordered, strict=False), switches or {}, {r.rule_type: r for r in ordered})
+
+    def changed(
+        self, rules: Mapping[str, Rule | None], switches: Mapping[str, Mapping[str, bool] | None]
+    ) -> RulesConfig:
+        """Return this config with some rows replaced (None: deleted); only changed rules recompile.
+
+        Compiled rules are cached by their text, so a changed rule set costs one compile per new
+        expression; switches alone reuse the rule set as it is.
+        """
+        merged_switches = {**self.switches, **{u: s for u, s in switches.items() if s is not None}}
+        for user, value in switches.items():
+            if value is None:
+                merged_switches.pop(user, None)
+        if not rules:
+            return RulesConfig(self.ruleset, merged_switches, self.rules)
+        merged = {**self.rules, **{t: r for t, r in rules.items() if r is not None}}
+        for rule_type, rule in rules.items():
+            if rule is None:
+                merged.pop(rule_type, None)
+        return RulesConfig.of(list(merged.values()), merged_switches)
 
     def enabled(self, *, live_only: bool = False) -> list[str]:
         """Return the rules to evaluate: globally enabled ones (only ``live`` ones for a forming minute)."""

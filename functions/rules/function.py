@@ -22,6 +22,7 @@ from cloudevents.core.base import BaseCloudEvent
 from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 
+from functions.rules.changes import RuleChanges
 from functions.rules.config import RulesConfig
 from functions.rules.engine import CrossSymbols, RuleEngine
 from functions.rules.history import AlertHistory
@@ -29,7 +30,7 @@ from functions.rules.positions import load_positions, save_positions
 from functions.rules.recompute import RingRecompute
 from functions.rules.redis_state import RedisFiringState
 from functions.rules.reload import RulesWatcher
-from functions.rules.store import load_config
+from functions.rules.store import load_config, reload_config
 from screener.config import Settings
 from screener.connections import connect_redis, create_pg_pool
 from screener.events import nats_binding
@@ -214,11 +215,11 @@ class RulesFunction:
             await self._watcher.start()
         log.info("rules: %d rules loaded, %d enabled", len(self.config.ruleset), len(self.config.enabled()))
 
-    async def reload(self) -> None:
-        """Reload rules and users' switches from PostgreSQL; the next batch uses them."""
+    async def reload(self, changes: RuleChanges | None = None) -> None:
+        """Read the changed rules and users' switches again (all of them by default); the next batch uses them."""
         if self._engine is None or self._pool is None:
             return
-        self._engine.config = await load_config(self._pool)
+        self._engine.config = await reload_config(self._pool, self._engine.config, changes or RuleChanges.all())
         self.reloads += 1
         log.info("rules: reloaded, %d rules enabled", len(self._engine.config.enabled()))
 

@@ -1,9 +1,11 @@
 """Hot reload: follow ``alert_rules`` / ``user_settings`` changes through PostgreSQL LISTEN/NOTIFY.
 
-The triggers of 001_core.sql notify ``screener_rules_changed`` after every statement on those tables.
-A watcher keeps one connection listening, waits a short moment so a burst of edits costs one
-reload, and calls back. A lost connection is re-opened and followed by a reload, because
-notifications sent while it was down are gone; a periodic reload covers anything else missed.
+The row triggers of 008_targeted_rule_notifications.sql notify ``screener_rules_changed`` with what
+changed (``functions.rules.changes``). A watcher keeps one connection listening, waits a short
+moment so a burst of edits costs one reload, and calls back with the merged changes, so the
+consumer reloads only those rows. A lost connection is re-opened and followed by a full reload,
+because notifications sent while it was down are gone; a periodic full reload covers anything else
+missed.
 """
 
 from __future__ import annotations
@@ -15,18 +17,19 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from functions.rules.changes import RuleChanges
 from functions.rules.store import RULES_CHANGED_CHANNEL
 
 log = logging.getLogger(__name__)
 
 
 class RulesWatcher:
-    """Call ``reload`` within about ``debounce_seconds`` of every rules change notified on ``dsn``."""
+    """Call ``reload(changes)`` within about ``debounce_seconds`` of every rules change notified on ``dsn``."""
 
     def __init__(
         self,
         dsn: str,
-        reload: Callable[[], Awaitable[None]],
+        reload: Callable[[RuleChanges], Awaitable[None]],
         *,
         debounce_seconds: float = 0.2,
         resync_seconds: float = 300.0,
@@ -38,6 +41,7 @@ class RulesWatcher:
         self._resync = resync_seconds
         self._retry = retry_seconds
         self._changed = asyncio.Event()
+        self._pending: list[RuleChanges] = []
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
@@ -57,7 +61,8 @@ class RulesWatcher:
                 await self._task
             self._task = None
 
-    def _notified(self, *_: object) -> None:
+    def _notified(self, _conn: object, _pid: object, _channel: object, payload: object) -> None:
+        self._pending.append(RuleChanges.parse(str(payload)))
         self._changed.set()
 
     def _terminated(self, *_: object) -> None:
@@ -74,7 +79,7 @@ class RulesWatcher:
                 await conn.add_listener(RULES_CHANGED_CHANNEL, self._notified)
                 self._listening.set()
                 if not first:
-                    await self._reload()  # changes made while we were not listening
+                    await self._reload(RuleChanges.all())  # changes made while we were not listening
                 first = False
                 await self._follow()
             except asyncio.CancelledError:
@@ -96,6 +101,12 @@ class RulesWatcher:
                 task.cancel()
             if lost in done:
                 return
+            if changed not in done:  # the periodic resync
+                await self._reload(RuleChanges.all())
+                continue
             await asyncio.sleep(self._debounce)
             self._changed.clear()
-            await self._reload()
+            notified, self._pending = self._pending, []
+            changes = RuleChanges.merge(notified)
+            if changes:
+                await self._reload(changes)

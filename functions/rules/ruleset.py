@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -49,6 +50,7 @@ class CompiledRule:
     references: frozenset[str]  # rules whose predicate this one reads at the same minute
     recents: frozenset[tuple[str, int]]  # (rule_type, duration_ms) of its recent() calls
     metrics: tuple[ast.Metric, ...]  # metrics it reads directly, in order of appearance
+    named: tuple[tuple[str, int], ...] = ()  # every rule it names, with the position
 
     @property
     def rule_type(self) -> str:
@@ -56,12 +58,24 @@ class CompiledRule:
         return self.rule.rule_type
 
 
-def compile_rule(rule: Rule) -> CompiledRule:
-    """Parse and compile ``rule``; raise ``ExpressionError`` naming the rule, position and reason."""
-    try:
-        tree = parse(rule.expression)
-    except ExpressionError as exc:
-        raise ExpressionError(exc.reason, exc.position, exc.expression, rule.rule_type) from None
+# Compiled expressions by their text: a reload or a validation recompiles only rules whose text is
+# new. Bounded: a max-size rule compiles to about a hundred kilobytes of tree and closures.
+COMPILE_CACHE_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    tree: ast.Expr
+    predicate: Predicate
+    references: frozenset[str]
+    recents: frozenset[tuple[str, int]]
+    metrics: tuple[ast.Metric, ...]
+    named: tuple[tuple[str, int], ...]  # every rule it names (plain or in recent()), with its position
+
+
+@lru_cache(maxsize=COMPILE_CACHE_SIZE)
+def _compile_text(expression: str, min_coverage: float) -> _Compiled:
+    tree = parse(expression)
     nodes = ast.walk(tree)
     metrics: list[ast.Metric] = []
     for node in nodes:
@@ -71,13 +85,30 @@ def compile_rule(rule: Rule) -> CompiledRule:
     unique: dict[str, ast.Metric] = {}
     for metric in metrics:
         unique.setdefault(metric.label, metric)
-    return CompiledRule(
-        rule=rule,
+    return _Compiled(
         tree=tree,
-        predicate=compile_predicate(tree, rule.min_coverage),
+        predicate=compile_predicate(tree, min_coverage),
         references=frozenset(n.rule_type for n in nodes if isinstance(n, ast.RuleRef)),
         recents=frozenset((n.rule_type, n.duration_ms) for n in nodes if isinstance(n, ast.Recent)),
         metrics=tuple(unique.values()),
+        named=tuple((n.rule_type, n.pos) for n in nodes if isinstance(n, ast.RuleRef | ast.Recent)),
+    )
+
+
+def compile_rule(rule: Rule) -> CompiledRule:
+    """Compile ``rule`` (cached by its text); raise ``ExpressionError`` naming the rule, position and reason."""
+    try:
+        parts = _compile_text(rule.expression, rule.min_coverage)
+    except ExpressionError as exc:
+        raise ExpressionError(exc.reason, exc.position, exc.expression, rule.rule_type) from None
+    return CompiledRule(
+        rule=rule,
+        tree=parts.tree,
+        predicate=parts.predicate,
+        references=parts.references,
+        recents=parts.recents,
+        metrics=parts.metrics,
+        named=parts.named,
     )
 
 
@@ -145,10 +176,9 @@ class RuleSet:
     @staticmethod
     def _check_references(by_type: dict[str, CompiledRule]) -> None:
         for compiled in by_type.values():
-            for node in ast.walk(compiled.tree):
-                name = node.rule_type if isinstance(node, ast.RuleRef | ast.Recent) else None
-                if name is not None and name not in by_type:
-                    raise _BrokenReference(compiled, name, node.pos)
+            for name, position in compiled.named:
+                if name not in by_type:
+                    raise _BrokenReference(compiled, name, position)
 
 
 class _BrokenReference(ExpressionError):

@@ -8,11 +8,12 @@ from importlib import resources
 
 import asyncpg
 
+from functions.rules.changes import RuleChanges
 from functions.rules.config import RulesConfig
 from functions.rules.ruleset import Rule
 
 RULE_COLUMNS = tuple(Rule.model_fields)
-RULES_CHANGED_CHANNEL = "screener_rules_changed"  # notified by the triggers of 001_core.sql
+RULES_CHANGED_CHANNEL = "screener_rules_changed"  # notified by the row triggers of 008
 
 
 @lru_cache(maxsize=1)
@@ -58,14 +59,36 @@ async def load_rules(conn: asyncpg.Connection | asyncpg.Pool) -> list[Rule]:
 async def load_switches(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, dict[str, bool]]:
     """Return each registered user's personal rule switches ``{user_id: {rule_type: on}}``."""
     rows = await conn.fetch("SELECT user_id, rules FROM user_settings")
-    switches: dict[str, dict[str, bool]] = {}
-    for row in rows:
-        raw = row["rules"]
-        overrides = json.loads(raw) if isinstance(raw, str) else (raw or {})
-        switches[row["user_id"]] = {str(k): bool(v) for k, v in overrides.items()}
-    return switches
+    return {row["user_id"]: _switches(row["rules"]) for row in rows}
+
+
+def _switches(raw: object) -> dict[str, bool]:
+    overrides = json.loads(raw) if isinstance(raw, str | bytes) else (raw or {})
+    return {str(k): bool(v) for k, v in overrides.items()} if isinstance(overrides, dict) else {}
 
 
 async def load_config(conn: asyncpg.Connection | asyncpg.Pool) -> RulesConfig:
     """Return the current rules configuration (broken rules are logged and skipped)."""
     return RulesConfig.of(await load_rules(conn), await load_switches(conn))
+
+
+async def reload_config(
+    conn: asyncpg.Connection | asyncpg.Pool, config: RulesConfig, changes: RuleChanges
+) -> RulesConfig:
+    """Return ``config`` with the rows ``changes`` names read again (everything: a full load)."""
+    if changes.everything:
+        return await load_config(conn)
+    rules: dict[str, Rule | None] = dict.fromkeys(changes.rule_types)
+    if changes.rule_types:
+        rows = await conn.fetch(
+            f"SELECT {', '.join(RULE_COLUMNS)} FROM alert_rules WHERE rule_type = any($1::text[])",
+            sorted(changes.rule_types),
+        )
+        rules.update({row["rule_type"]: Rule.model_validate(dict(row)) for row in rows})
+    switches: dict[str, dict[str, bool] | None] = dict.fromkeys(changes.users)
+    if changes.users:
+        rows = await conn.fetch(
+            "SELECT user_id, rules FROM user_settings WHERE user_id = any($1::text[])", sorted(changes.users)
+        )
+        switches.update({row["user_id"]: _switches(row["rules"]) for row in rows})
+    return config.changed(rules, switches)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -13,6 +14,38 @@ from gateway.prom import CONTENT_TYPE
 from gateway.views import iso
 
 CHECK_TIMEOUT_SECONDS = 2.0
+# Probes and pollers may call /health/ready as often as they like: the PostgreSQL and Redis round
+# trips run at most once per this many seconds, and concurrent callers share the one in flight.
+READY_CACHE_SECONDS = 1.0
+
+
+class CachedFlags:
+    """The dependency flags of the last check, reused for ``max_age`` seconds."""
+
+    def __init__(self, max_age: float) -> None:
+        self._max_age = max_age
+        self._flags: dict[str, bool] | None = None
+        self._checked_at = 0.0
+        self._running: asyncio.Task[dict[str, bool]] | None = None
+
+    async def get(self, gw: Gateway) -> dict[str, bool]:
+        """Return fresh-enough flags, checking the dependencies once when they are stale."""
+        if self._flags is not None and time.monotonic() - self._checked_at < self._max_age:
+            return self._flags
+        if self._running is None or self._running.done():
+            self._running = asyncio.create_task(dependency_flags(gw))
+        # Shielded: one caller going away must not cancel the check the others wait for.
+        flags = await asyncio.shield(self._running)
+        self._flags, self._checked_at = flags, time.monotonic()
+        return flags
+
+
+_READY_FLAGS = web.AppKey("ready_flags", CachedFlags)
+
+
+def setup(app: web.Application) -> None:
+    """Give the app the readiness cache."""
+    app[_READY_FLAGS] = CachedFlags(READY_CACHE_SECONDS)
 
 
 async def _check_postgres(gw: Gateway) -> bool:
@@ -71,7 +104,7 @@ async def live(request: web.Request) -> web.Response:
 async def ready(request: web.Request) -> web.Response:
     """Return 200 when every dependency answers and the process is not draining, else 503."""
     gw = request.app[GATEWAY]
-    flags = await dependency_flags(gw)
+    flags = await request.app[_READY_FLAGS].get(gw)
     down = [name for name, ok in flags.items() if not ok]
     if gw.hub.draining:
         down.append("draining")

@@ -7,14 +7,17 @@ from typing import Any
 
 from aiohttp import web
 
-from functions.rules.errors import ExpressionError, RuleError
-from functions.rules.ruleset import Rule, validate_rule
+from functions.rules.ruleset import Rule
 from gateway import rules_store, validation
 from gateway.context import GATEWAY, identity, require_user
 from gateway.errors import ApiError, BadParameter, json_ok, not_found
+from gateway.rule_checker import RuleChecker
 
 FREQUENCIES = ("once_per_bar_close", "cooldown", "on_change")
 MAX_OWN_RULES = 50
+# The sum of a user's expression lengths: compile time and memory grow with it, not with the count.
+MAX_RULE_TEXT_PER_USER = 20_000
+RULE_CHECKER = web.AppKey("rule_checker", RuleChecker)
 CREATE_FIELDS = {"name", "expression", "description", "cooldown_seconds", "cooldown", "frequency", "live"}
 CREATE_FIELDS |= {"min_coverage", "enabled"}
 
@@ -34,7 +37,7 @@ async def list_rules(request: web.Request) -> web.Response:
 async def toggle_rule(request: web.Request) -> web.Response:
     """Store the caller's switch of one rule (``{"enabled": bool}``)."""
     user_id = require_user(request)
-    rule_type = validation.rule_type("rule_type", request.match_info["rule_type"])
+    rule_type = validation.rule_type("rule_type", request.match_info["rule_id"])
     assert rule_type is not None
     body = await validation.json_object(request)
     validation.reject_unknown_fields(body, {"enabled"})
@@ -94,25 +97,33 @@ def _parse_new_rule(body: dict[str, Any], user_id: str) -> Rule:
 
 
 async def create_rule(request: web.Request) -> web.Response:
-    """Add one of the caller's own rules; a bad expression is a 400 naming position and reason."""
+    """Add one of the caller's own rules; a bad expression is a 400 naming position and reason.
+
+    The new rule is compiled and checked against the rules the caller can see (references, cycles)
+    in the rule checker's worker process, never on the event loop.
+    """
     user_id = require_user(request)
     rule = _parse_new_rule(await validation.json_object(request), user_id)
     gw = request.app[GATEWAY]
     async with gw.pool.acquire() as conn:
         rows = await rules_store.visible_rules(conn, user_id)
-        if sum(1 for r in rows if r["owner"] == user_id) >= MAX_OWN_RULES:
-            raise ApiError(409, "too_many_rules", f"a user may own at most {MAX_OWN_RULES} rules")
-        existing = [_rule_of(r) for r in rows]
-        try:
-            validate_rule(rule, existing)
-        except ExpressionError as exc:
-            raise ApiError(
-                400,
-                "invalid_expression",
-                f"parameter 'expression': {exc.reason} at position {exc.position}",
-            ) from None
-        except RuleError as exc:
-            raise ApiError(400, "invalid_expression", f"parameter 'expression': {exc}") from None
+    own = [r for r in rows if r["owner"] == user_id]
+    if len(own) >= MAX_OWN_RULES:
+        raise ApiError(409, "too_many_rules", f"a user may own at most {MAX_OWN_RULES} rules")
+    text = sum(len(r["expression"]) for r in own) + len(rule.expression)
+    if text > MAX_RULE_TEXT_PER_USER:
+        raise ApiError(
+            409,
+            "rule_budget_exceeded",
+            f"a user's rules may hold at most {MAX_RULE_TEXT_PER_USER} characters of expressions in total "
+            f"(this one would make {text})",
+        )
+    problem = await request.app[RULE_CHECKER].check(rule, [_rule_of(r) for r in rows])
+    if problem is not None:
+        kind, reason, position = problem
+        where = f" at position {position}" if kind == "expression" else ""
+        raise ApiError(400, "invalid_expression", f"parameter 'expression': {reason}{where}")
+    async with gw.pool.acquire() as conn:
         await conn.execute(
             """INSERT INTO alert_rules (rule_type, name, description, category, expression, enabled, default_on,
                    frequency, cooldown_seconds, live, min_coverage, owner)
@@ -133,6 +144,17 @@ async def create_rule(request: web.Request) -> web.Response:
         row = await rules_store.visible_rule(conn, rule.rule_type, user_id)
     assert row is not None
     return json_ok(rules_store.rule_view(row, rule.default_on), status=201)
+
+
+def setup(app: web.Application) -> None:
+    """Give the app its rule checker (a worker process started on first use, stopped at cleanup)."""
+    checker = RuleChecker()
+    app[RULE_CHECKER] = checker
+
+    async def stop(_: web.Application) -> None:
+        await checker.close()
+
+    app.on_cleanup.append(stop)
 
 
 def _rule_of(row: Any) -> Rule:

@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 import uuid
 from typing import Any
-from urllib.parse import urlsplit
 
-import aiohttp
 import asyncpg
+import orjson
 from aiohttp import web
 
 from functions.notifier.delivery import RetryPolicy, send_test
@@ -25,6 +24,7 @@ from gateway.context import GATEWAY, require_user
 from gateway.errors import ApiError, BadParameter, json_ok, not_found
 from gateway.user_lock import user_lock
 from gateway.views import delivery_view, iso
+from screener.outbound import OutboundPolicy, OutboundRefused
 
 MAX_WEBHOOKS = 10
 MAX_NAME = 100
@@ -52,7 +52,7 @@ def webhook_view(row: asyncpg.Record, rate_per_minute: int) -> dict[str, Any]:
         "scope": row["scope"],
         "is_enabled": row["enabled"],
         "max_alerts_per_minute": rate_per_minute,
-        "config": json.loads(config) if isinstance(config, str) else config,
+        "config": orjson.loads(config) if isinstance(config, str) else config,
         "rule_types": row["rule_types"],
         "symbols": row["symbols"],
         "has_secret": row["secret"] is not None,
@@ -63,21 +63,24 @@ def webhook_view(row: asyncpg.Record, rate_per_minute: int) -> dict[str, Any]:
     }
 
 
-def check_url(value: str, field: str = "webhook_url") -> str:
-    """Return ``value`` when it is an http(s) URL with a host, a valid port and no credentials or control characters."""
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
-        raise BadParameter(field, "must not contain spaces or control characters")
-    parts = urlsplit(value)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise BadParameter(field, "must be an http(s) URL with a host")
+def outbound_policy(request: web.Request) -> OutboundPolicy:
+    """Return the outbound-address policy of ``SCREENER_OUTBOUND_ALLOW``."""
+    return OutboundPolicy.from_setting(request.app[GATEWAY].settings.outbound_allow)
+
+
+async def check_url(policy: OutboundPolicy, value: str, field: str = "webhook_url") -> str:
+    """Return ``value`` when the outbound policy lets it be called: http(s), a public host, a valid port.
+
+    The host is resolved now, so a name that points inside the network is refused when it is
+    stored; delivery checks the addresses again when it connects.
+    """
+    reason = validation.unsafe_text(value)
+    if reason is not None:
+        raise BadParameter(field, reason)
     try:
-        port = parts.port
-    except ValueError:
-        raise BadParameter(field, "has a port outside 1-65535") from None
-    if port == 0:
-        raise BadParameter(field, "has a port outside 1-65535")
-    if parts.username or parts.password:
-        raise BadParameter(field, "must not carry credentials")
+        await policy.check_destination(value)
+    except OutboundRefused as exc:
+        raise BadParameter(field, str(exc)) from None
     return value
 
 
@@ -90,7 +93,7 @@ def _config(body: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def _fields(body: dict[str, Any], *, partial: bool) -> dict[str, Any]:
+async def _fields(policy: OutboundPolicy, body: dict[str, Any], *, partial: bool) -> dict[str, Any]:
     """Return the validated columns to write from a POST (``partial=False``) or PUT body."""
     validation.reject_unknown_fields(body, FIELDS | READ_ONLY)
     out: dict[str, Any] = {}
@@ -104,7 +107,7 @@ def _fields(body: dict[str, Any], *, partial: bool) -> dict[str, Any]:
     if not partial or "webhook_url" in body:
         url = validation.string_field(body, "webhook_url", max_length=MAX_URL)
         assert url is not None
-        out["url"] = check_url(url)
+        out["url"] = await check_url(policy, url)
     if "scope" in body or not partial:
         scope = body.get("scope", "all")
         if scope not in SCOPES:
@@ -184,7 +187,7 @@ async def get_webhook(request: web.Request) -> web.Response:
 async def create_webhook(request: web.Request) -> web.Response:
     """Add a webhook; answer the created webhook (the client inserts it into its list as returned)."""
     user_id = require_user(request)
-    fields = _fields(await validation.json_object(request), partial=False)
+    fields = await _fields(outbound_policy(request), await validation.json_object(request), partial=False)
     _telegram(fields)
     async with request.app[GATEWAY].pool.acquire() as conn, conn.transaction():
         await user_lock(conn, "webhooks", user_id)
@@ -244,7 +247,7 @@ async def update_webhook(request: web.Request) -> web.Response:
     """Change fields of one of the caller's webhooks; answer the full updated webhook."""
     user_id = require_user(request)
     webhook_id = _webhook_id(request)
-    fields = _fields(await validation.json_object(request), partial=True)
+    fields = await _fields(outbound_policy(request), await validation.json_object(request), partial=True)
     if not fields:
         raise BadParameter("body", f"give at least one of {', '.join(sorted(FIELDS))}")
     return await _update(request, user_id, webhook_id, fields)
@@ -272,23 +275,26 @@ async def delete_webhook(request: web.Request) -> web.Response:
 async def test_webhook(request: web.Request) -> web.Response:
     """Send a sample alert to the webhook now; 200 when it was accepted, 502 naming only the status when not.
 
-    The destination's answer body is never passed on: the endpoint must not become a way to read
-    what an arbitrary URL answers.
+    The destination's answer body is never passed on, and a destination the outbound policy
+    refuses is a 400 before anything is sent: the endpoint must not become a way to read what an
+    arbitrary URL answers, or to tell open ports from closed ones inside the network.
     """
     user_id = require_user(request)
     webhook_id = _webhook_id(request)
     gw = request.app[GATEWAY]
     async with gw.pool.acquire() as conn:
         row = await _owned(conn, webhook_id, user_id)
-    policy = RetryPolicy(max_attempts=1, timeout_seconds=gw.settings.webhook_timeout_seconds)
+    policy = outbound_policy(request)
+    await check_url(policy, row["url"])
+    retry = RetryPolicy(max_attempts=1, timeout_seconds=gw.settings.webhook_timeout_seconds)
     try:
-        async with aiohttp.ClientSession() as session:
-            result = await send_test(session, dict(row), policy=policy)
+        async with policy.client_session() as session:
+            result = await send_test(session, dict(row), policy=retry, outbound=policy)
     except InvalidWebhook as exc:
         raise ApiError(400, "invalid_webhook", str(exc)) from None
     if result.ok:
         return json_ok({"id": str(webhook_id), "status": "sent", "http_status": result.http_status})
-    answer = f"it answered HTTP {result.http_status}" if result.http_status else "it did not answer"
+    answer = f"it answered HTTP {result.http_status}" if result.http_status else "it could not be reached"
     raise ApiError(
         502,
         "webhook_test_failed",

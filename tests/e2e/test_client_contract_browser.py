@@ -27,7 +27,7 @@ from aiohttp.test_utils import TestServer
 
 from screener.embedded.servers import free_port
 from tests.e2e.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, pytestmark, wait_until
-from tests.fakes.webhook_receivers import WebhookReceiver, running_receiver
+from tests.fakes.webhook_receivers import RECEIVER_ALLOW, WebhookReceiver, running_receiver
 from tests.gateway.helpers import SECRET
 
 PAGE = Path(__file__).resolve().parent / "client_page"
@@ -46,6 +46,8 @@ async def screener_up(tmp_path: Path) -> AsyncIterator[str]:
             "SCREENER_GATEWAY_PORT": str(port),
             "SCREENER_REPLAY_SPEED": "600",
             "SCREENER_JWT_SECRET": SECRET,
+            # The webhook test delivers to a receiver on loopback, which the outbound policy refuses by default.
+            "SCREENER_OUTBOUND_ALLOW": RECEIVER_ALLOW[0],
         }
     )
     process = subprocess.Popen(

@@ -19,6 +19,10 @@ from typing import Any
 
 from aiohttp import web
 
+# The receivers listen on loopback, which the outbound-address policy refuses unless it is allowed:
+# a test that delivers to one says so with this value of ``outbound_allow`` (SCREENER_OUTBOUND_ALLOW).
+RECEIVER_ALLOW = ["127.0.0.1/32"]
+
 
 @dataclass(frozen=True)
 class Received:

@@ -13,9 +13,19 @@ from aiohttp.test_utils import TestClient, TestServer
 from nats.aio.client import Client as NATS
 
 from gateway.app import create_app
+from gateway.server import GatewayRunner
 from screener.config import Settings, load_settings
 from state.metrics_store import MetricsStore
+from tests.fakes.webhook_receivers import RECEIVER_ALLOW
 from tests.gateway.helpers import AUDIENCE, SECRET, seed_rules
+
+
+class GatewayTestServer(TestServer):
+    """A test server that serves like ``gateway.app.serve`` (its runner and parser limits)."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        return GatewayRunner(self.app, **kwargs)
+
 
 GatewayFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 
@@ -27,6 +37,8 @@ def gateway_settings(**overrides: Any) -> Settings:
         "jwt_audience": AUDIENCE,
         "rate_limit_per_minute": 100_000,
         "ws_heartbeat_seconds": 5.0,
+        # Webhook tests deliver to local receivers on loopback; tests of the policy itself pass [].
+        "outbound_allow": RECEIVER_ALLOW,
     }
     values.update(overrides)
     return load_settings({}, **values)
@@ -54,7 +66,7 @@ async def make_gateway(
         app = create_app(
             gateway_settings(**overrides), pool, redis_client, nats_client, metrics_store=MetricsStore(redis_client)
         )
-        client: TestClient[web.Request, web.Application] = TestClient(TestServer(app))
+        client: TestClient[web.Request, web.Application] = TestClient(GatewayTestServer(app))
         await client.start_server()
         clients.append(client)
         return client

@@ -22,7 +22,7 @@ from screener.events.envelope import make_event
 from screener.events.models import Alert
 from screener.names import EVENT_SOURCE_RULES, TYPE_ALERT_TRIGGERED
 from screener.runtime.function import Delivery
-from tests.fakes.webhook_receivers import WebhookReceiver, running_receiver
+from tests.fakes.webhook_receivers import RECEIVER_ALLOW, WebhookReceiver, running_receiver
 from tests.gateway.helpers import auth, make_alert
 
 Client = TestClient[web.Request, web.Application]
@@ -39,7 +39,9 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
 async def notifier(pool: asyncpg.Pool) -> AsyncIterator[Notifier]:
     """Yield a started notifier on the gateway's database."""
     async with aiohttp.ClientSession() as session:
-        started = Notifier(load_settings({}), pool=pool, session=session, close_grace_seconds=0.0)
+        started = Notifier(
+            load_settings({}, outbound_allow=RECEIVER_ALLOW), pool=pool, session=session, close_grace_seconds=0.0
+        )
         await started.start()
         yield started
         await started.close()

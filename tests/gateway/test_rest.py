@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime
 
@@ -160,7 +161,7 @@ async def test_toggle_fires_the_rules_changed_notification(gw: Client, postgres_
         response = await gw.put("/api/alert-rules/futures_top_hunter", json={"enabled": False}, headers=auth())
         assert response.status == 200
         await conn.execute("SELECT 1")  # notifications arrive with the next round trip
-        assert "user_settings" in received
+        assert [json.loads(r) for r in received] == [{"table": "user_settings", "user_id": "user-1"}]
     finally:
         await conn.close()
 

@@ -15,12 +15,14 @@ import asyncpg
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
 from nats.aio.client import Client as NATS
+from redis.asyncio import Redis
 
 from gateway.context import GATEWAY
 from screener.events.envelope import make_event, nats_subject
 from screener.events.models import MINUTE_MS, AlertAudience, MetricsSnapshot, TimeframeMetrics
 from screener.events.nats_binding import to_binary
 from screener.names import EVENT_SOURCE_CALCULATOR, TYPE_METRICS_COMPUTED
+from state.metrics_store import SYMBOLS_KEY
 from tests.gateway.conftest import GatewayFactory
 from tests.gateway.helpers import BASE_MINUTE, insert_alerts, make_alert, publish_alert, token
 
@@ -63,7 +65,8 @@ async def test_raw_mode_frames_are_exactly_alert_objects(gw: Client, nats_client
     await ws.close()
 
 
-async def test_v2_hello_ping_and_subscribe_filters(gw: Client, nats_client: NATS) -> None:
+async def test_v2_hello_ping_and_subscribe_filters(gw: Client, nats_client: NATS, redis_client: Redis) -> None:
+    await redis_client.sadd(SYMBOLS_KEY, "BTCUSDT", "ETHUSDT")  # a filter names only tracked symbols
     ws = await gw.ws_connect("/ws/alerts?protocol=2")
     hello = await next_json(ws)
     assert hello["type"] == "hello" and hello["protocol"] == 2
@@ -71,7 +74,12 @@ async def test_v2_hello_ping_and_subscribe_filters(gw: Client, nats_client: NATS
     assert await next_json(ws) == {"type": "pong", "id": 7}
     await ws.send_json({"type": "subscribe", "symbols": ["ethusdt"], "rule_types": ["futures_pioneer_bull"]})
     subscribed = await next_json(ws)
-    assert subscribed["subscription"]["symbols"] == ["ETHUSDT"]
+    assert subscribed["changed"] == {
+        "action": "subscribe",
+        "symbols": ["ETHUSDT"],
+        "rule_types": ["futures_pioneer_bull"],
+    }
+    assert subscribed["subscription"]["symbols"] == 1  # sizes, so a reply never grows with the filters
     await publish_alert(nats_client, make_alert("BTCUSDT"))
     await publish_alert(nats_client, make_alert("ETHUSDT", "futures_top_hunter"))
     wanted = make_alert("ETHUSDT")
@@ -79,7 +87,7 @@ async def test_v2_hello_ping_and_subscribe_filters(gw: Client, nats_client: NATS
     frame = await next_json(ws)
     assert frame == {"type": "alert", "rule_name": "Scout Bull", "data": wanted.public_view()}
     await ws.send_json({"type": "unsubscribe", "symbols": ["ETHUSDT"]})
-    assert (await next_json(ws))["subscription"]["symbols"] == []
+    assert (await next_json(ws))["subscription"]["symbols"] == 0
     await ws.close()
 
 
@@ -134,10 +142,13 @@ async def test_resume_replays_missed_alerts_then_goes_live(gw: Client, pool: asy
     live = make_alert("BTCUSDT", minute=BASE_MINUTE + 10 * MINUTE_MS)
     await publish_alert(nats_client, live)
     assert (await next_json(ws))["data"]["id"] == live.id
-    await ws.send_json({"type": "resume", "last_alert_id": "00000000-0000-0000-0000-000000000000"})
-    unknown = await next_json(ws)
-    assert unknown["type"] == "resumed" and unknown["complete"] is False and "reason" in unknown
     await ws.close()
+    fresh = await gw.ws_connect("/ws/alerts?protocol=2")
+    await next_json(fresh)
+    await fresh.send_json({"type": "resume", "last_alert_id": "00000000-0000-0000-0000-000000000000"})
+    unknown = await next_json(fresh)
+    assert unknown["type"] == "resumed" and unknown["complete"] is False and "reason" in unknown
+    await fresh.close()
 
 
 async def test_personal_switches_and_audience_route_each_alert(

@@ -12,7 +12,8 @@ import pytest
 from functions.notifier.delivery import RetryPolicy, deliver, parse_retry_after, send_test
 from functions.notifier.formats import SIGNATURE_HEADER, TIMESTAMP_HEADER, OutgoingRequest, verify_signature
 from functions.notifier.models import InvalidWebhook
-from tests.fakes.webhook_receivers import OK, Drop, Hang, WebhookReceiver, retry_after, status
+from screener.outbound import OutboundPolicy
+from tests.fakes.webhook_receivers import OK, RECEIVER_ALLOW, Drop, Hang, WebhookReceiver, retry_after, status
 from tests.functions.notifier.helpers import RecordingSleep
 
 FAST = RetryPolicy(max_attempts=3, timeout_seconds=2.0, backoff_base_seconds=1.0, backoff_factor=2.0)
@@ -157,3 +158,17 @@ async def test_send_test_rejects_a_telegram_webhook_without_chat(http: aiohttp.C
     row = {"id": uuid.uuid4(), "user_id": "alice", "kind": "telegram", "url": "http://127.0.0.1:9/x"}
     with pytest.raises(InvalidWebhook, match="chat_id"):
         await send_test(http, row)
+
+
+async def test_a_refused_destination_fails_at_once_without_a_request(receiver: WebhookReceiver) -> None:
+    sleep = RecordingSleep()
+    policy = OutboundPolicy()  # the default: loopback is not a public address
+    async with policy.client_session() as session:
+        result = await deliver(session, lambda: _request(receiver, "/inside"), FAST, sleep=sleep, outbound=policy)
+    assert (result.status, result.attempts, result.http_status) == ("failed", 1, None)
+    assert result.error is not None and result.error.startswith("destination refused")
+    assert sleep.delays == [] and receiver.received() == []
+    allowed = OutboundPolicy.from_setting(RECEIVER_ALLOW)
+    async with allowed.client_session() as session:
+        sent = await deliver(session, lambda: _request(receiver, "/inside"), FAST, sleep=sleep, outbound=allowed)
+    assert sent.status == "sent"

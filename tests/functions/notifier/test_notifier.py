@@ -22,7 +22,7 @@ from screener.events.envelope import InvalidEvent, make_event
 from screener.events.models import Alert
 from screener.names import CONSUMER_NOTIFIER, EVENT_SOURCE_RULES, TYPE_ALERT_TRIGGERED, TYPE_METRICS_COMPUTED
 from screener.runtime.function import Delivery
-from tests.fakes.webhook_receivers import OK, Hang, WebhookReceiver, status
+from tests.fakes.webhook_receivers import OK, RECEIVER_ALLOW, Hang, WebhookReceiver, status
 from tests.functions.notifier.helpers import (
     MINUTE,
     FakeClock,
@@ -94,7 +94,7 @@ async def make_notifier(
             "close_grace_seconds": 0.0,
         }
         options.update(overrides)
-        notifier = Notifier(Settings(postgres_dsn=postgres_dsn), **options)  # type: ignore[arg-type]
+        notifier = Notifier(Settings(postgres_dsn=postgres_dsn, outbound_allow=RECEIVER_ALLOW), **options)  # type: ignore[arg-type]
         made.append(notifier)
         return notifier
 

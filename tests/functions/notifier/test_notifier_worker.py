@@ -15,7 +15,7 @@ from screener.names import CONSUMER_NOTIFIER, EVENT_SOURCE_RULES, TYPE_ALERT_TRI
 from screener.runtime.publisher import Publisher
 from screener.runtime.worker import Worker
 from screener.streams import ensure_consumer, ensure_streams
-from tests.fakes.webhook_receivers import Hang, WebhookReceiver
+from tests.fakes.webhook_receivers import RECEIVER_ALLOW, Hang, WebhookReceiver
 from tests.functions.notifier.helpers import add_webhook, deliveries, make_alert
 from tests.runtime.helpers import running
 
@@ -37,7 +37,9 @@ async def test_alerts_from_the_stream_reach_webhooks_and_a_hanging_one_does_not_
     receiver.script("/slow", Hang())
     fast = await add_webhook(pg, receiver.url("/fast"), user_id="alice", kind="discord")
     slow = await add_webhook(pg, receiver.url("/slow"), user_id="bob")
-    settings = load_settings({}, postgres_dsn=postgres_dsn, ack_wait_seconds=5.0, batch_size=50)
+    settings = load_settings(
+        {}, postgres_dsn=postgres_dsn, ack_wait_seconds=5.0, batch_size=50, outbound_allow=RECEIVER_ALLOW
+    )
     alert = make_alert()
     event = make_event(
         event_type=TYPE_ALERT_TRIGGERED, source=EVENT_SOURCE_RULES, event_id=alert.id, subject=alert.symbol, data=alert
