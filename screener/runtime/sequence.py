@@ -104,6 +104,9 @@ class Sequencer:
         self._fallback = fallback
         self._ttl = ttl_seconds
         self._advance: AsyncScript = redis.register_script(_ADVANCE)
+        # symbol -> (position, stream sequence of a valid message after it): while the position has
+        # not moved, any later message still waits, with no need to ask the stream again.
+        self._blocker: dict[str, tuple[Position | None, int]] = {}
         self.lookups = 0
 
     def key(self, symbol: str) -> str:
@@ -145,6 +148,9 @@ class Sequencer:
         if self._js is None or sequence <= 0 or (done is not None and done.sequence <= 0):
             # No stream to ask (the HTTP adapter, a unit test): order by minute alone.
             return done is None or minute > done.minute
+        known = self._blocker.get(symbol)
+        if known is not None and known[0] == done and known[1] < sequence:
+            return False  # the message found last time still lies between
         after = done.sequence + 1 if done is not None else 1
         subject = f"{self._prefix}.{symbol}"
         for _ in range(_MAX_SKIPS):
@@ -160,6 +166,7 @@ class Sequencer:
                 return True
             earlier = self._minute_of(message) if self._minute_of is not None else minute - MINUTE_MS
             if earlier is not None and (done is None or earlier > done.minute) and earlier <= minute:
+                self._blocker[symbol] = (done, found)
                 return False  # a valid earlier message of this symbol is not done yet
             after = found + 1
         return False

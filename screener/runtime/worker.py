@@ -54,6 +54,10 @@ _REFUSED_RETRY_SECONDS = 1.0
 MAX_RETRY_DELAY_SECONDS = 5.0
 # The longest an event waiting for an earlier one of its symbol is kept away (screener.runtime.sequence).
 MAX_WAIT_DELAY_SECONDS = 2.0
+# How long a loop with parked events waits for new ones before it retries the parked ones.
+PARKED_RETRY_SECONDS = 0.05
+# How long an event may stay parked here before it is handed back to JetStream (nak).
+MAX_PARKED_SECONDS = 60.0
 # Crash counts kept per message (by stream sequence); the oldest are forgotten beyond this.
 _CRASH_MEMORY = 100_000
 
@@ -92,6 +96,7 @@ class WorkerStats:
 class _Item:
     msg: Msg
     delivery: Delivery[Any]
+    parked_at: float | None = None  # time.monotonic() when it first had to wait
 
 
 class Worker:
@@ -124,6 +129,8 @@ class Worker:
         self._loops: list[tuple[asyncio.Task[None], PullFetcher]] = []
         # stream sequence -> crashes of the handler on that message, in this process.
         self._crashes: OrderedDict[int, int] = OrderedDict()
+        # Events waiting for an earlier one of their symbol, kept in progress (see _settle).
+        self._parked: list[_Item] = []
 
     @property
     def name(self) -> str:
@@ -170,9 +177,11 @@ class Worker:
             self._ready = True
             log.info("%s: consuming %s/%s", self.name, spec.stream.name, spec.durable)
             self._loops = [(asyncio.create_task(self._loop(fetcher)), fetcher) for fetcher in fetchers]
+            heartbeat = asyncio.create_task(self._keep_parked_in_progress())
             try:
                 await asyncio.gather(*(task for task, _ in self._loops))
             finally:
+                heartbeat.cancel()
                 for task, _ in self._loops:
                     task.cancel()
                 self._loops = []
@@ -185,34 +194,43 @@ class Worker:
 
     async def _loop(self, fetcher: PullFetcher) -> None:
         while not self._stopping.is_set():
+            parked = self._unpark()
             try:
-                messages = await fetcher.fetch(self._batch_size, self._fetch_timeout)
+                # With events parked, look for new ones only briefly: the parked ones are retried as
+                # soon as the fetch returns (their predecessors may be done by now, here or elsewhere).
+                wait = PARKED_RETRY_SECONDS if parked else self._fetch_timeout
+                messages = await fetcher.fetch(max(1, self._batch_size - len(parked)), wait)
             except asyncio.CancelledError:
                 if not self._stopping.is_set():
                     raise
                 # stop() cancelled a fetch still waiting for its first message: the loop is done.
                 # (Anything delivered to it after all is unacknowledged, so JetStream redelivers it.)
                 asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                await self._release_parked(parked)
                 return
             except ConsumerError as exc:
+                self._park(parked)
                 log.warning("%s: %s; retrying in %.0f s", self.name, exc, _REFUSED_RETRY_SECONDS)
                 await asyncio.sleep(_REFUSED_RETRY_SECONDS)
                 continue
-            if messages:
-                await self.process(messages)
+            if messages or parked:
+                await self.process(messages, parked)
+        await self._release_parked(self._unpark())
 
-    async def process(self, messages: Sequence[Msg]) -> None:
-        """Run one fetched batch through parse, handle, publish and ack."""
+    async def process(self, messages: Sequence[Msg], parked: Sequence[_Item] = ()) -> None:
+        """Run one fetched batch (and the events parked earlier) through parse, handle, publish and ack."""
         self.stats.batches += 1
         self.stats.last_batch_at = self._clock()
         # Plain loops, not gather: a task per message would cost more than parsing or acking it.
-        items = []
+        items = list(parked)
         for msg in messages:
             item = await self._parse(msg)
             if item is not None:
                 items.append(item)
         if not items:
             return
+        if parked:
+            items.sort(key=lambda i: i.msg.metadata.sequence.stream)  # stream order, as first delivered
         with tracer().start_as_current_span(f"{self.name}.batch") as span:
             span.set_attribute("batch.size", len(items))
             try:
@@ -232,14 +250,48 @@ class Worker:
         await self._settle(items, waiting, delay)
 
     async def _settle(self, items: Sequence[_Item], waiting: frozenset[int], delay: float | None) -> None:
-        """Acknowledge the done items; redeliver the waiting ones later."""
+        """Acknowledge the done items; park the waiting ones (a nak would scramble their order).
+
+        A waiting event is kept here, in progress, and handed to the handler again with the next
+        fetch, in stream order, until its predecessor is done. One parked for longer than
+        ``MAX_PARKED_SECONDS`` is let go (nak) for any worker to take.
+        """
+        now = time.monotonic()
         for index, item in enumerate(items):
-            if index in waiting:
+            if index not in waiting:
+                await item.msg.ack()
+                item.parked_at = None
+            elif item.parked_at is not None and now - item.parked_at > MAX_PARKED_SECONDS:
+                item.parked_at = None
                 await self._nak(item.msg, waiting_delay(delay, item.msg.metadata.num_delivered))
             else:
-                await item.msg.ack()
+                if item.parked_at is None:
+                    item.parked_at = now
+                self._parked.append(item)
         self.stats.waited += len(waiting)
         self.stats.processed += len(items) - len(waiting)
+
+    def _park(self, items: Sequence[_Item]) -> None:
+        self._parked.extend(items)
+
+    def _unpark(self) -> list[_Item]:
+        """Take every parked event (this loop now owns them)."""
+        parked, self._parked = self._parked, []
+        return parked
+
+    async def _release_parked(self, items: Sequence[_Item]) -> None:
+        """Hand parked events back to JetStream at once (stopping: another worker takes them)."""
+        for item in items:
+            with contextlib.suppress(Exception):
+                await item.msg.nak()
+
+    async def _keep_parked_in_progress(self) -> None:
+        """Tell JetStream every third of ``ack_wait`` that parked events are still being worked on."""
+        while True:
+            await asyncio.sleep(self.settings.ack_wait_seconds / 3)
+            for item in list(self._parked):
+                with contextlib.suppress(Exception):  # best effort: the ack decides
+                    await item.msg.in_progress()
 
     async def _handle_and_publish(self, items: Sequence[_Item]) -> tuple[frozenset[int], float | None]:
         """Run the handler, publish its outputs; return the indices of the items that must wait, and for how long."""
