@@ -259,10 +259,16 @@ class Calculator:
         for symbol, indices in by_symbol.items():
             indices.sort(key=lambda i: (batch[i].payload.open_time, batch[i].sequence))
             done = positions.get(symbol)
+            # No candle more than the rings' margin past the last durable minute is written: a batch
+            # killed before it publishes is computed again from the same rings (state written is not
+            # output published), so it must not have pushed them past what its first minute reads.
+            first = done.minute if done is not None else batch[indices[0]].payload.open_time - MINUTE_MS
+            horizon = first + layout.MARGIN_MINUTES * MINUTE_MS
             blocked = False
             for index in indices:
                 candle, sequence = batch[index].payload, batch[index].sequence
-                if blocked:
+                if blocked or candle.open_time > horizon:
+                    blocked = True
                     waiting.append(index)
                 elif done is not None and candle.open_time <= done.minute:
                     continue  # done already (a redelivery after its metrics were published)

@@ -21,7 +21,7 @@ from screener.names import (
     TYPE_METRICS_COMPUTED,
     TYPE_METRICS_PROVISIONAL,
 )
-from screener.runtime.function import Delivery
+from screener.runtime.function import Delivery, PartialBatch
 from state import layout
 from state.candles import CandleStore
 from tests.functions.calculator.klines import SET_2026, csv_path, read_candles
@@ -50,8 +50,16 @@ def deliveries(calculator: Calculator, candles: list[Candle], forming: bool = Fa
 async def handled(calculator: Calculator, candles: list[Candle], forming: bool = False) -> Sequence[BaseCloudEvent]:
     """Handle ``candles`` as the worker does: the batch, then the note that its outputs are published."""
     batch = deliveries(calculator, candles, forming)
-    events = await calculator.handle(batch)
-    await calculator.published(batch)
+    events: list[BaseCloudEvent] = []
+    while batch:
+        try:
+            events += await calculator.handle(batch)
+            waiting: frozenset[int] = frozenset()
+        except PartialBatch as partial:  # more than the rings' margin ahead: the rest comes next
+            events += partial.outputs
+            waiting = partial.waiting
+        await calculator.published([d for i, d in enumerate(batch) if i not in waiting])
+        batch = [d for i, d in enumerate(batch) if i in waiting]
     return events
 
 
