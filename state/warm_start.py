@@ -9,7 +9,7 @@ candles: a bar that both sources know gets the seed's values, updated by the sto
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 import asyncpg
@@ -63,11 +63,18 @@ async def recent_symbols(conn: asyncpg.Connection, hours: int = 2) -> list[str]:
 
 
 async def warm_start(
-    redis: aioredis.Redis, conn: asyncpg.Connection, symbols: Sequence[str] | None = None, *, force: bool = False
+    redis: aioredis.Redis,
+    conn: asyncpg.Connection,
+    symbols: Sequence[str] | None = None,
+    *,
+    force: bool = False,
+    until: Mapping[str, int] | None = None,
 ) -> dict[str, int]:
     """Rebuild the rings of ``symbols`` (None: those with recent candles) that Redis lacks.
 
-    With ``force``, rebuild even symbols that have rings (writes are idempotent). Return the number
+    With ``force``, rebuild even symbols that have rings (writes are idempotent). ``until`` caps a
+    symbol's newest minute loaded: the recorder may have stored minutes the calculator has not
+    computed yet, and rings pushed past them would change what those minutes read. Return the number
     of minutes written per rebuilt symbol.
     """
     names = list(symbols) if symbols is not None else await recent_symbols(conn)
@@ -75,6 +82,8 @@ async def warm_start(
     if not todo:
         return {}
     newest = {r["symbol"]: _ms(r["newest"]) for r in await conn.fetch(_NEWEST, todo)}
+    if until is not None:
+        newest = {s: min(ms, until[s]) if s in until else ms for s, ms in newest.items()}
     store = CandleStore(redis)
     written: dict[str, int] = {}
     for start in range(0, len(todo), SYMBOLS_PER_ROUND_TRIP):

@@ -290,11 +290,20 @@ class Calculator:
         created = sorted(s for s, state in states.items() if state.created)
         if not created or self._postgres is None:
             return states
+        # Up to the newest minute this batch brings: minutes the recorder already stored beyond it
+        # are computed later, from the stream, and must not be in the rings before their turn.
+        # (or, for rings loaded at start, the symbol's last durable minute).
+        positions = await self.sequencer.positions(created)
+        until = {}
+        for symbol in created:
+            newest = states[symbol].latest_minute()
+            position = positions.get(symbol)
+            if newest is not None or position is not None:
+                until[symbol] = max(newest or 0, position.minute if position is not None else 0)
         async with self._postgres.acquire() as conn:
-            await warm_start(self._redis, conn, created, force=True)
+            await warm_start(self._redis, conn, created, force=True, until=until)
         self.candles.forget()
         healed = {**states, **(await self.candles.read(created))}
-        positions = await self.sequencer.positions(created)
         behind = [s for s in created if (p := positions.get(s)) is not None and not healed[s].holds(p.minute)]
         if behind:
             await self._redis.delete(*(key for s in behind for key in layout.state_keys(s)))
