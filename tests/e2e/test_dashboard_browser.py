@@ -128,8 +128,17 @@ async def wait_until(page: Any, script: str, arg: Any = None, timeout: float = 1
     Playwright's ``wait_for_function`` compiles its predicate with ``eval`` inside the page, which the
     dashboard's Content-Security-Policy rightly forbids; ``evaluate`` goes through the debugger protocol.
     """
+    from playwright.async_api import Error as PlaywrightError
+
     deadline = asyncio.get_running_loop().time() + timeout
-    while not await page.evaluate(script, arg):
+    while True:
+        try:
+            if await page.evaluate(script, arg):
+                return
+        except PlaywrightError as exc:
+            # The page navigated meanwhile (the dashboard reloads after signing in or out): ask again.
+            if "context was destroyed" not in str(exc) and "navigat" not in str(exc):
+                raise
         assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for: {script}"
         await asyncio.sleep(0.25)
 
