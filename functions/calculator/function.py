@@ -44,7 +44,7 @@ from screener.names import (
     ConsumerSpec,
 )
 from screener.runtime.function import Delivery, PartialBatch, TransientError
-from screener.runtime.sequence import Position, Sequencer
+from screener.runtime.sequence import Position, Sequencer, newest_positions
 from screener.tracing import traceparent_for
 from state import layout
 from state.candles import CandleStore, SymbolState
@@ -218,13 +218,11 @@ class Calculator:
 
     async def published(self, done: Sequence[Delivery[Any]]) -> None:
         """Record each symbol's newest candle whose metrics are now durable; wake batches waiting on it."""
-        newest: dict[str, Position] = {}
-        for delivery in done:
-            candle = delivery.payload
-            if isinstance(candle, Candle) and candle.closed:
-                position = Position(candle.open_time, delivery.sequence)
-                if candle.symbol not in newest or newest[candle.symbol] < position:
-                    newest[candle.symbol] = position
+        newest = newest_positions(
+            (d.payload.symbol, d.payload.open_time, d.sequence)
+            for d in done
+            if isinstance(d.payload, Candle) and d.payload.closed
+        )
         try:
             await self.sequencer.advance(newest)
         except _REDIS_DOWN as exc:

@@ -46,7 +46,7 @@ from screener.names import (
     TYPE_METRICS_PROVISIONAL,
 )
 from screener.runtime.function import Delivery, PartialBatch, TransientError
-from screener.runtime.sequence import Position, Sequencer
+from screener.runtime.sequence import Position, Sequencer, newest_positions
 from screener.tracing import traceparent_for
 from state.metrics_store import MetricsStore
 
@@ -278,13 +278,11 @@ class RulesFunction:
         """Record each symbol's newest closed minute whose alerts are now durable (Redis and PostgreSQL)."""
         if self._sequencer is None or self._pool is None:
             return
-        newest: dict[str, Position] = {}
-        for delivery in done:
-            snapshot = delivery.payload
-            if isinstance(snapshot, MetricsSnapshot) and not snapshot.provisional:
-                position = Position(snapshot.minute, delivery.sequence)
-                if snapshot.symbol not in newest or newest[snapshot.symbol] < position:
-                    newest[snapshot.symbol] = position
+        newest = newest_positions(
+            (d.payload.symbol, d.payload.minute, d.sequence)
+            for d in done
+            if isinstance(d.payload, MetricsSnapshot) and not d.payload.provisional
+        )
         try:
             await save_positions(self._pool, newest)
             await self._sequencer.advance(newest)

@@ -23,7 +23,7 @@ stream is the first to take.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -70,6 +70,16 @@ class Position:
         text = raw.decode() if isinstance(raw, bytes) else raw
         minute, _, sequence = text.partition(":")
         return cls(int(minute), int(sequence or 0))
+
+
+def newest_positions(entries: Iterable[tuple[str, int, int]]) -> dict[str, Position]:
+    """Return each symbol's newest position among ``(symbol, minute, stream sequence)`` entries."""
+    newest: dict[str, Position] = {}
+    for symbol, minute, sequence in entries:
+        position = Position(minute, sequence)
+        if symbol not in newest or newest[symbol] < position:
+            newest[symbol] = position
+    return newest
 
 
 Fallback = Callable[[Sequence[str]], Awaitable[Mapping[str, Position]]]
