@@ -44,7 +44,7 @@ from screener.names import (
     ConsumerSpec,
 )
 from screener.runtime.function import Delivery, PartialBatch, TransientError
-from screener.runtime.sequence import Position, Sequencer, newest_positions
+from screener.runtime.sequence import Pending, Position, Sequencer, newest_positions
 from screener.tracing import traceparent_for
 from state import layout
 from state.candles import CandleStore, SymbolState
@@ -194,7 +194,17 @@ class Calculator:
                 except TimeoutError:
                     for event in earlier:
                         self._release(event)  # its publish failed (NATS away): stop queueing behind it
-            taken, waiting = await self._take_in_order(batch)
+            # No candle more than the rings' margin past the last durable minute is written: a batch
+            # killed before it publishes is computed again from the same rings (state written is not
+            # output published), so it must not have pushed them past what its first minute reads.
+            taken, waiting = await self.sequencer.take_in_order(
+                (
+                    Pending(index, d.payload.symbol, d.payload.open_time, d.sequence)
+                    for index, d in enumerate(batch)
+                    if d.payload.closed
+                ),
+                horizon_minutes=layout.MARGIN_MINUTES,
+            )
             output = _Output()
             for segment in _segments(sorted((batch[i].payload for i in taken), key=lambda c: c.open_time)):
                 states = await self._heal(await self.candles.write(segment))
@@ -241,42 +251,6 @@ class Calculator:
                 del self._holders[symbol]
         for key in [k for k, held in self._held_by.items() if held is event]:
             del self._held_by[key]
-
-    async def _take_in_order(self, batch: Sequence[Delivery[Candle]]) -> tuple[list[int], list[int]]:
-        """Return the indices of the closed candles to compute now and of those that must wait.
-
-        Candles already done are in neither list (they are acknowledged with no output).
-        """
-        by_symbol: dict[str, list[int]] = defaultdict(list)
-        for index, delivery in enumerate(batch):
-            if delivery.payload.closed:
-                by_symbol[delivery.payload.symbol].append(index)
-        positions = await self.sequencer.positions(sorted(by_symbol))
-        taken: list[int] = []
-        waiting: list[int] = []
-        for symbol, indices in by_symbol.items():
-            indices.sort(key=lambda i: (batch[i].payload.open_time, batch[i].sequence))
-            done = positions.get(symbol)
-            # No candle more than the rings' margin past the last durable minute is written: a batch
-            # killed before it publishes is computed again from the same rings (state written is not
-            # output published), so it must not have pushed them past what its first minute reads.
-            first = done.minute if done is not None else batch[indices[0]].payload.open_time - MINUTE_MS
-            horizon = first + layout.MARGIN_MINUTES * MINUTE_MS
-            blocked = False
-            for index in indices:
-                candle, sequence = batch[index].payload, batch[index].sequence
-                if blocked or candle.open_time > horizon:
-                    blocked = True
-                    waiting.append(index)
-                elif done is not None and candle.open_time <= done.minute:
-                    continue  # done already (a redelivery after its metrics were published)
-                elif await self.sequencer.is_successor(symbol, done, candle.open_time, sequence):
-                    taken.append(index)
-                    done = Position(candle.open_time, sequence)
-                else:
-                    blocked = True
-                    waiting.append(index)
-        return taken, waiting
 
     async def _heal(self, states: dict[str, SymbolState]) -> dict[str, SymbolState]:
         """Rebuild from PostgreSQL the symbols whose rings this batch had to create (Redis was flushed).
