@@ -140,7 +140,7 @@ class Calculator:
         for start in range(0, len(tracked), PRELOAD_CHUNK):
             # Rings this read had to create (lost from Redis) are rebuilt, as in a batch.
             try:
-                await self._heal(await self.candles.write([], also=tracked[start : start + PRELOAD_CHUNK]))
+                await self._write([], also=tracked[start : start + PRELOAD_CHUNK])
             except TransientError as exc:
                 log.info("calculator: not preloading yet (%s); the first batch rebuilds them", exc)
         if tracked:
@@ -207,7 +207,7 @@ class Calculator:
             )
             output = _Output()
             for segment in _segments(sorted((batch[i].payload for i in taken), key=lambda c: c.open_time)):
-                states = await self._heal(await self.candles.write(segment))
+                states = await self._write(segment)
                 self._compute_closed(segment, states, output)
             forming = [d.payload for d in batch if not d.payload.closed]
             if forming:
@@ -252,31 +252,47 @@ class Calculator:
         for key in [k for k, held in self._held_by.items() if held is event]:
             del self._held_by[key]
 
-    async def _heal(self, states: dict[str, SymbolState]) -> dict[str, SymbolState]:
-        """Rebuild from PostgreSQL the symbols whose rings this batch had to create (Redis was flushed).
+    async def _write(self, candles: Sequence[Candle], also: Sequence[str] = ()) -> dict[str, SymbolState]:
+        """Write ``candles`` into their symbols' rings; return the state of those symbols and of ``also``'s.
+
+        A symbol whose rings Redis lacks (first start, flush) is rebuilt from PostgreSQL before anything
+        of it is written (``_heal``): rings are never created for a batch alone, so a worker killed
+        between creating them and rebuilding them cannot leave rings that look whole and are not.
+        """
+        wanted = {c.symbol for c in candles} | set(also)
+        states = await self.candles.write(candles, also=also, create=self._postgres is None)
+        missing = sorted(wanted - states.keys())
+        if not missing:
+            return states
+        return {**states, **(await self._heal(missing, [c for c in candles if c.symbol in missing]))}
+
+    async def _heal(self, missing: Sequence[str], candles: Sequence[Candle]) -> dict[str, SymbolState]:
+        """Rebuild the rings of the ``missing`` symbols from PostgreSQL, then write their ``candles``.
 
         The rebuilt rings must hold every minute up to the symbol's position (its metrics were
         published, so the minutes after it are computed from them). If the recorder has not stored
-        them yet, the rings are dropped again and the batch retried.
+        them yet, the rings are dropped again and the batch retried. Minutes the recorder already
+        stored beyond the batch's newest are computed later, from the stream, so they are not loaded.
         """
-        created = sorted(s for s, state in states.items() if state.created)
-        if not created or self._postgres is None:
-            return states
-        # Up to the newest minute this batch brings: minutes the recorder already stored beyond it
-        # are computed later, from the stream, and must not be in the rings before their turn.
-        # (or, for rings loaded at start, the symbol's last durable minute).
-        positions = await self.sequencer.positions(created)
-        until = {}
-        for symbol in created:
-            newest = states[symbol].latest_minute()
-            position = positions.get(symbol)
-            if newest is not None or position is not None:
-                until[symbol] = max(newest or 0, position.minute if position is not None else 0)
+        assert self._postgres is not None
+        positions = await self.sequencer.positions(missing)
+        until: dict[str, int] = {}
+        for candle in candles:
+            until[candle.symbol] = max(until.get(candle.symbol, 0), candle.open_time)
+        for symbol, position in positions.items():
+            if position is not None:
+                until[symbol] = max(until.get(symbol, 0), position.minute)
         async with self._postgres.acquire() as conn:
-            await warm_start(self._redis, conn, created, force=True, until=until)
+            await warm_start(self._redis, conn, missing, force=True, until=until)
         self.candles.forget()
-        healed = {**states, **(await self.candles.read(created))}
-        behind = [s for s in created if (p := positions.get(s)) is not None and not healed[s].holds(p.minute)]
+        # A symbol PostgreSQL has never seen gets new rings with its batch's candles; one with no
+        # candles here (a forming minute, a preload) stays absent until its first closed minute.
+        healed = await self.candles.write(candles, also=missing, create=bool(candles))
+        behind = [
+            s
+            for s in missing
+            if (p := positions.get(s)) is not None and not (s in healed and healed[s].holds(p.minute))
+        ]
         if behind:
             await self._redis.delete(*(key for s in behind for key in layout.state_keys(s)))
             self.candles.forget()
@@ -305,7 +321,7 @@ class Calculator:
             if held is None or candle.open_time >= held.open_time:
                 latest[candle.symbol] = candle
         # Read through the mirror: a forming candle comes every second or so per symbol.
-        states = await self._heal(await self.candles.write([], also=sorted(latest)))
+        states = await self._write([], also=sorted(latest))
         by_minute: dict[int, dict[str, Candle]] = defaultdict(dict)
         for symbol, candle in latest.items():
             state = states.get(symbol)
