@@ -152,12 +152,15 @@ class CandleStore:
         read_back: bool = True,
         seeds: Sequence[tuple[str, SeedBar]] = (),
         also: Sequence[str] = (),
+        create: bool = True,
     ) -> dict[str, SymbolState]:
         """Store closed ``candles`` (any symbols, any order, repeats allowed); return the symbols' state.
 
         ``seeds`` are (symbol, bar) pairs to merge into the bar rings first; ``also`` names symbols to
         return without writing anything for them (with a mirror, only what changed is shipped). One
-        round trip. With ``read_back`` False nothing is returned (warm start).
+        round trip. With ``read_back`` False nothing is returned (warm start). With ``create`` False,
+        a symbol that has no rings in Redis is left alone (nothing of it written) and absent from the
+        result: the caller rebuilds its rings first (``state.warm_start``), then writes again.
         """
         by_symbol: dict[str, list[Candle]] = defaultdict(list)
         for candle in candles:
@@ -173,7 +176,12 @@ class CandleStore:
         calls = [
             (
                 layout.state_keys(sym),
-                [packed[sym], _known_version(based.get(sym)) if read_back else "no", packed_seeds[sym]],
+                [
+                    packed[sym],
+                    _known_version(based.get(sym)) if read_back else "no",
+                    packed_seeds[sym],
+                    "create" if create else "keep",
+                ],
             )
             for sym in symbols
         ]
@@ -186,6 +194,10 @@ class CandleStore:
         states = {}
         for sym, reply in zip(symbols, replies, strict=True):
             version, created = int(reply[0]), reply[1] == 1
+            if created and len(reply) == 2:
+                if self._mirror is not None:
+                    self._mirror.pop(sym, None)
+                continue  # no rings, none created (``create`` False)
             if len(reply) > 2 and reply[2] == b"log":
                 # Another writer wrote since our copy, and the write log holds what it wrote: apply
                 # that, then ours, to a copy (a concurrent call's reply may still grow the original).

@@ -24,6 +24,10 @@
 -- ARGV[3]  closed bars to seed (Binance's native klines), 32 bytes each: 4 float64 (bar ring index
 --          from 1, open time, open, close); merged as the bar's first and last minute, so a bar
 --          built from stored minutes and its seed agree (a ring without opens drops the open)
+-- ARGV[4]  "create" (or absent): missing rings are created; "keep": missing rings are NOT created,
+--          nothing is written and the reply is {0, 1} (0 with "no"). A caller that rebuilds missing
+--          rings from PostgreSQL asks first with "keep": rings it created for a batch and then failed
+--          to rebuild (killed in between) would look whole to the next write and never be rebuilt.
 
 local MINUTE = 60000
 local ROW = 64
@@ -65,6 +69,13 @@ if stale then
   end
   redis.call('DEL', LOG)
   redis.call('DEL', KEYS[3])
+end
+
+if lengths[1] == 0 and ARGV[4] == 'keep' then
+  if ARGV[2] == 'no' then
+    return 0
+  end
+  return {0, 1}
 end
 
 -- A ring is allocated once at its full size: SETRANGE never grows it (no realloc slack).

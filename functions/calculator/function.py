@@ -44,7 +44,7 @@ from screener.names import (
     ConsumerSpec,
 )
 from screener.runtime.function import Delivery, PartialBatch, TransientError
-from screener.runtime.sequence import Position, Sequencer, newest_positions
+from screener.runtime.sequence import Pending, Position, Sequencer, newest_positions
 from screener.tracing import traceparent_for
 from state import layout
 from state.candles import CandleStore, SymbolState
@@ -140,7 +140,7 @@ class Calculator:
         for start in range(0, len(tracked), PRELOAD_CHUNK):
             # Rings this read had to create (lost from Redis) are rebuilt, as in a batch.
             try:
-                await self._heal(await self.candles.write([], also=tracked[start : start + PRELOAD_CHUNK]))
+                await self._write([], also=tracked[start : start + PRELOAD_CHUNK])
             except TransientError as exc:
                 log.info("calculator: not preloading yet (%s); the first batch rebuilds them", exc)
         if tracked:
@@ -194,10 +194,20 @@ class Calculator:
                 except TimeoutError:
                     for event in earlier:
                         self._release(event)  # its publish failed (NATS away): stop queueing behind it
-            taken, waiting = await self._take_in_order(batch)
+            # No candle more than the rings' margin past the last durable minute is written: a batch
+            # killed before it publishes is computed again from the same rings (state written is not
+            # output published), so it must not have pushed them past what its first minute reads.
+            taken, waiting = await self.sequencer.take_in_order(
+                (
+                    Pending(index, d.payload.symbol, d.payload.open_time, d.sequence)
+                    for index, d in enumerate(batch)
+                    if d.payload.closed
+                ),
+                horizon_minutes=layout.MARGIN_MINUTES,
+            )
             output = _Output()
             for segment in _segments(sorted((batch[i].payload for i in taken), key=lambda c: c.open_time)):
-                states = await self._heal(await self.candles.write(segment))
+                states = await self._write(segment)
                 self._compute_closed(segment, states, output)
             forming = [d.payload for d in batch if not d.payload.closed]
             if forming:
@@ -242,67 +252,47 @@ class Calculator:
         for key in [k for k, held in self._held_by.items() if held is event]:
             del self._held_by[key]
 
-    async def _take_in_order(self, batch: Sequence[Delivery[Candle]]) -> tuple[list[int], list[int]]:
-        """Return the indices of the closed candles to compute now and of those that must wait.
+    async def _write(self, candles: Sequence[Candle], also: Sequence[str] = ()) -> dict[str, SymbolState]:
+        """Write ``candles`` into their symbols' rings; return the state of those symbols and of ``also``'s.
 
-        Candles already done are in neither list (they are acknowledged with no output).
+        A symbol whose rings Redis lacks (first start, flush) is rebuilt from PostgreSQL before anything
+        of it is written (``_heal``): rings are never created for a batch alone, so a worker killed
+        between creating them and rebuilding them cannot leave rings that look whole and are not.
         """
-        by_symbol: dict[str, list[int]] = defaultdict(list)
-        for index, delivery in enumerate(batch):
-            if delivery.payload.closed:
-                by_symbol[delivery.payload.symbol].append(index)
-        positions = await self.sequencer.positions(sorted(by_symbol))
-        taken: list[int] = []
-        waiting: list[int] = []
-        for symbol, indices in by_symbol.items():
-            indices.sort(key=lambda i: (batch[i].payload.open_time, batch[i].sequence))
-            done = positions.get(symbol)
-            # No candle more than the rings' margin past the last durable minute is written: a batch
-            # killed before it publishes is computed again from the same rings (state written is not
-            # output published), so it must not have pushed them past what its first minute reads.
-            first = done.minute if done is not None else batch[indices[0]].payload.open_time - MINUTE_MS
-            horizon = first + layout.MARGIN_MINUTES * MINUTE_MS
-            blocked = False
-            for index in indices:
-                candle, sequence = batch[index].payload, batch[index].sequence
-                if blocked or candle.open_time > horizon:
-                    blocked = True
-                    waiting.append(index)
-                elif done is not None and candle.open_time <= done.minute:
-                    continue  # done already (a redelivery after its metrics were published)
-                elif await self.sequencer.is_successor(symbol, done, candle.open_time, sequence):
-                    taken.append(index)
-                    done = Position(candle.open_time, sequence)
-                else:
-                    blocked = True
-                    waiting.append(index)
-        return taken, waiting
+        wanted = {c.symbol for c in candles} | set(also)
+        states = await self.candles.write(candles, also=also, create=self._postgres is None)
+        missing = sorted(wanted - states.keys())
+        if not missing:
+            return states
+        return {**states, **(await self._heal(missing, [c for c in candles if c.symbol in missing]))}
 
-    async def _heal(self, states: dict[str, SymbolState]) -> dict[str, SymbolState]:
-        """Rebuild from PostgreSQL the symbols whose rings this batch had to create (Redis was flushed).
+    async def _heal(self, missing: Sequence[str], candles: Sequence[Candle]) -> dict[str, SymbolState]:
+        """Rebuild the rings of the ``missing`` symbols from PostgreSQL, then write their ``candles``.
 
         The rebuilt rings must hold every minute up to the symbol's position (its metrics were
         published, so the minutes after it are computed from them). If the recorder has not stored
-        them yet, the rings are dropped again and the batch retried.
+        them yet, the rings are dropped again and the batch retried. Minutes the recorder already
+        stored beyond the batch's newest are computed later, from the stream, so they are not loaded.
         """
-        created = sorted(s for s, state in states.items() if state.created)
-        if not created or self._postgres is None:
-            return states
-        # Up to the newest minute this batch brings: minutes the recorder already stored beyond it
-        # are computed later, from the stream, and must not be in the rings before their turn.
-        # (or, for rings loaded at start, the symbol's last durable minute).
-        positions = await self.sequencer.positions(created)
-        until = {}
-        for symbol in created:
-            newest = states[symbol].latest_minute()
-            position = positions.get(symbol)
-            if newest is not None or position is not None:
-                until[symbol] = max(newest or 0, position.minute if position is not None else 0)
+        assert self._postgres is not None
+        positions = await self.sequencer.positions(missing)
+        until: dict[str, int] = {}
+        for candle in candles:
+            until[candle.symbol] = max(until.get(candle.symbol, 0), candle.open_time)
+        for symbol, position in positions.items():
+            if position is not None:
+                until[symbol] = max(until.get(symbol, 0), position.minute)
         async with self._postgres.acquire() as conn:
-            await warm_start(self._redis, conn, created, force=True, until=until)
+            await warm_start(self._redis, conn, missing, force=True, until=until)
         self.candles.forget()
-        healed = {**states, **(await self.candles.read(created))}
-        behind = [s for s in created if (p := positions.get(s)) is not None and not healed[s].holds(p.minute)]
+        # A symbol PostgreSQL has never seen gets new rings with its batch's candles; one with no
+        # candles here (a forming minute, a preload) stays absent until its first closed minute.
+        healed = await self.candles.write(candles, also=missing, create=bool(candles))
+        behind = [
+            s
+            for s in missing
+            if (p := positions.get(s)) is not None and not (s in healed and healed[s].holds(p.minute))
+        ]
         if behind:
             await self._redis.delete(*(key for s in behind for key in layout.state_keys(s)))
             self.candles.forget()
@@ -331,7 +321,7 @@ class Calculator:
             if held is None or candle.open_time >= held.open_time:
                 latest[candle.symbol] = candle
         # Read through the mirror: a forming candle comes every second or so per symbol.
-        states = await self._heal(await self.candles.write([], also=sorted(latest)))
+        states = await self._write([], also=sorted(latest))
         by_minute: dict[int, dict[str, Candle]] = defaultdict(dict)
         for symbol, candle in latest.items():
             state = states.get(symbol)

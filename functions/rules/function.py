@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -46,7 +45,7 @@ from screener.names import (
     TYPE_METRICS_PROVISIONAL,
 )
 from screener.runtime.function import Delivery, PartialBatch, TransientError
-from screener.runtime.sequence import Position, Sequencer, newest_positions
+from screener.runtime.sequence import Pending, Position, Sequencer, newest_positions
 from screener.tracing import traceparent_for
 from state.metrics_store import MetricsStore
 
@@ -259,7 +258,14 @@ class RulesFunction:
         try:
             await self._firing.ensure_index(self._pool)
             async with self._evaluation_lock:
-                taken, waiting = await self._take_in_order(batch)
+                # Live rules on a forming minute keep no order; closed minutes go in stream order.
+                forming = [index for index, d in enumerate(batch) if d.payload.provisional]
+                closed, waiting = await self._sequencer.take_in_order(
+                    Pending(index, d.payload.symbol, d.payload.minute, d.sequence)
+                    for index, d in enumerate(batch)
+                    if not d.payload.provisional
+                )
+                taken = forming + closed
                 evaluation = await self._engine.evaluate([batch[i].payload for i in taken])
             alerts = evaluation.alerts
             if alerts:
@@ -288,34 +294,6 @@ class RulesFunction:
             await self._sequencer.advance(newest)
         except _TRANSIENT as exc:
             raise TransientError(f"rules: a server is unavailable: {exc!r}", delay_seconds=2.0) from exc
-
-    async def _take_in_order(self, batch: Sequence[Delivery[MetricsSnapshot]]) -> tuple[list[int], list[int]]:
-        """Return the indices to evaluate now (forming minutes, closed ones next in order) and those that wait."""
-        assert self._sequencer is not None
-        by_symbol: dict[str, list[int]] = defaultdict(list)
-        taken: list[int] = []
-        for index, delivery in enumerate(batch):
-            if delivery.payload.provisional:
-                taken.append(index)  # live rules on a forming minute keep no order
-            else:
-                by_symbol[delivery.payload.symbol].append(index)
-        positions = await self._sequencer.positions(sorted(by_symbol))
-        waiting: list[int] = []
-        for symbol, indices in by_symbol.items():
-            indices.sort(key=lambda i: (batch[i].payload.minute, batch[i].sequence))
-            done = positions.get(symbol)
-            for index in indices:
-                snapshot, sequence = batch[index].payload, batch[index].sequence
-                if waiting and waiting[-1] in indices:
-                    waiting.append(index)
-                elif done is not None and snapshot.minute <= done.minute:
-                    continue  # evaluated and published already
-                elif await self._sequencer.is_successor(symbol, done, snapshot.minute, sequence):
-                    taken.append(index)
-                    done = Position(snapshot.minute, sequence)
-                else:
-                    waiting.append(index)
-        return taken, waiting
 
 
 def _metrics_minute(message: RawStreamMsg) -> int | None:

@@ -23,6 +23,7 @@ stream is the first to take.
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -70,6 +71,16 @@ class Position:
         text = raw.decode() if isinstance(raw, bytes) else raw
         minute, _, sequence = text.partition(":")
         return cls(int(minute), int(sequence or 0))
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A delivered message waiting for its turn: its index in the batch, symbol, minute and stream sequence."""
+
+    index: int
+    symbol: str
+    minute: int
+    sequence: int
 
 
 def newest_positions(entries: Iterable[tuple[str, int, int]]) -> dict[str, Position]:
@@ -146,6 +157,43 @@ class Sequencer:
         symbols = sorted(positions)
         args = [positions[s].encode() for s in symbols]
         await self._advance(keys=[self.key(s) for s in symbols], args=[*args, str(self._ttl)])
+
+    async def take_in_order(
+        self, pending: Iterable[Pending], *, horizon_minutes: int | None = None
+    ) -> tuple[list[int], list[int]]:
+        """Return the indices of the messages to process now, in order, and of those that must wait.
+
+        Per symbol, messages are taken while each is its position's successor; the first that is not
+        (or that lies more than ``horizon_minutes`` past the symbol's position) waits, with every later
+        one. Messages at or before the position were done already and are in neither list.
+        """
+        by_symbol: dict[str, list[Pending]] = defaultdict(list)
+        for item in pending:
+            by_symbol[item.symbol].append(item)
+        positions = await self.positions(sorted(by_symbol))
+        taken: list[int] = []
+        waiting: list[int] = []
+        for symbol, items in by_symbol.items():
+            items.sort(key=lambda item: (item.minute, item.sequence))
+            done = positions.get(symbol)
+            horizon: int | None = None
+            if horizon_minutes is not None:
+                first = done.minute if done is not None else items[0].minute - MINUTE_MS
+                horizon = first + horizon_minutes * MINUTE_MS
+            blocked = False
+            for item in items:
+                if blocked or (horizon is not None and item.minute > horizon):
+                    blocked = True
+                    waiting.append(item.index)
+                elif done is not None and item.minute <= done.minute:
+                    continue  # done already (a redelivery after its output was published)
+                elif await self.is_successor(symbol, done, item.minute, item.sequence):
+                    taken.append(item.index)
+                    done = Position(item.minute, item.sequence)
+                else:
+                    blocked = True
+                    waiting.append(item.index)
+        return taken, waiting
 
     async def is_successor(self, symbol: str, done: Position | None, minute: int, sequence: int) -> bool:
         """Return whether the message (``minute``, ``sequence``) of ``symbol`` comes right after ``done``.

@@ -40,7 +40,7 @@ from screener.connections import nats_client_of
 from screener.events import nats_binding
 from screener.events.envelope import InvalidEvent
 from screener.runtime.function import Delivery, Function, PartialBatch, TransientError
-from screener.runtime.publisher import Publisher
+from screener.runtime.publisher import Publisher, PublishError
 from screener.runtime.pull import ConsumerError, PullFetcher
 from screener.streams import ensure_consumer, ensure_streams
 from screener.tracing import start_event_span, tracer
@@ -49,9 +49,11 @@ log = logging.getLogger(__name__)
 
 # How long a loop waits before pulling again after the server refused a pull request.
 _REFUSED_RETRY_SECONDS = 1.0
-# The longest a nak delays a redelivery. Waiting functions (the calculator's gap grace) are sized
-# from it: an event naked for a transient failure is never away longer than ack_wait or this.
+# The longest a nak delays a redelivery: an event naked for a transient failure is never away longer
+# than ack_wait or this.
 MAX_RETRY_DELAY_SECONDS = 5.0
+# How long a batch whose outputs JetStream did not store waits before it is tried again.
+PUBLISH_RETRY_SECONDS = 1.0
 # The longest an event waiting for an earlier one of its symbol is kept away (screener.runtime.sequence).
 MAX_WAIT_DELAY_SECONDS = 2.0
 # How long a loop with parked events waits for new ones before it retries the parked ones.
@@ -313,7 +315,12 @@ class Worker:
             except PartialBatch as partial:
                 outputs, waiting, delay = partial.outputs, partial.waiting, partial.delay_seconds
             if outputs:
-                await self._publisher.publish(list(outputs))
+                try:
+                    await self._publisher.publish(list(outputs))
+                except PublishError as exc:
+                    # JetStream away or restarting: not the event's fault, so no crash is counted
+                    # (five would dead-letter a valid event); the batch comes back after a backoff.
+                    raise TransientError(f"{self.name}: outputs not stored: {exc}", PUBLISH_RETRY_SECONDS) from exc
                 self.stats.emitted += len(outputs)
             published = getattr(self.function, "published", None)
             if published is not None:

@@ -18,7 +18,7 @@ from nats.js import JetStreamContext
 
 from screener.names import STREAM_ALERTS, STREAM_DEAD_LETTERS, dead_letter_subject
 from screener.runtime.function import Delivery, PartialBatch
-from screener.runtime.publisher import REASON_HEADER, Publisher
+from screener.runtime.publisher import REASON_HEADER, Publisher, PublishError
 from screener.runtime.worker import Worker
 from screener.streams import ensure_consumer
 from tests.fakes.echo import ECHO_CONSUMER, Echo, input_event
@@ -223,3 +223,33 @@ async def test_two_bad_events_sharing_an_id_leave_two_dead_letters(prepared: Jet
     async with running(worker):
         await wait_until(lambda: _count_at_least(prepared, STREAM_DEAD_LETTERS.name, 3))
     assert worker.stats.dead_lettered == 3  # the one without ce-id too: no invented id
+
+
+class _FlakyPublisher(Publisher):
+    """A real publisher whose first ``failures`` publishes fail as when JetStream restarts."""
+
+    def __init__(self, js: JetStreamContext, failures: int) -> None:
+        super().__init__(js)
+        self.failures_left = failures
+
+    async def publish(self, events: Sequence[BaseCloudEvent]) -> None:
+        if self.failures_left:
+            self.failures_left -= 1
+            raise PublishError("no acknowledgement from JetStream in 5.0 s")
+        await super().publish(events)
+
+
+async def test_outputs_jetstream_did_not_store_are_retried_not_counted_as_crashes(
+    prepared: JetStreamContext, redis_client: aioredis.Redis, redis_url: str
+) -> None:
+    # More failed publishes than max_crashes: NATS being away is not the events' fault, so none of
+    # them may reach the dead letters; the batch is retried until JetStream stores its outputs.
+    await Publisher(prepared).publish([input_event(n) for n in range(5)])
+    settings = fast_settings(max_crashes=2)
+    worker = Worker(Echo(redis_url), prepared, settings, fetch_timeout=0.2)
+    worker._publisher = _FlakyPublisher(prepared, failures=4)
+    async with running(worker):
+        await wait_until(lambda: _alerts_at_least(prepared, 5), timeout=30)
+    assert worker.stats.dead_lettered == 0
+    assert worker.stats.crashes == 0
+    assert await stream_count(prepared, STREAM_DEAD_LETTERS.name) == 0

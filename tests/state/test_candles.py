@@ -263,3 +263,15 @@ async def test_a_mirroring_store_holds_exactly_what_redis_holds(
     states = await first.write(candles[:3])
     assert states["AUSDT"].created
     assert_same_state(states["AUSDT"], (await plain.read(["AUSDT"]))["AUSDT"])
+
+
+async def test_a_write_that_may_not_create_rings_leaves_a_missing_symbol_alone(
+    redis_client: aioredis.Redis, dot: list[Candle]
+) -> None:
+    store = CandleStore(redis_client, mirror=True)
+    assert await store.write(dot[:10], create=False) == {}
+    assert await redis_client.exists(*layout.state_keys(dot[0].symbol)) == 0
+    created = await store.write(dot[:10])
+    assert created[dot[0].symbol].holds(dot[9].open_time)
+    kept = await store.write(dot[10:12], create=False)  # rings exist now: written as usual
+    assert kept[dot[0].symbol].holds(dot[11].open_time)

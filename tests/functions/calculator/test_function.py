@@ -178,6 +178,38 @@ async def test_state_lost_in_redis_is_rebuilt_from_postgres_on_the_next_batch(
     )
 
 
+async def test_a_worker_that_dies_before_rebuilding_lost_rings_leaves_none_that_look_whole(
+    redis_client: aioredis.Redis,
+    pg: asyncpg.Connection,
+    postgres_dsn: str,
+    near: list[Candle],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Redis lost the rings; the first worker to take the batch dies before it has rebuilt them from
+    # PostgreSQL (SIGKILL in a drill; here the rebuild fails). The next delivery must still rebuild them:
+    # rings holding only the batch's minutes would give 1d coverage near 0 and wrong alerts.
+    reference = Calculator(redis_client)
+    await CandleStore(redis_client).write(near[:1999], read_back=False)
+    (expected,) = await handled(reference, near[1999:])
+    await record(pg, near[:1999])
+    await redis_client.flushdb()
+    pool = await asyncpg.create_pool(postgres_dsn, min_size=1, max_size=2)
+
+    async def killed(*args: object, **kwargs: object) -> dict[str, int]:
+        raise ConnectionResetError("worker killed before the rebuild")
+
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr("functions.calculator.function.warm_start", killed)
+            with pytest.raises(ConnectionResetError):
+                await handled(Calculator(redis_client, postgres=pool), near[1999:])
+        calculator = Calculator(redis_client, postgres=pool)
+        (event,) = await handled(calculator, near[1999:])
+    finally:
+        await pool.close()
+    assert MetricsSnapshot.model_validate(event.get_data()) == MetricsSnapshot.model_validate(expected.get_data())
+
+
 async def test_a_batch_spanning_hours_gives_the_metrics_of_minute_by_minute_batches(
     redis_client: aioredis.Redis, near: list[Candle]
 ) -> None:
