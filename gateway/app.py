@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
 from contextlib import suppress
@@ -31,6 +32,7 @@ from gateway.server import GatewayRunner
 from gateway.switches import RuleSwitches
 from gateway.ws import alerts_socket
 from screener.config import Settings
+from screener.ports import PortInUseError, gateway_port
 
 log = logging.getLogger(__name__)
 VERSION = "1.0.0"
@@ -448,7 +450,13 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     try:
         await runner.setup()
         site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port, backlog=4096)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            wanted = gateway_port(settings.gateway_host, settings.gateway_port)
+            raise PortInUseError(exc.errno, wanted.taken_message()) from exc
         log.info("gateway listening on http://%s:%s/", settings.gateway_host, settings.gateway_port)
         await stop.wait()
     finally:
