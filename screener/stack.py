@@ -28,8 +28,9 @@ from screener import ports, stackfiles
 from screener.config import Settings
 from screener.db.migrate import migrate
 from screener.embedded.servers import EmbeddedServer, free_port, start_nats, start_postgres, start_redis
-from screener.names import CONSUMERS, STREAM_ALERTS, STREAM_CANDLES, STREAM_DEAD_LETTERS, STREAM_METRICS
+from screener.names import CONSUMERS, STREAM_CANDLES, STREAM_DEAD_LETTERS, STREAM_METRICS
 from screener.ports import EXIT_PORT_IN_USE
+from screener.progress import alert_counts
 from screener.streams import ensure_all
 
 log = logging.getLogger("screener.up")
@@ -258,6 +259,7 @@ class Stack:
         """Print what flows through the pipeline every 10 seconds."""
         nc = await nats.connect(self.urls["nats"])
         js = nc.jetstream()
+        conn = await asyncpg.connect(self.urls["postgres"])
         try:
             while not self._stopping.is_set():
                 with contextlib.suppress(TimeoutError):
@@ -266,14 +268,19 @@ class Stack:
                 if self._stopping.is_set():
                     break
                 counts = []
-                for stream in (STREAM_CANDLES, STREAM_METRICS, STREAM_ALERTS):
+                for stream in (STREAM_CANDLES, STREAM_METRICS):
                     try:
                         counts.append(f"{stream.name.lower()} {(await js.stream_info(stream.name)).state.messages}")
                     except Exception as exc:  # a progress line must never stop the stack
                         counts.append(f"{stream.name.lower()} ? ({exc})")
+                try:  # what the dashboard shows a visitor, not the stream's every alert
+                    counts.append((await alert_counts(conn)).describe())
+                except (OSError, asyncpg.PostgresError) as exc:
+                    counts.append(f"alerts ? ({exc})")
                 restarts = sum(c.restarts for c in self.children)
                 log.info("flowing: %s | %s | restarts %d", ", ".join(counts), await _delivery_report(js), restarts)
         finally:
+            await conn.close()
             await nc.drain()
 
     async def stop_children(self, grace: float = 15.0) -> None:
