@@ -25,7 +25,7 @@ import nats
 from nats.js import JetStreamContext
 
 from screener import ports, stackfiles
-from screener.config import Settings
+from screener.config import DEFAULT_REPLAY_RECORDING, Settings
 from screener.db.migrate import migrate
 from screener.embedded.servers import EmbeddedServer, free_port, start_nats, start_postgres, start_redis
 from screener.names import CONSUMERS, STREAM_CANDLES, STREAM_DEAD_LETTERS, STREAM_METRICS
@@ -41,10 +41,25 @@ MAX_RESTART_DELAY = 30.0
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``screener up``."""
-    parser.add_argument("--data", type=Path, help="recorded klines to replay (default: the shipped 2026-02 month)")
-    parser.add_argument("--speed", help='replay speed: a factor like "60", "realtime" or "max"')
-    parser.add_argument("--port", type=int, help="gateway port (default: SCREENER_GATEWAY_PORT or 8080)")
-    parser.add_argument("--source", choices=("replay", "binance"), help="where candles come from")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        metavar="DIR",
+        help="folder of recorded klines to replay "
+        f"(default: SCREENER_REPLAY_DATA or data/klines/{DEFAULT_REPLAY_RECORDING})",
+    )
+    parser.add_argument(
+        "--speed", metavar="SPEED", help='replay speed: a factor like "60" (the default), "realtime" or "max"'
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        metavar="N",
+        help="gateway port (default: SCREENER_GATEWAY_PORT or 8080); checked before start",
+    )
+    parser.add_argument(
+        "--source", choices=("replay", "binance"), help="where candles come from (default: SCREENER_SOURCE or replay)"
+    )
 
 
 @dataclass
@@ -348,17 +363,18 @@ class Stack:
             await self.prepare()
             self.plan_children()
             supervisors = [asyncio.create_task(self.supervise(child)) for child in self.children]
-            healthy = await self.wait_healthy()
-            announce = asyncio.create_task(self.announce_when_serving())
-            if healthy:
+            helpers = [asyncio.create_task(self.report_progress())]
+            if await self.wait_healthy():
+                self.print_where_to_look()
                 log.info("all %d processes healthy", len(self.children))
-            progress = asyncio.create_task(self.report_progress())
+            else:  # the address is printed once the gateway answers (at once when only others lag)
+                helpers.append(asyncio.create_task(self.announce_when_serving()))
             await self._stopping.wait()
             log.info("stopping: draining the functions and the gateway")
             await self.stop_children()
-            for task in (*supervisors, progress, announce):
+            for task in (*supervisors, *helpers):
                 task.cancel()
-            await asyncio.gather(*supervisors, progress, announce, return_exceptions=True)
+            await asyncio.gather(*supervisors, *helpers, return_exceptions=True)
         finally:
             stackfiles.remove_servers(self.data_dir)
             await asyncio.to_thread(self.stop_servers)
