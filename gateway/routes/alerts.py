@@ -27,7 +27,9 @@ async def list_alerts(request: web.Request) -> web.Response:
     rule_type = validation.rule_type("rule_type", query.get("rule_type"), required=False)
     if rule_type is not None and not gw.switches.visible_to(user_id, rule_type):
         # Someone else's rule answers exactly like one that does not exist.
-        raise BadParameter("rule_type", f"unknown rule type {rule_type!r} (GET /api/alert-rules lists them)")
+        raise BadParameter(
+            "rule_type", f"must name a rule you can see; {rule_type!r} is unknown (GET /api/alert-rules lists them)"
+        )
     rows = await recent_alerts(
         gw.pool,
         user_id=user_id,
