@@ -1,4 +1,9 @@
-"""Klines, 24h tickers and the symbol catalogue, computed from our own ``candles_1m``.
+"""Klines, 24h tickers and the symbol catalogue, computed from our own ``candles_1m`` and ``bars``.
+
+``candles_1m`` keeps the retention's 48 hours; the closed 5m..1d bars the replay's warm-up and the
+live collector's seeding store in ``bars`` reach 14 days and more back, so klines of 5m and up come
+from the bars wherever the candles do not cover a whole bucket. Numbers are spelled with the
+symbol's tick and step size (``gateway.precision``).
 
 Every query is bounded by (symbol, open_time) ranges so PostgreSQL uses the primary key of each day
 partition and prunes the rest.

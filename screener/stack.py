@@ -2,8 +2,10 @@
 
 It uses the servers the settings name and starts its own (NATS, Redis, PostgreSQL from their PyPI
 packages) for the ones they don't, prepares the streams, schema and rules, then runs every function,
-the collector and the gateway as child processes. A child that crashes is restarted with backoff;
-Ctrl-C (or SIGTERM) stops the children first, then the embedded servers.
+the collector and the gateway as child processes. A child that crashes is restarted with backoff,
+except one that cannot listen because its port is taken: the gateway's port is checked before
+anything starts, and "screener is up" is printed only once the gateway answers. Ctrl-C (or SIGTERM)
+stops the children first (each log then ends with a line saying so), then the embedded servers.
 """
 
 from __future__ import annotations
