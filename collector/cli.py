@@ -1,6 +1,6 @@
 """``screener collector``: run the live Binance collector or a replay of recorded klines.
 
-screener collector                                  # replay of data/klines/binance-um-2026-02 at 60x
+screener collector                                  # replay of data/klines/binance-um-2025-05 at 60x
 screener collector --speed max --virtual-symbols 1000
 screener collector --source binance --symbols BTCUSDT ETHUSDT
 """

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
 from contextlib import suppress
@@ -31,6 +32,7 @@ from gateway.server import GatewayRunner
 from gateway.switches import RuleSwitches
 from gateway.ws import alerts_socket
 from screener.config import Settings
+from screener.ports import PortInUseError, gateway_port
 
 log = logging.getLogger(__name__)
 VERSION = "1.0.0"
@@ -104,7 +106,7 @@ ENDPOINTS: list[Endpoint] = [
         auth="optional",
         params=(
             Param("symbol", "only this symbol"),
-            Param("rule_type", "only this rule"),
+            Param("rule_type", "only this rule (400: a rule you cannot see)"),
             Param("since", "ISO-8601 instant (years 2000-2199); alerts at or after it"),
             Param("limit", "1..5000 (larger values are clamped), default 100", schema={"type": "integer"}),
         ),
@@ -162,7 +164,7 @@ ENDPOINTS: list[Endpoint] = [
         "GET",
         "/api/tickers",
         market.get_tickers,
-        "24h tickers from our candles (an array)",
+        "24h tickers from our candles (an array), prices and quantities at the symbol's tick and step size",
         params=(Param("symbols", "comma-separated symbols; default all"), Param("symbol", "one symbol")),
         schema=api_schemas.ARRAY,
     ),
@@ -170,7 +172,9 @@ ENDPOINTS: list[Endpoint] = [
         "GET",
         "/api/klines",
         market.get_klines,
-        "Klines in Binance's array format, intervals 1m..1d",
+        "Klines in Binance's array format, intervals 1m..1d: the stored bars behind the candles' 48 hours "
+        "(14 days and more of 5m..1d), prices and quantities at the symbol's tick and step size "
+        "(404: a symbol nothing is stored of)",
         params=(
             Param("symbol", "symbol", required=True),
             Param("interval", "1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d", required=True),
@@ -179,6 +183,7 @@ ENDPOINTS: list[Endpoint] = [
             Param("limit", "1..1500 (clamped), default 500", schema={"type": "integer"}),
         ),
         schema=api_schemas.ARRAY,
+        errors=(404,),
     ),
     Endpoint(
         "GET",
@@ -448,7 +453,13 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     try:
         await runner.setup()
         site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port, backlog=4096)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            wanted = gateway_port(settings.gateway_host, settings.gateway_port)
+            raise PortInUseError(exc.errno, wanted.taken_message()) from exc
         log.info("gateway listening on http://%s:%s/", settings.gateway_host, settings.gateway_port)
         await stop.wait()
     finally:

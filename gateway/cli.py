@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from screener import eventloop
 from screener.config import Settings
+from screener.ports import EXIT_PORT_IN_USE, PortInUseError
 from screener.tracing import setup_tracing
 
 
@@ -26,5 +28,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         changes["gateway_port"] = args.port
     chosen = settings.model_copy(update=changes) if changes else settings
     setup_tracing(chosen, "gateway")
-    eventloop.run(serve(chosen))
+    try:
+        eventloop.run(serve(chosen))
+    except PortInUseError as exc:  # restarting cannot help: say so once, with the way out
+        print(f"screener gateway: {exc.strerror}", file=sys.stderr, flush=True)
+        return EXIT_PORT_IN_USE
     return 0

@@ -151,7 +151,7 @@ def build(endpoints: list[Endpoint], version: str) -> dict[str, Any]:
         "info": {
             "title": "Screener gateway",
             "version": version,
-            "description": "REST and WebSocket API of the screener (see shared/spec/api.md). "
+            "description": "REST and WebSocket API of the screener (docs/api.md, gateway/README.md). "
             "WebSocket /ws/alerts: raw alert frames, or protocol v2 with ?protocol=2.",
         },
         "components": {

@@ -16,8 +16,21 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 ENV_PREFIX = "SCREENER_"
-# The recording the replay plays when ``replay_data`` is unset (a folder of data/klines/).
-DEFAULT_REPLAY_RECORDING = "binance-um-2026-02"
+# The recording the replay plays when ``replay_data`` is unset (a folder of data/klines/): the
+# 16-symbol month with BTCUSDT, so the cross-symbol rules (the V2 ones) fire too.
+DEFAULT_REPLAY_RECORDING = "binance-um-2025-05"
+# Warm-up (minutes written straight to PostgreSQL before streaming) of each shipped recording when
+# ``replay_warmup_minutes`` is unset: 14 days give every window and the 1h bars of change_14d; the
+# extra minutes start the stream some 20 s (at 60x) before the recording's first alerts, so a new
+# user sees real alerts within the first minute.
+WARMUP_14_DAYS = 14 * 1440
+RECORDING_WARMUP_MINUTES: dict[str, int] = {
+    # 2025-05-23 18:33 UTC (the 16 symbols overlap from 2025-05-09 18:18), 23 minutes before the
+    # first alerts (5 Big Bear on AVAXUSDT and ENAUSDT at 18:56)
+    "binance-um-2025-05": WARMUP_14_DAYS + 15,
+    # 2026-02-15 08:10 UTC, just before a market-wide drop
+    "binance-um-2026-02": WARMUP_14_DAYS + 490,
+}
 
 
 class ConfigError(Exception):
@@ -92,7 +105,7 @@ class Settings(BaseModel):
     )
     replay_data: Path | None = Field(
         default=None,
-        description="folder of recorded klines to replay; unset: the shipped `data/klines/binance-um-2026-02`",
+        description=f"folder of recorded klines to replay; unset: the shipped `data/klines/{DEFAULT_REPLAY_RECORDING}`",
     )
     replay_speed: str = Field(
         default="60",
@@ -150,15 +163,13 @@ class Settings(BaseModel):
     backfill_minutes: int = Field(
         default=2880, ge=1, description="live: minutes of history filled from REST per symbol when none is stored"
     )
-    # 14 days and 8 h 10 min: 14 days give every window and the 1h bars of change_14d; the extra
-    # 490 minutes start the shipped February 2026 month at 2026-02-15 08:10 UTC, some 20 s (at 60x)
-    # before a market-wide drop, so a new user sees real alerts within the first minute.
-    replay_warmup_minutes: int = Field(
-        default=20650,
+    replay_warmup_minutes: int | None = Field(
+        default=None,
         ge=0,
         description="replay: recorded minutes written straight to PostgreSQL before streaming "
-        "(the last 2 days as candles, all as bars; the default starts the shipped month at "
-        "2026-02-15 08:10 UTC, just before its first alerts); 0: none",
+        "(the last 2 days as candles, all as bars); unset: the shipped recording's own, starting it "
+        "just before its first alerts (2025-05: 2025-05-23 18:33 UTC; 2026-02: 2026-02-15 08:10 UTC), "
+        "14 days for any other; 0: none",
     )
 
     # --- gateway -----------------------------------------------------------------------------------
@@ -234,6 +245,13 @@ class Settings(BaseModel):
         description="OTLP/HTTP traces endpoint (default: the exporter's, `http://localhost:4318/v1/traces`)",
     )
     service_name: str = Field(default="screener", description="OpenTelemetry service name prefix")
+
+    @property
+    def warmup_minutes(self) -> int:
+        """Return the replay's warm-up: ``replay_warmup_minutes``, else the recording's own (14 days by default)."""
+        if self.replay_warmup_minutes is not None:
+            return self.replay_warmup_minutes
+        return RECORDING_WARMUP_MINUTES.get(self.replay_recording, WARMUP_14_DAYS)
 
     @property
     def replay_recording(self) -> str:

@@ -1,4 +1,4 @@
-"""Render the settings table of README.md from ``Settings`` itself, so the two cannot drift.
+"""Render the settings table and the flags of ``screener up`` in README.md from the code, so they cannot drift.
 
 python -m screener.settings_doc --write README.md
 """
@@ -14,6 +14,8 @@ from screener.config import ENV_PREFIX, Settings
 
 START = "<!-- settings-table: start -->"
 END = "<!-- settings-table: end -->"
+FLAGS_START = "<!-- up-flags: start -->"
+FLAGS_END = "<!-- up-flags: end -->"
 
 
 def _default(name: str) -> str:
@@ -38,11 +40,36 @@ def render_table() -> str:
     return "\n".join(rows)
 
 
+def render_up_flags() -> str:
+    """Return the Markdown table of every flag of ``screener up``, from its own argument parser."""
+    from screener.stack import add_arguments
+
+    parser = argparse.ArgumentParser(prog="screener up", add_help=False)
+    add_arguments(parser)
+    rows = ["| flag | meaning |", "|---|---|"]
+    for action in parser._actions:
+        if action.choices:
+            value = "\\|".join(str(choice) for choice in action.choices)
+        else:
+            value = action.metavar if isinstance(action.metavar, str) else action.dest.upper()
+        spelled = ", ".join(f"`{flag}`" if action.nargs == 0 else f"`{flag} {value}`" for flag in action.option_strings)
+        meaning = (action.help or "").replace("|", "\\|")
+        rows.append(f"| {spelled} | {meaning} |")
+    return "\n".join(rows)
+
+
+def _between(text: str, start: str, end: str, body: str) -> str:
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
 def splice(readme: str) -> str:
-    """Return ``readme`` with the table between the markers replaced by the current one."""
-    head, _, rest = readme.partition(START)
-    _, _, tail = rest.partition(END)
-    return f"{head}{START}\n{render_table()}\n{END}{tail}"
+    """Return ``readme`` with the generated parts between their markers replaced by the current ones."""
+    text = _between(readme, START, END, render_table())
+    if FLAGS_START in text:
+        text = _between(text, FLAGS_START, FLAGS_END, render_up_flags())
+    return text
 
 
 def main() -> None:

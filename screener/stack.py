@@ -2,8 +2,10 @@
 
 It uses the servers the settings name and starts its own (NATS, Redis, PostgreSQL from their PyPI
 packages) for the ones they don't, prepares the streams, schema and rules, then runs every function,
-the collector and the gateway as child processes. A child that crashes is restarted with backoff;
-Ctrl-C (or SIGTERM) stops the children first, then the embedded servers.
+the collector and the gateway as child processes. A child that crashes is restarted with backoff,
+except one that cannot listen because its port is taken: the gateway's port is checked before
+anything starts, and "screener is up" is printed only once the gateway answers. Ctrl-C (or SIGTERM)
+stops the children first (each log then ends with a line saying so), then the embedded servers.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ import asyncpg
 import nats
 from nats.js import JetStreamContext
 
-from screener import stackfiles
-from screener.config import Settings
+from screener import ports, stackfiles
+from screener.config import DEFAULT_REPLAY_RECORDING, Settings
 from screener.db.migrate import migrate
 from screener.embedded.servers import EmbeddedServer, free_port, start_nats, start_postgres, start_redis
-from screener.names import CONSUMERS, STREAM_ALERTS, STREAM_CANDLES, STREAM_DEAD_LETTERS, STREAM_METRICS
+from screener.names import CONSUMERS, STREAM_CANDLES, STREAM_DEAD_LETTERS, STREAM_METRICS
+from screener.ports import EXIT_PORT_IN_USE
+from screener.progress import alert_counts
 from screener.streams import ensure_all
 
 log = logging.getLogger("screener.up")
@@ -39,10 +43,25 @@ MAX_RESTART_DELAY = 30.0
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``screener up``."""
-    parser.add_argument("--data", type=Path, help="recorded klines to replay (default: the shipped 2026-02 month)")
-    parser.add_argument("--speed", help='replay speed: a factor like "60", "realtime" or "max"')
-    parser.add_argument("--port", type=int, help="gateway port (default: SCREENER_GATEWAY_PORT or 8080)")
-    parser.add_argument("--source", choices=("replay", "binance"), help="where candles come from")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        metavar="DIR",
+        help="folder of recorded klines to replay "
+        f"(default: SCREENER_REPLAY_DATA or data/klines/{DEFAULT_REPLAY_RECORDING})",
+    )
+    parser.add_argument(
+        "--speed", metavar="SPEED", help='replay speed: a factor like "60" (the default), "realtime" or "max"'
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        metavar="N",
+        help="gateway port (default: SCREENER_GATEWAY_PORT or 8080); checked before start",
+    )
+    parser.add_argument(
+        "--source", choices=("replay", "binance"), help="where candles come from (default: SCREENER_SOURCE or replay)"
+    )
 
 
 @dataclass
@@ -69,6 +88,8 @@ class Stack:
         self.servers: list[EmbeddedServer] = []
         self.children: list[Child] = []
         self.urls: dict[str, str] = {}
+        self.gateway_port: int = args.port if args.port is not None else settings.gateway_port
+        self.failure: str | None = None  # why the stack stopped by itself, when it did
         self._stopping = asyncio.Event()
 
     # --- servers ---------------------------------------------------------------------------------
@@ -150,7 +171,6 @@ class Stack:
             env["SCREENER_REPLAY_SPEED"] = self.args.speed
         if self.args.source:
             env["SCREENER_SOURCE"] = self.args.source
-        self.gateway_port = self.args.port or self.settings.gateway_port
         env["SCREENER_GATEWAY_PORT"] = str(self.gateway_port)
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -207,8 +227,15 @@ class Stack:
             if self._stopping.is_set():
                 return
             lived = time.monotonic() - child.started_at
+            if code == EXIT_PORT_IN_USE:  # a restart would meet the same taken port: stop with its line
+                await asyncio.to_thread(_append_line, child.log_path, f"{child.name} could not listen; not restarted")
+                self.fail(f"{child.name} could not listen: {_last_line(child.log_path)}")
+                return
             delay = 1.0 if lived > 60 else min(MAX_RESTART_DELAY, delay * 2)
             child.restarts += 1
+            await asyncio.to_thread(
+                _append_line, child.log_path, f"{child.name} exited with {code}; restarting in {delay:.0f}s"
+            )
             log.error(
                 "%s exited with %s after %.0fs; restarting in %.0fs (log: %s)",
                 child.name,
@@ -221,10 +248,10 @@ class Stack:
                 async with asyncio.timeout(delay):
                     await self._stopping.wait()
 
-    async def wait_healthy(self, within_seconds: float = 90.0) -> bool:
-        """Wait until every child with a health URL answers 200; log which ones do not."""
-        pending = {c.name: c.health_url for c in self.children if c.health_url}
-        deadline = time.monotonic() + within_seconds
+    async def wait_healthy(self, within_seconds: float | None = 90.0, only: str | None = None) -> bool:
+        """Wait until every child (or the one named ``only``) with a health URL answers 200; log which do not."""
+        pending = {c.name: c.health_url for c in self.children if c.health_url and only in (None, c.name)}
+        deadline = time.monotonic() + (within_seconds if within_seconds is not None else float("inf"))
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
             while pending and time.monotonic() < deadline and not self._stopping.is_set():
                 for name, url in list(pending.items()):
@@ -233,14 +260,23 @@ class Stack:
                             if response.status == 200:
                                 pending.pop(name)
                 await asyncio.sleep(0.5)
-        if pending:
+        if pending and not self._stopping.is_set():
             log.warning("not healthy yet: %s (see %s)", ", ".join(pending), self.data_dir / "logs")
         return not pending
+
+    async def announce_when_serving(self) -> None:
+        """Print where to look once the gateway answers, and only then: never "up" for a gateway not serving."""
+        gateway = next(c for c in self.children if c.name == "gateway")
+        if not await self.wait_healthy(None, only="gateway"):
+            return
+        if gateway.process is not None and gateway.process.returncode is None:
+            self.print_where_to_look()
 
     async def report_progress(self) -> None:
         """Print what flows through the pipeline every 10 seconds."""
         nc = await nats.connect(self.urls["nats"])
         js = nc.jetstream()
+        conn = await asyncpg.connect(self.urls["postgres"])
         try:
             while not self._stopping.is_set():
                 with contextlib.suppress(TimeoutError):
@@ -249,14 +285,19 @@ class Stack:
                 if self._stopping.is_set():
                     break
                 counts = []
-                for stream in (STREAM_CANDLES, STREAM_METRICS, STREAM_ALERTS):
+                for stream in (STREAM_CANDLES, STREAM_METRICS):
                     try:
                         counts.append(f"{stream.name.lower()} {(await js.stream_info(stream.name)).state.messages}")
                     except Exception as exc:  # a progress line must never stop the stack
                         counts.append(f"{stream.name.lower()} ? ({exc})")
+                try:  # what the dashboard shows a visitor, not the stream's every alert
+                    counts.append((await alert_counts(conn)).describe())
+                except (OSError, asyncpg.PostgresError) as exc:
+                    counts.append(f"alerts ? ({exc})")
                 restarts = sum(c.restarts for c in self.children)
                 log.info("flowing: %s | %s | restarts %d", ", ".join(counts), await _delivery_report(js), restarts)
         finally:
+            await conn.close()
             await nc.drain()
 
     async def stop_children(self, grace: float = 15.0) -> None:
@@ -267,14 +308,30 @@ class Stack:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
         _, late = await asyncio.wait([asyncio.create_task(p.wait()) for p in running], timeout=grace)
+        killed = set()
         if late:
             for process in running:
                 if process.returncode is None:
+                    killed.add(process.pid)
                     with contextlib.suppress(ProcessLookupError):
                         process.kill()
+                    await process.wait()
+        for child in self.children:  # every log ends saying so, whatever the child managed to write
+            if child.process is None:
+                continue
+            code = child.process.returncode
+            how = f"killed after {grace:.0f}s" if child.process.pid in killed else f"exit status {code}"
+            await asyncio.to_thread(_append_line, child.log_path, f"{child.name} stopped ({how})")
 
     def request_stop(self) -> None:
         """Begin a clean shutdown (Ctrl-C, SIGTERM)."""
+        self._stopping.set()
+
+    def fail(self, reason: str) -> None:
+        """Stop the stack because it cannot run as configured; ``run`` then exits non-zero."""
+        if self.failure is None:
+            self.failure = reason
+            log.error("%s", reason)
         self._stopping.set()
 
     def print_where_to_look(self) -> None:
@@ -295,6 +352,11 @@ class Stack:
 
     async def run(self) -> int:
         """Bring everything up, supervise until asked to stop, then shut down cleanly."""
+        taken_ports = ports.taken([ports.gateway_port(self.settings.gateway_host, self.gateway_port)])
+        if taken_ports:  # before anything starts: one line per port and the way to choose another
+            for port in taken_ports:
+                print(f"screener up: {port.taken_message()}", file=sys.stderr, flush=True)
+            return 1
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
@@ -303,22 +365,43 @@ class Stack:
             await self.prepare()
             self.plan_children()
             supervisors = [asyncio.create_task(self.supervise(child)) for child in self.children]
-            healthy = await self.wait_healthy()
-            self.print_where_to_look()
-            if healthy:
+            helpers = [asyncio.create_task(self.report_progress())]
+            if await self.wait_healthy():
+                self.print_where_to_look()
                 log.info("all %d processes healthy", len(self.children))
-            progress = asyncio.create_task(self.report_progress())
+            else:  # the address is printed once the gateway answers (at once when only others lag)
+                helpers.append(asyncio.create_task(self.announce_when_serving()))
             await self._stopping.wait()
             log.info("stopping: draining the functions and the gateway")
             await self.stop_children()
-            for task in (*supervisors, progress):
+            for task in (*supervisors, *helpers):
                 task.cancel()
-            await asyncio.gather(*supervisors, progress, return_exceptions=True)
+            await asyncio.gather(*supervisors, *helpers, return_exceptions=True)
         finally:
             stackfiles.remove_servers(self.data_dir)
             await asyncio.to_thread(self.stop_servers)
-            log.info("stopped")
-        return 0
+            if self.failure is None:
+                log.info("stopped")
+            else:
+                log.error("stopped: %s", self.failure)
+        return 0 if self.failure is None else 1
+
+
+def _append_line(path: Path, text: str) -> None:
+    """Append one stamped line of the supervisor to a child's log (its last line, when the child stopped)."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(f"{stamp} screener up: {text}\n")
+
+
+def _last_line(path: Path) -> str:
+    """Return the last line a child printed before the supervisor's own lines (its reason to exit)."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return f"see {path}"
+    own = [line for line in lines if line.strip() and " screener up: " not in line]
+    return own[-1].strip() if own else f"see {path}"
 
 
 def _redact(url: str) -> str:

@@ -45,7 +45,7 @@ def live_shift(market: ReplayMarket, settings: Settings, now_ms: int) -> int:
     more. The replay plays it at its speed, with timestamps of the recent past (the web client's
     48-hour windows show them), and runs in real time once it reaches now.
     """
-    first_recorded = warmup_end(market, settings.replay_warmup_minutes) - market.time_shift_ms
+    first_recorded = warmup_end(market, settings.warmup_minutes) - market.time_shift_ms
     target = now_ms - now_ms % MINUTE_MS - settings.replay_catch_up_minutes * MINUTE_MS
     return (target - first_recorded) // DAY_MS * DAY_MS
 
@@ -93,7 +93,7 @@ async def prepare_replay(
     live = settings.replay_time == "live"
     if pool is None:
         await anchor_time(None, market, settings, clock, None)
-    start = warmup_end(market, settings.replay_warmup_minutes)
+    start = warmup_end(market, settings.warmup_minutes)
     if pool is not None:
         async with pool.acquire() as conn:
             stored = await conn.fetchval(
@@ -101,9 +101,9 @@ async def prepare_replay(
                 market.symbols,
             )
             await anchor_time(conn, market, settings, clock, stored)
-            start = warmup_end(market, settings.replay_warmup_minutes)
-            if stored is None and settings.replay_warmup_minutes > 0:
-                start = await warm_up(conn, market, settings.replay_warmup_minutes)
+            start = warmup_end(market, settings.warmup_minutes)
+            if stored is None and settings.warmup_minutes > 0:
+                start = await warm_up(conn, market, settings.warmup_minutes)
         start = resume_minute(market, stored, start)
     return ReplaySource(
         market,

@@ -2,7 +2,7 @@
 
 A new user should see real alerts within a minute, and the calculator needs 1440 minutes of history
 for the 1d window (2880 for the 1d volume ratio) plus bars for the indicators. So before a replay
-emits anything, the first ``replay_warmup_minutes`` of the recording are written directly:
+emits anything, the first ``Settings.warmup_minutes`` of the recording are written directly:
 
 * the last ``WARMUP_CANDLE_MINUTES`` (two days) of them into ``candles_1m`` (the recorder's own
   COPY path, idempotent), which is also what the retention keeps;

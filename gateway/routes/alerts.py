@@ -22,11 +22,19 @@ async def list_alerts(request: web.Request) -> web.Response:
     validation.only_params(request, {"symbol", "rule_type", "since", "limit"})
     limit = validation.integer("limit", query.get("limit"), default=DEFAULT_LIMIT, low=1, high=MAX_LIMIT, clamp=True)
     assert limit is not None
+    gw = request.app[GATEWAY]
+    user_id = identity(request).user_id
+    rule_type = validation.rule_type("rule_type", query.get("rule_type"), required=False)
+    if rule_type is not None and not gw.switches.visible_to(user_id, rule_type):
+        # Someone else's rule answers exactly like one that does not exist.
+        raise BadParameter(
+            "rule_type", f"must name a rule you can see; {rule_type!r} is unknown (GET /api/alert-rules lists them)"
+        )
     rows = await recent_alerts(
-        request.app[GATEWAY].pool,
-        user_id=identity(request).user_id,
+        gw.pool,
+        user_id=user_id,
         symbol=validation.symbol("symbol", query.get("symbol"), required=False),
-        rule_type=validation.rule_type("rule_type", query.get("rule_type"), required=False),
+        rule_type=rule_type,
         since=validation.instant("since", query.get("since")),
         limit=limit,
     )

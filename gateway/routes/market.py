@@ -9,7 +9,7 @@ from aiohttp import web
 from gateway import candles, validation
 from gateway.cache import ResponseCache
 from gateway.context import GATEWAY
-from gateway.errors import BadParameter, json_bytes, json_ok
+from gateway.errors import BadParameter, json_bytes, json_ok, not_found
 from gateway.views import iso
 
 MAX_KLINES = 1500
@@ -37,8 +37,12 @@ async def get_klines(request: web.Request) -> web.Response:
     limit = validation.integer("limit", query.get("limit"), default=DEFAULT_KLINES, low=1, high=MAX_KLINES, clamp=True)
     assert symbol is not None
     assert limit is not None
-    async with request.app[GATEWAY].pool.acquire() as conn:
+    gw = request.app[GATEWAY]
+    async with gw.pool.acquire() as conn:
         rows = await candles.klines(conn, symbol, interval, start_ms=start, end_ms=end, limit=limit)
+        known = bool(rows) or await candles.is_known(conn, symbol)
+    if not known and symbol not in await gw.metrics.tracked_symbols():
+        raise not_found(f"symbol {symbol!r}")  # as /api/metrics/{symbol} answers for it
     return json_ok(rows)
 
 

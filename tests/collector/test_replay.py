@@ -176,9 +176,11 @@ async def pool(postgres_dsn: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 async def test_warm_up_writes_history_and_bars_and_a_restart_resumes_after_what_is_stored(
-    emitter: CandleEmitter, pool: asyncpg.Pool, pg: asyncpg.Connection
+    emitter: CandleEmitter, pool: asyncpg.Pool, pg: asyncpg.Connection, klines_dir: Path
 ) -> None:
-    settings = load_settings({}, replay_speed="max", replay_warmup_minutes=14 * 1440)
+    settings = load_settings(
+        {}, replay_data=klines_dir / "binance-um-2026-02", replay_speed="max", replay_warmup_minutes=14 * 1440
+    )
     market = load_market(settings)
     source = await prepare_replay(market, emitter, SystemClock(), settings, pool)
     assert source.next_minute == market.start_ms + 14 * 1440 * MINUTE_MS
@@ -209,10 +211,10 @@ async def test_collect_runs_the_default_replay_from_the_settings(
     nats_url: str, postgres_dsn: str, pg: asyncpg.Connection, jetstream: JetStreamContext
 ) -> None:
     settings = load_settings({}, nats_url=nats_url, postgres_dsn=postgres_dsn, replay_speed="max")
-    assert settings.replay_data is None and DEFAULT_REPLAY_DATA.is_dir()
+    assert settings.replay_data is None and DEFAULT_REPLAY_DATA.name == "binance-um-2025-05"
     await collect(settings, max_minutes=2)
-    assert (await jetstream.stream_info(STREAM_CANDLES.name)).state.messages == 14
-    assert await pg.fetchval("SELECT count(*) FROM candles_1m") == 7 * WARMUP_CANDLE_MINUTES
+    assert (await jetstream.stream_info(STREAM_CANDLES.name)).state.messages == 2 * 16  # 16 symbols, BTCUSDT too
+    assert await pg.fetchval("SELECT count(*) FROM candles_1m") == 16 * WARMUP_CANDLE_MINUTES
 
 
 class SteppingClock(SystemClock):

@@ -54,7 +54,7 @@ async def test_live_time_puts_the_stream_at_the_present_and_a_restart_keeps_the_
     try:
         settings = load_settings({}, replay_speed="max", replay_time="live")
         market = load_market(settings)
-        recorded_first = warmup_end(market, settings.replay_warmup_minutes)
+        recorded_first = warmup_end(market, settings.warmup_minutes)
         source = await prepare_replay(market, emitter, WallClock(NOW_MS), settings, pool)
         shift = market.time_shift_ms
         assert shift > 0 and shift % DAY_MS == 0  # whole days: the recording's UTC bars stay whole
@@ -95,8 +95,8 @@ async def test_recorded_time_keeps_the_recorded_minutes(jetstream: JetStreamCont
     assert market.time_shift_ms == 0
     assert (
         source.next_minute
-        == warmup_end(market, settings.replay_warmup_minutes)
-        == market.recorded_start_ms + min(settings.replay_warmup_minutes, market.minutes * 3 // 4) * MINUTE_MS
+        == warmup_end(market, settings.warmup_minutes)
+        == market.recorded_start_ms + min(settings.warmup_minutes, market.minutes * 3 // 4) * MINUTE_MS
     )
 
 

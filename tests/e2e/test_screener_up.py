@@ -80,8 +80,9 @@ async def test_screener_up_runs_the_pipeline_and_stops_cleanly(tmp_path: Path) -
         base = f"http://127.0.0.1:{port}"
         health = await _poll(f"{base}/api/health", lambda body: body.get("status") == "ok", 60)
         assert isinstance(health, dict)
-        metrics = await _poll(f"{base}/api/metrics/", lambda body: isinstance(body, list) and len(body) >= 7, 120)
-        assert {m["symbol"] for m in metrics} >= {"ALGOUSDT", "AVAXUSDT", "DOTUSDT", "FILUSDT", "LINKUSDT"}
+        # The default replay is the 16-symbol 2025-05 recording, BTCUSDT included (the V2 rules need it).
+        metrics = await _poll(f"{base}/api/metrics/", lambda body: isinstance(body, list) and len(body) >= 16, 120)
+        assert {m["symbol"] for m in metrics} >= {"BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "AVAXUSDT"}
         alerts = await _poll(f"{base}/api/alerts?limit=5", lambda body: isinstance(body, list) and body, 240)
         assert {"id", "symbol", "rule_type", "timestamp", "price"} <= set(alerts[0])
     finally:
@@ -94,3 +95,6 @@ async def test_screener_up_runs_the_pipeline_and_stops_cleanly(tmp_path: Path) -
         output.append(rest or "")
     assert process.returncode == 0, "".join(output)[-3000:]
     assert "stopped" in "".join(output)
+    for log_file in sorted((tmp_path / "state" / "logs").glob("*.log")):  # each log says its process stopped
+        last = log_file.read_text().splitlines()[-1]
+        assert "screener up:" in last and "stopped" in last, (log_file.name, last)

@@ -20,7 +20,7 @@ from nats.aio.client import Client as NATS
 from gateway.ratelimit import RateLimiter
 from screener.events.models import MINUTE_MS
 from tests.gateway.conftest import GatewayFactory
-from tests.gateway.helpers import BASE_MINUTE, auth, insert_alerts, make_alert, publish_alert, token
+from tests.gateway.helpers import BASE_MINUTE, auth, insert_alerts, insert_candles, make_alert, publish_alert, token
 
 Client = TestClient[web.Request, web.Application]
 ORIGIN = {"Origin": "http://localhost:3000"}
@@ -124,9 +124,11 @@ async def test_alert_history_clamps_limit_and_reads_the_clients_since(gw: Client
         assert alert["timestamp"].endswith("Z")
 
 
-async def test_klines_limit_is_clamped(gw: Client) -> None:
+async def test_klines_limit_is_clamped(gw: Client, pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        await insert_candles(conn, "BTCUSDT", BASE_MINUTE, 3)
     response = await gw.get("/api/klines", params={"symbol": "BTCUSDT", "interval": "1m", "limit": "5000"})
-    assert response.status == 200 and await response.json() == []
+    assert response.status == 200 and len(await response.json()) == 3
 
 
 async def test_no_secret_configured_serves_tokens_as_anonymous_and_user_endpoints_401(

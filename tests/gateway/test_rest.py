@@ -11,6 +11,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from gateway.precision import fixed
 from screener.events.models import MINUTE_MS, AlertAudience
 from tests.gateway.helpers import BASE_MINUTE, auth, insert_alerts, insert_candles, make_alert
 
@@ -208,10 +209,11 @@ async def test_klines_in_binance_format_aggregated(gw: Client, pool: asyncpg.Poo
     fifteen = await (await gw.get("/api/klines", params={"symbol": "btcusdt", "interval": "15m"})).json()
     assert [k[0] for k in fifteen] == [start, start + 15 * MINUTE_MS]
     first = fifteen[0]
-    assert float(first[1]) == rows[0]["open"]
-    assert float(first[4]) == rows[14]["close"]
-    assert float(first[2]) == max(r["high"] for r in rows[:15])
-    assert float(first[3]) == min(r["low"] for r in rows[:15])
+    # Prices at BTCUSDT's tick size (0.1), as Binance spells them.
+    assert first[1] == fixed(rows[0]["open"], 1)
+    assert first[4] == fixed(rows[14]["close"], 1)
+    assert first[2] == fixed(max(r["high"] for r in rows[:15]), 1)
+    assert first[3] == fixed(min(r["low"] for r in rows[:15]), 1)
     assert abs(float(first[5]) - sum(r["volume"] for r in rows[:15])) < 1e-9
     assert first[8] == sum(int(r["trades"]) for r in rows[:15])
     ranged = await (

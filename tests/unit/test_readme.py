@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from screener.config import Settings
-from screener.settings_doc import END, START, render_table, splice
+from screener.settings_doc import END, FLAGS_END, FLAGS_START, START, render_table, render_up_flags, splice
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -19,3 +19,12 @@ def test_readme_settings_table_is_current() -> None:
     assert START in text and END in text
     assert splice(text) == text, "run: python -m screener.settings_doc --write README.md"
     assert render_table() in text
+
+
+def test_readme_shows_every_flag_of_screener_up() -> None:
+    text = README.read_text()
+    assert FLAGS_START in text and FLAGS_END in text
+    flags = render_up_flags()
+    assert flags in text
+    for flag in ("--port N", "--data DIR", "--speed SPEED", "--source replay"):
+        assert f"`{flag}" in flags
