@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 
 from gateway.accounts import store
-from gateway.accounts.billing import billing_provider
+from gateway.accounts.billing import signup_state
 from gateway.accounts.errors import ShownError
 from gateway.accounts.fields import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from gateway.accounts.fields import email as parse_email
@@ -125,7 +125,7 @@ async def create_admin(conn: asyncpg.Connection, settings: Settings, email: str,
     if existing is not None:
         await store.update_user(conn, existing.id, {"role": "admin", "password_hash": password_hash})
         return f"{email} is now an admin, with the new password"
-    state = billing_provider(settings).signup_state(invited=False, now=datetime.now(UTC))
+    state = signup_state(settings, invited=False, now=datetime.now(UTC))
     user = await store.insert_user(conn, email, password_hash, state, role="admin")
     assert user is not None
     return f"admin {email} created (id {user.id}); sign in with this e-mail and password"
