@@ -148,7 +148,9 @@ class FakeWhop:
         return web.json_response(found)
 
     # --- the buyer and the back office ---------------------------------------------------------
-    def pay(self, checkout_id: str, *, substatus: str = "succeeded", email: str = "buyer@whop.example") -> dict[str, Any]:
+    def pay(
+        self, checkout_id: str, *, substatus: str = "succeeded", email: str = "buyer@whop.example"
+    ) -> dict[str, Any]:
         """Pay a checkout: a new membership and its first payment; return ``payment.succeeded``'s event."""
         configuration = self.checkouts[checkout_id]
         plan_id = configuration["plan"]["id"]
@@ -245,7 +247,9 @@ class FakeWhop:
             "created_at": iso(datetime.now(UTC)),
             "provider": "stripe",
             "status": status,
-            "payment": {k: payment[k] for k in ("id", "membership", "metadata", "plan", "user", "created_at", "currency")},
+            "payment": {
+                k: payment[k] for k in ("id", "membership", "metadata", "plan", "user", "created_at", "currency")
+            },
         }
         return self.event("refund.created", refund)
 

@@ -114,7 +114,7 @@ async def test_confirm_of_the_tv_add_on_and_bundles(
 
 async def test_confirm_refuses_another_users_checkout(billing_gw: Client, whop: RunningWhop) -> None:
     _, owner = await buyer(billing_gw, "owner@example.com")
-    thief, thief_headers = await buyer(billing_gw, "thief@example.com")
+    _, thief_headers = await buyer(billing_gw, "thief@example.com")
     ref, checkout_id = await start_checkout(billing_gw, whop, owner, "screener_monthly")
     whop.whop.pay(checkout_id)
     for session in (ref, checkout_id):

@@ -105,9 +105,7 @@ async def test_admins_are_never_gated(strict_gw: Client, pool: asyncpg.Pool) -> 
     assert await _entitled(strict_gw, bearer(created["token"])) is True
 
 
-async def test_an_invite_starts_a_trial_even_when_open_sign_up_does_not(
-    strict_gw: Client, pool: asyncpg.Pool
-) -> None:
+async def test_an_invite_starts_a_trial_even_when_open_sign_up_does_not(strict_gw: Client, pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         invite = await store.create_invite(conn, timedelta(days=1))
     created = await register(strict_gw, "invited@example.com", invite_code=invite.code)
