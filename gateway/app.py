@@ -455,6 +455,10 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Connect, serve until ``stop`` is set (or SIGINT/SIGTERM), then drain and close everything."""
     from screener.connections import connect_nats, connect_redis
 
+    if settings.billing_enabled:  # a refused Whop URL stops start-up before any connection is made
+        from gateway.accounts.whop import check_settings
+
+        check_settings(settings)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -55,16 +55,8 @@ class WhopBilling:
 
     def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
         assert settings.whop_api_key is not None
-        assert settings.whop_webhook_secret is not None
+        self._key = check_settings(settings)
         policy = OutboundPolicy.from_setting(settings.outbound_allow)
-        try:
-            policy.check_url(settings.whop_api_url)
-        except OutboundRefused as exc:
-            raise ConfigError(f"SCREENER_WHOP_API_URL: {exc} (allow it in SCREENER_OUTBOUND_ALLOW)") from None
-        try:
-            self._key = signing_key(settings.whop_webhook_secret.get_secret_value())
-        except ValueError as exc:
-            raise ConfigError(f"SCREENER_WHOP_WEBHOOK_SECRET: {exc}") from None
         self._settings = settings
         self._pool = pool
         self._plans = settings.whop_plans
@@ -280,6 +272,22 @@ class WhopBilling:
             manage_url=manage_url if isinstance(manage_url, str) and manage_url.startswith("https://") else None,
             observed_at=observed_at,
         )
+
+
+def check_settings(settings: Settings) -> bytes:
+    """Check what the settings model cannot: the API URL against the outbound policy, the secret's form.
+
+    Return the webhook signing key; raise ``ConfigError`` naming the setting.
+    """
+    assert settings.whop_webhook_secret is not None
+    try:
+        OutboundPolicy.from_setting(settings.outbound_allow).check_url(settings.whop_api_url)
+    except OutboundRefused as exc:
+        raise ConfigError(f"SCREENER_WHOP_API_URL: {exc} (allow it in SCREENER_OUTBOUND_ALLOW)") from None
+    try:
+        return signing_key(settings.whop_webhook_secret.get_secret_value())
+    except ValueError as exc:
+        raise ConfigError(f"SCREENER_WHOP_WEBHOOK_SECRET: {exc}") from None
 
 
 class _Change:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -82,3 +86,20 @@ def test_signatures_follow_standard_webhooks() -> None:
             verify(key, {"webhook-signature": good, **bad}, body + b" ", 1_700_000_000)
     with pytest.raises(BadSignature, match="away from now"):
         verify(key, {**headers, "webhook-signature": good}, body, 1_700_000_301)
+
+
+def test_the_gateway_refuses_to_start_naming_a_refused_whop_url(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCREENER_")}
+    env |= _env(SCREENER_WHOP_API_URL="http://10.0.0.1/api/v1")
+    env |= {"SCREENER_POSTGRES_DSN": "postgresql://127.0.0.1:1/none", "SCREENER_DATA_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "screener.cli", "gateway"],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "SCREENER_WHOP_API_URL" in done.stderr and "SCREENER_OUTBOUND_ALLOW" in done.stderr
+    assert KEY not in done.stderr
