@@ -200,14 +200,20 @@ class WhopBilling:
         observed = _when(event.get("timestamp")) or datetime.now(UTC)
         kind = event["type"]
         if kind in MEMBERSHIP_EVENTS:
-            facts = self._facts(data, observed)
+            try:
+                facts = self._facts(data, observed)
+            except WhopError:
+                raise ShownError(
+                    400, "invalid_event", "The webhook body is not an event", "parameter 'data': not a membership"
+                ) from None
             return _Change(facts, _metadata(data).get("screener_user_id")) if facts else None
         if kind == "payment.succeeded":
             membership_id = _membership_id(data)
             if membership_id is None or not _paid(data):
                 return None
-            # A renewal's payment does not carry the new period: Whop's membership does.
-            facts = self._facts(await self.client.membership(membership_id), datetime.now(UTC))
+            # A renewal's payment does not carry the new period: Whop's membership does. It is dated
+            # by the event, like every webhook, so Whop's own order of events decides.
+            facts = self._facts(await self.client.membership(membership_id), observed)
             return _Change(facts, _metadata(data).get("screener_user_id")) if facts else None
         if kind == "refund.created":
             payment = data.get("payment")

@@ -171,3 +171,9 @@ async def test_the_webhook_answers_503_without_billing(make_gateway: Any, whop: 
     event = whop.whop.event("membership.activated", {"id": "mem_x"})
     delivery = await whop.whop.deliver(webhook_url(plain), event)
     assert delivery.status == 503 and delivery.answer["error"] == "Billing is not configured"
+
+
+async def test_a_signed_membership_event_without_a_membership_is_a_400(billing_gw: Client, whop: RunningWhop) -> None:
+    broken = whop.whop.event("membership.activated", {"plan": {"id": "plan_ScreenerMonth1"}})
+    delivery = await whop.whop.deliver(webhook_url(billing_gw), broken)
+    assert delivery.status == 400 and delivery.answer["code"] == "invalid_event"
