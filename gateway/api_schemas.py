@@ -88,9 +88,64 @@ SETTINGS = obj(
 )
 TV_USERNAME = obj({"tv_username": {"type": "string"}}, ("tv_username",), closed=False)
 OPENAPI = obj({"openapi": {"type": "string"}, "paths": OBJECT}, ("openapi", "paths"), closed=False)
+_ISO_OR_NULL: Schema = {"type": ["string", "null"], "description": "ISO 8601 instant"}
+# client.md section 1: the User object of /api/me, refresh, and billing confirm.
+USER = obj(
+    {
+        "id": {"type": "string"},
+        "email": {"type": "string"},
+        "role": {"type": "string", "enum": ["user", "admin"]},
+        "status": {"type": "string", "enum": ["trial", "active", "expired", "canceled"]},
+        "trial_ends_at": _ISO_OR_NULL,
+        "plan": {"type": ["string", "null"], "enum": ["monthly", "yearly", None]},
+        "plan_activated_at": _ISO_OR_NULL,
+        "plan_expires_at": _ISO_OR_NULL,
+        "tv_addon_active": {"type": "boolean"},
+        "created_at": {"type": "string"},
+        "last_login_at": _ISO_OR_NULL,
+    },
+    ("id", "email", "role", "status", "plan", "plan_expires_at", "tv_addon_active", "created_at"),
+    closed=False,
+)
+# client.md section 4: BillingInfo.
+BILLING_INFO = obj(
+    {
+        "plan": {"type": ["string", "null"]},
+        "status": {"type": "string"},
+        "plan_expires_at": _ISO_OR_NULL,
+        "whop_membership_id": NULLABLE_STRING,
+        "tv_addon_active": {"type": "boolean"},
+        "tv_username": NULLABLE_STRING,
+        "manage_url": {"type": "string", "description": "the Whop membership's self-service page; empty: none"},
+    },
+    ("plan", "status", "plan_expires_at", "whop_membership_id", "tv_addon_active", "tv_username", "manage_url"),
+    closed=False,
+)
+CHECKOUT_URL = obj({"checkout_url": {"type": "string"}}, ("checkout_url",), closed=False)
+WEBHOOK_RECEIVED = obj(
+    {"received": {"type": "boolean"}, "duplicate": {"type": "boolean"}, "applied": {"type": "boolean"}},
+    ("received",),
+    closed=False,
+)
 
 # --- request bodies ------------------------------------------------------------------------------------
 ENABLED = obj({"enabled": {"type": "boolean"}}, ("enabled",))
+CHECKOUT = obj(
+    {
+        "plan": {
+            "type": "string",
+            "enum": [
+                "screener_monthly",
+                "screener_yearly",
+                "bundle_monthly",
+                "bundle_yearly",
+                "tv_monthly",
+                "tv_yearly",
+            ],
+        }
+    },
+    ("plan",),
+)
 NEW_RULE = obj(
     {
         "name": {"type": "string", "minLength": 1, "maxLength": 120, "pattern": r"\S"},

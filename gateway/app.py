@@ -20,6 +20,7 @@ from nats.aio.client import Client as NATS
 from gateway import api_schemas, openapi, ws
 from gateway.accounts import routes as account_routes
 from gateway.accounts import service as accounts
+from gateway.accounts.gate import needs_plan
 from gateway.auth import TokenVerifier
 from gateway.context import GATEWAY, Gateway, MetricsReader
 from gateway.fanout import Hub
@@ -118,6 +119,7 @@ ENDPOINTS: list[Endpoint] = [
         alerts.alert_deliveries,
         "Webhook deliveries of an alert",
         auth="required",
+        plan=True,
         params=(Param("alert_id", "alert id", where="path", schema=_UUID),),
         schema=api_schemas.DELIVERIES,
     ),
@@ -135,6 +137,7 @@ ENDPOINTS: list[Endpoint] = [
         rules.create_rule,
         "Add your own rule (400 names position and reason; 409 past the per-user caps)",
         auth="required",
+        plan=True,
         body="{name, expression, description?, cooldown (min) | cooldown_seconds, frequency?}",
         body_schema=api_schemas.NEW_RULE,
         ok=201,
@@ -147,6 +150,7 @@ ENDPOINTS: list[Endpoint] = [
         rules.toggle_rule,
         "Switch a rule on or off for you",
         auth="required",
+        plan=True,
         body='{"enabled": bool}',
         body_schema=api_schemas.ENABLED,
         schema=api_schemas.TOGGLED,
@@ -157,6 +161,7 @@ ENDPOINTS: list[Endpoint] = [
         rules.delete_rule,
         "Delete your own rule (403: a global one)",
         auth="required",
+        plan=True,
         schema=api_schemas.DELETED,
         errors=(403,),
     ),
@@ -198,6 +203,7 @@ ENDPOINTS: list[Endpoint] = [
         watchlist.get_watchlist,
         "Your watchlist: {symbols, count}",
         auth="required",
+        plan=True,
         schema=api_schemas.WATCHLIST,
     ),
     Endpoint(
@@ -206,6 +212,7 @@ ENDPOINTS: list[Endpoint] = [
         watchlist.add_symbol,
         "Add a base asset (idempotent; at most 50; 201 when added, 200 when it was there)",
         auth="required",
+        plan=True,
         body='{"symbol": "BTC"}',
         body_schema=api_schemas.SYMBOL,
         ok=201,
@@ -218,6 +225,7 @@ ENDPOINTS: list[Endpoint] = [
         watchlist.remove_symbol,
         "Remove a base asset (idempotent)",
         auth="required",
+        plan=True,
         body='{"symbol": "BTC"}',
         body_schema=api_schemas.SYMBOL,
         schema=api_schemas.WATCHLIST,
@@ -228,6 +236,7 @@ ENDPOINTS: list[Endpoint] = [
         watchlist.replace_watchlist,
         "Replace your watchlist",
         auth="required",
+        plan=True,
         body='{"symbols": ["BTC", "ETH"]}',
         body_schema=api_schemas.SYMBOLS,
         schema=api_schemas.WATCHLIST,
@@ -248,6 +257,7 @@ ENDPOINTS: list[Endpoint] = [
         webhooks.list_webhooks,
         "Your webhooks: {webhooks, count, limit}",
         auth="required",
+        plan=True,
         schema=api_schemas.WEBHOOKS,
     ),
     Endpoint(
@@ -256,6 +266,7 @@ ENDPOINTS: list[Endpoint] = [
         webhooks.create_webhook,
         "Add a webhook (at most 10; the URL must reach a public address)",
         auth="required",
+        plan=True,
         body="{name, webhook_type: discord|telegram|slack|http, webhook_url, scope?: all|watchlist, is_enabled?, "
         "config?, rule_types?, symbols?, secret?}",
         body_schema=api_schemas.NEW_WEBHOOK,
@@ -268,6 +279,7 @@ ENDPOINTS: list[Endpoint] = [
         webhooks.get_webhook,
         "One of your webhooks",
         auth="required",
+        plan=True,
         params=(_WEBHOOK_ID,),
         schema=api_schemas.WEBHOOK,
     ),
@@ -277,6 +289,7 @@ ENDPOINTS: list[Endpoint] = [
         webhooks.update_webhook,
         "Change a webhook; answers the updated webhook",
         auth="required",
+        plan=True,
         body="any of the fields of POST",
         body_schema=api_schemas.WEBHOOK_CHANGE,
         params=(_WEBHOOK_ID,),
@@ -288,6 +301,7 @@ ENDPOINTS: list[Endpoint] = [
         webhooks.toggle_webhook,
         "Switch a webhook on or off",
         auth="required",
+        plan=True,
         body='{"enabled": bool}',
         body_schema=api_schemas.ENABLED,
         params=(_WEBHOOK_ID,),
@@ -299,6 +313,7 @@ ENDPOINTS: list[Endpoint] = [
         webhooks.delete_webhook,
         "Delete a webhook",
         auth="required",
+        plan=True,
         params=(_WEBHOOK_ID,),
         schema=api_schemas.DELETED,
     ),
@@ -308,6 +323,7 @@ ENDPOINTS: list[Endpoint] = [
         webhooks.test_webhook,
         "Send a test alert now (200 sent; 502 failed, with the status code only)",
         auth="required",
+        plan=True,
         params=(_WEBHOOK_ID,),
         schema=api_schemas.WEBHOOK_TEST,
         errors=(502,),
@@ -318,6 +334,7 @@ ENDPOINTS: list[Endpoint] = [
         webhooks.webhook_deliveries,
         "Delivery log of a webhook",
         auth="required",
+        plan=True,
         params=(_WEBHOOK_ID, _LIMIT),
         schema=api_schemas.DELIVERIES,
     ),
@@ -328,6 +345,7 @@ ENDPOINTS: list[Endpoint] = [
         settings.post_settings,
         "Update your settings",
         auth="required",
+        plan=True,
         body="{rules?: {rule_type: bool}, enabled_rules?: [rule_type], preferences?: {}}",
         body_schema=api_schemas.SETTINGS_CHANGE,
         schema=api_schemas.SETTINGS,
@@ -341,6 +359,7 @@ ENDPOINTS: list[Endpoint] = [
         settings.post_settings,
         "Update your settings",
         auth="required",
+        plan=True,
         body="{rules?: {rule_type: bool}, enabled_rules?: [rule_type], preferences?: {}}",
         body_schema=api_schemas.SETTINGS_CHANGE,
         schema=api_schemas.SETTINGS,
@@ -402,7 +421,7 @@ def create_app(
     ws.setup(app)
     metrics.setup(app)
     for ep in ENDPOINTS:
-        app.router.add_route(ep.method, ep.path, ep.handler)
+        app.router.add_route(ep.method, ep.path, needs_plan(ep.handler) if ep.plan else ep.handler)
     app.router.add_static("/static/", pages.STATIC_DIR, follow_symlinks=False, append_version=False)
 
     async def start(_: web.Application) -> None:
@@ -441,6 +460,10 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Connect, serve until ``stop`` is set (or SIGINT/SIGTERM), then drain and close everything."""
     from screener.connections import connect_nats, connect_redis
 
+    if settings.billing_enabled:  # a refused Whop URL stops start-up before any connection is made
+        from gateway.accounts.whop import check_settings
+
+        check_settings(settings)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

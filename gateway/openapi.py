@@ -39,6 +39,7 @@ class Endpoint:
     body_schema: dict[str, Any] | None = None
     errors: tuple[int, ...] = ()  # statuses beyond those every endpoint of its kind has
     media: str = "application/json"
+    plan: bool = False  # a paid feature: 403 subscription_expired without a live plan (billing on)
 
 
 # client.md, decision 1: a flat body; ``error`` is a sentence a user can read.
@@ -70,12 +71,13 @@ def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str,
 _ERRORS = {
     400: "invalid parameter or body (the message names it)",
     401: "missing, invalid or expired token",
-    403: "not allowed for this user",
+    402: "the checkout has not been paid",
+    403: "not allowed for this user; with billing on, `subscription_expired` without a live plan or trial",
     404: "not found",
     409: "conflicts with a per-user cap",
     413: "request body too large",
     415: "the body must be application/json",
-    502: "the webhook's destination failed (its status only)",
+    502: "an upstream failed: a webhook's destination (its status only) or the billing provider",
     503: "a dependency is unavailable",
 }
 _RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait"}}
@@ -93,6 +95,8 @@ def _responses(ep: Endpoint) -> dict[str, Any]:
         for status in (ep.ok, *ep.also_ok)
     }
     statuses = {400, 503, *ep.errors}
+    if ep.plan:
+        statuses.add(403)
     if ep.auth != "none":
         statuses.add(401)
     if _path_params(ep.path):

@@ -53,7 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     module = importlib.import_module(args._module)
-    return int(module.run(args, settings))
+    try:
+        return int(module.run(args, settings))
+    except ConfigError as exc:  # a setting only checked where it is used (SMTP URL, Whop API URL)
+        print(f"screener: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

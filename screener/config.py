@@ -12,10 +12,14 @@ from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 ENV_PREFIX = "SCREENER_"
+# The client's plan slugs (client.md section 4), each sold as the Whop plan of ``SCREENER_WHOP_PLAN_<SLUG>``.
+PLAN_SLUGS = ("screener_monthly", "screener_yearly", "bundle_monthly", "bundle_yearly", "tv_monthly", "tv_yearly")
+_WHOP_PLAN_ID = r"^plan_[A-Za-z0-9]{1,64}$"
 # The recording the replay plays when ``replay_data`` is unset (a folder of data/klines/): the
 # 16-symbol month with BTCUSDT, so the cross-symbol rules (the V2 ones) fire too.
 DEFAULT_REPLAY_RECORDING = "binance-um-2025-05"
@@ -224,6 +228,97 @@ class Settings(BaseModel):
         description="origin of the web client; the reset mail links to `<origin>/reset-password?token=...`",
     )
 
+    # --- billing through Whop (client.md section 4, decisions 6 and 7) ---------------------------
+    whop_api_key: SecretStr | None = Field(
+        default=None,
+        description="Whop company API key (sent as `Authorization: Bearer`); unset, with every other `WHOP_` "
+        "setting unset: billing is off (every user is active, plans are set with `screener users set-plan`)",
+    )
+    whop_webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="signing secret of the Whop webhook (`ws_...`) that calls `POST /api/billing/webhook`; "
+        "required with billing",
+    )
+    whop_api_url: str = Field(
+        default="https://api.whop.com/api/v1",
+        description="Whop API base URL (the sandbox is `https://sandbox-api.whop.com/api/v1`); an address that "
+        "is not public must be allowed in `SCREENER_OUTBOUND_ALLOW`",
+    )
+    whop_plan_screener_monthly: str | None = Field(
+        default=None, pattern=_WHOP_PLAN_ID, description="Whop plan id (`plan_...`) sold as `screener_monthly`"
+    )
+    whop_plan_screener_yearly: str | None = Field(
+        default=None, pattern=_WHOP_PLAN_ID, description="Whop plan id sold as `screener_yearly`"
+    )
+    whop_plan_bundle_monthly: str | None = Field(
+        default=None,
+        pattern=_WHOP_PLAN_ID,
+        description="Whop plan id sold as `bundle_monthly` (screener and TradingView add-on)",
+    )
+    whop_plan_bundle_yearly: str | None = Field(
+        default=None, pattern=_WHOP_PLAN_ID, description="Whop plan id sold as `bundle_yearly`"
+    )
+    whop_plan_tv_monthly: str | None = Field(
+        default=None,
+        pattern=_WHOP_PLAN_ID,
+        description="Whop plan id sold as `tv_monthly` (the TradingView add-on alone)",
+    )
+    whop_plan_tv_yearly: str | None = Field(
+        default=None, pattern=_WHOP_PLAN_ID, description="Whop plan id sold as `tv_yearly`"
+    )
+    whop_return_url: str | None = Field(
+        default=None,
+        description="where Whop sends the buyer back; the gateway adds `?session=<reference>`; "
+        "unset: `<SCREENER_FRONTEND_ORIGIN>/billing`",
+    )
+    whop_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=60, description="timeout of one call to Whop's API (checkout, confirm, webhooks)"
+    )
+    trial_days: int = Field(
+        default=7, ge=1, le=365, description="with billing: length of the trial of an invited (and open) sign-up"
+    )
+    open_signup_trial: bool = Field(
+        default=True,
+        description="with billing: an open sign-up starts a trial (`false`: it starts expired and must buy a plan)",
+    )
+
+    @model_validator(mode="after")
+    def _billing_complete(self) -> Settings:
+        """Refuse a half-configured billing: once any Whop setting is given, every required one is."""
+        required = {"whop_api_key": self.whop_api_key, "whop_webhook_secret": self.whop_webhook_secret}
+        required |= {f"whop_plan_{slug}": getattr(self, f"whop_plan_{slug}") for slug in PLAN_SLUGS}
+        given = [name for name, value in required.items() if value is not None]
+        given += [name for name in ("whop_return_url",) if getattr(self, name) is not None]
+        if not given:
+            return self
+        missing = [ENV_PREFIX + name.upper() for name, value in required.items() if value is None]
+        if missing:
+            raise ValueError(f"billing is half configured: {', '.join(missing)} not set")
+        blank = [
+            ENV_PREFIX + name.upper()
+            for name, secret in (("whop_api_key", self.whop_api_key), ("whop_webhook_secret", self.whop_webhook_secret))
+            if secret is not None
+            and (not secret.get_secret_value() or any(c.isspace() for c in secret.get_secret_value()))
+        ]
+        if blank:
+            raise ValueError(f"{', '.join(blank)}: must be a non-empty value without spaces")
+        for name in ("whop_api_url", "whop_return_url"):
+            value = getattr(self, name)
+            if value is not None and not _http_url(value):
+                raise ValueError(f"{ENV_PREFIX}{name.upper()}: must be an http(s) URL with a host")
+        return self
+
+    @property
+    def billing_enabled(self) -> bool:
+        """Return whether a billing provider (Whop) is configured."""
+        return self.whop_api_key is not None
+
+    @property
+    def whop_plans(self) -> dict[str, str]:
+        """Return the Whop plan id of each plan slug (empty without billing)."""
+        plans = {slug: getattr(self, f"whop_plan_{slug}") for slug in PLAN_SLUGS}
+        return {slug: plan for slug, plan in plans.items() if plan is not None}
+
     # --- notifier ----------------------------------------------------------------------------------
     webhook_timeout_seconds: float = Field(default=5.0, gt=0, description="timeout of one webhook attempt")
     webhook_rate_per_minute: int = Field(default=30, ge=1, description="deliveries per webhook per minute")
@@ -262,6 +357,11 @@ class Settings(BaseModel):
         return path.name.removesuffix(".gz").removesuffix(".csv") if path.suffix else path.name
 
 
+def _http_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not any(c.isspace() for c in value)
+
+
 def _known_env_names() -> set[str]:
     return {ENV_PREFIX + name.upper() for name in Settings.model_fields}
 
@@ -282,8 +382,12 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     try:
         return Settings.model_validate(values)
     except ValidationError as exc:
+        # A field's error names its variable; a whole-model check (billing) names them in its message.
         problems = "; ".join(
-            f"{ENV_PREFIX}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+            f"{ENV_PREFIX}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            if err["loc"]
+            else str(err["msg"]).removeprefix("Value error, ")
+            for err in exc.errors()
         )
         raise ConfigError(f"invalid setting(s): {problems}") from None
 

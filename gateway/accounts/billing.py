@@ -1,23 +1,27 @@
 """The seam of a billing provider (client.md section 4, decisions 6 and 7), and the one without billing.
 
-A provider decides a new user's status, creates checkouts, confirms them, and names the account's
-membership. ``NoBilling`` is the default: every user is active, plans are set by ``screener users``,
-and checkout and confirm answer 503 "Billing is not configured". A Whop provider implements the same
-protocol and is chosen in ``billing_provider``.
+A provider decides a new user's status, creates checkouts, confirms them, applies the provider's
+webhook and names the account's membership. ``NoBilling`` is the default: every user is active, plans
+are set by ``screener users``, and checkout, confirm and the webhook answer 503 "Billing is not
+configured". ``gateway.accounts.whop.WhopBilling`` is chosen once the ``SCREENER_WHOP_*`` settings
+are given; only then does the server gate paid features (``gateway.accounts.gate``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Protocol
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import asyncpg
 
 from gateway.accounts.errors import ShownError
 from gateway.accounts.users import User
-from screener.config import Settings
+from screener.config import PLAN_SLUGS, Settings
 
-# The client's plan slugs (client.md section 4); a provider maps them to its own plan ids.
-PLAN_SLUGS = ("screener_monthly", "screener_yearly", "bundle_monthly", "bundle_yearly", "tv_monthly", "tv_yearly")
+# PLAN_SLUGS (client.md section 4) lives with the settings that map each slug to a provider's plan id.
+__all__ = ["PLAN_SLUGS", "BillingNotConfigured", "BillingProvider", "Membership", "NoBilling", "SignupState"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,17 @@ class Membership:
 class BillingProvider(Protocol):
     """What the accounts endpoints need from a billing provider."""
 
+    # True when the provider sells plans: the server then gates paid features.
+    enabled: bool
+
+    async def start(self) -> None:
+        """Open what the provider needs (called at the gateway's start-up)."""
+        ...
+
+    async def close(self) -> None:
+        """Release it (called at the gateway's clean-up)."""
+        ...
+
     def signup_state(self, *, invited: bool, now: datetime) -> SignupState:
         """Return the status of an account created now (``invited``: through an invite code)."""
         ...
@@ -51,8 +66,12 @@ class BillingProvider(Protocol):
         """Activate ``user`` from the checkout ``session`` they came back with (idempotent)."""
         ...
 
-    def membership(self, user: User) -> Membership:
+    async def membership(self, user: User) -> Membership:
         """Return the user's membership at the provider."""
+        ...
+
+    async def webhook(self, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+        """Apply one server-to-server notification of the provider (signature checked); return the answer."""
         ...
 
 
@@ -71,6 +90,14 @@ class BillingNotConfigured(ShownError):
 class NoBilling:
     """No billing provider: every account is active and plans are the operator's to set."""
 
+    enabled = False
+
+    async def start(self) -> None:
+        """Nothing to open."""
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
     def signup_state(self, *, invited: bool, now: datetime) -> SignupState:
         """Return ``active``: without billing nothing gates the product (decision 7)."""
         return SignupState("active")
@@ -83,11 +110,28 @@ class NoBilling:
         """Refuse: there is nothing to confirm."""
         raise BillingNotConfigured()
 
-    def membership(self, user: User) -> Membership:
+    async def membership(self, user: User) -> Membership:
         """Return no membership and no management page."""
         return Membership(None, "")
 
+    async def webhook(self, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+        """Refuse: no provider sends webhooks here."""
+        raise BillingNotConfigured()
 
-def billing_provider(settings: Settings) -> BillingProvider:
-    """Return the billing provider the settings configure (today: none)."""
-    return NoBilling()
+
+def billing_provider(settings: Settings, pool: asyncpg.Pool) -> BillingProvider:
+    """Return the billing provider the settings configure: Whop once its settings are given, else none."""
+    if not settings.billing_enabled:
+        return NoBilling()
+    from gateway.accounts.whop import WhopBilling  # imports this module: a top-level import would be circular
+
+    return WhopBilling(settings, pool)
+
+
+def signup_state(settings: Settings, *, invited: bool, now: datetime) -> SignupState:
+    """Return the status an account created now starts with, without building a provider (``screener users``)."""
+    if not settings.billing_enabled:
+        return SignupState("active")
+    if invited or settings.open_signup_trial:
+        return SignupState("trial", now + timedelta(days=settings.trial_days))
+    return SignupState("expired")

@@ -1,4 +1,4 @@
-"""``screener users``: the operator's account commands (create an admin, list users, set plans, invites).
+"""``screener users``: the operator's account commands (create an admin, list and show users, set plans, invites).
 
 They talk to PostgreSQL directly: the one ``SCREENER_POSTGRES_DSN`` names, or the embedded one of a
 ``screener up`` running on the same data folder.
@@ -16,12 +16,13 @@ from typing import Any
 
 import asyncpg
 
-from gateway.accounts import store
-from gateway.accounts.billing import billing_provider
+from gateway.accounts import billing_store, store
+from gateway.accounts.billing import signup_state
 from gateway.accounts.errors import ShownError
 from gateway.accounts.fields import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from gateway.accounts.fields import email as parse_email
 from gateway.accounts.passwords import Passwords
+from gateway.accounts.plans import entitled
 from gateway.accounts.users import PLANS, ROLES, STATUSES, User, iso
 from screener import stackfiles
 from screener.config import Settings
@@ -43,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     create.add_argument("--email", required=True)
     create.add_argument("--password", help="the password (default: asked for, not echoed)")
     actions.add_parser("list", help="list every user")
+    actions.add_parser("show", help="show a user's plan, Whop memberships and checkouts (for support)").add_argument(
+        "email"
+    )
     plan = actions.add_parser("set-plan", help="set a user's plan")
     plan.add_argument("email")
     plan.add_argument("--plan", required=True, choices=(*PLANS, "none"))
@@ -125,7 +129,7 @@ async def create_admin(conn: asyncpg.Connection, settings: Settings, email: str,
     if existing is not None:
         await store.update_user(conn, existing.id, {"role": "admin", "password_hash": password_hash})
         return f"{email} is now an admin, with the new password"
-    state = billing_provider(settings).signup_state(invited=False, now=datetime.now(UTC))
+    state = signup_state(settings, invited=False, now=datetime.now(UTC))
     user = await store.insert_user(conn, email, password_hash, state, role="admin")
     assert user is not None
     return f"admin {email} created (id {user.id}); sign in with this e-mail and password"
@@ -160,6 +164,47 @@ async def set_status(conn: asyncpg.Connection, args: argparse.Namespace, now: da
     elif args.trial_ends:
         raise UsageError("--trial-ends goes with the status trial")
     return f"set: {_describe(await store.update_user(conn, user.id, changes))}"
+
+
+async def show(conn: asyncpg.Connection, email: str, now: datetime) -> str:
+    """Return a user's plan as the client sees it, with the Whop memberships and checkouts behind it."""
+    user = await _user(conn, email)
+    lines = [
+        _describe(user),
+        f"id {user.id}, created {iso(user.created_at)}, plan activated {iso(user.plan_activated_at) or '-'}",
+        f"may use paid features now: {'yes' if entitled(user, now) else 'no'} (with billing on)",
+    ]
+    memberships = await billing_store.memberships_of(conn, user.id)
+    if memberships:
+        rows = [["membership", "plan", "whop status", "period ends", "cancels at end", "refunded", "manage"]]
+        rows += [
+            [
+                m.membership_id,
+                m.plan_slug,
+                m.status,
+                iso(m.renewal_period_end) or "-",
+                "yes" if m.cancel_at_period_end else "-",
+                iso(m.refunded_at) or "-",
+                m.manage_url or "-",
+            ]
+            for m in memberships
+        ]
+        lines.append(_table(rows))
+    checkouts = await conn.fetch(
+        """SELECT ref, plan_slug, checkout_id, created_at, confirmed_at FROM billing_checkouts
+           WHERE user_id = $1 ORDER BY created_at DESC LIMIT 10""",
+        user.id,
+    )
+    if checkouts:
+        rows = [["checkout", "plan", "whop checkout", "started", "confirmed"]]
+        rows += [
+            [c["ref"], c["plan_slug"], c["checkout_id"], iso(c["created_at"]) or "", iso(c["confirmed_at"]) or "-"]
+            for c in checkouts
+        ]
+        lines.append(_table(rows))
+    if not memberships and not checkouts:
+        lines.append("no Whop membership or checkout")
+    return "\n".join(lines)
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -222,6 +267,8 @@ async def _run(args: argparse.Namespace, settings: Settings, dsn: str) -> str:
             return await create_admin(conn, settings, args.email, password)
         if args.action == "list":
             return list_users(await store.list_users(conn))
+        if args.action == "show":
+            return await show(conn, args.email, now)
         if args.action == "set-plan":
             return await set_plan(conn, args, now)
         if args.action == "set-status":

@@ -14,7 +14,7 @@ from typing import Any
 import aiosmtplib
 from aiohttp import web
 
-from gateway import validation
+from gateway import api_schemas, validation
 from gateway.accounts import fields, store
 from gateway.accounts.billing import PLAN_SLUGS
 from gateway.accounts.errors import ShownError, client_errors
@@ -224,10 +224,10 @@ async def change_password(request: web.Request) -> web.Response:
 
 @client_errors
 async def billing(request: web.Request) -> web.Response:
-    """Return the caller's plan (client.md's BillingInfo), from the user row."""
+    """Return the caller's plan (client.md's BillingInfo): the user row and, with Whop, the membership."""
     accounts = request.app[ACCOUNTS]
     user = await accounts.current_user(request)
-    membership = accounts.billing.membership(user)
+    membership = await accounts.billing.membership(user)
     # The username the client saves through PUT /api/settings/tv-username, keyed by the token's sub.
     async with accounts.pool.acquire() as conn:
         tv_username = await conn.fetchval(
@@ -275,6 +275,14 @@ async def confirm_billing(request: web.Request) -> web.Response:
     return json_ok(user_view(updated, identity(request).email))
 
 
+@client_errors
+async def billing_webhook(request: web.Request) -> web.Response:
+    """Apply a server-to-server webhook of the billing provider (Whop; Standard Webhooks signature)."""
+    accounts = request.app[ACCOUNTS]
+    body = await request.read()  # the raw bytes: the signature covers them exactly
+    return json_ok(await accounts.billing.webhook(request.headers, body))
+
+
 ENDPOINTS: list[Endpoint] = [
     Endpoint(
         "POST",
@@ -319,23 +327,47 @@ ENDPOINTS: list[Endpoint] = [
         body="{old_password, new_password}",
         tag="accounts",
     ),
-    Endpoint("GET", "/api/billing", billing, "Your plan (BillingInfo)", auth="required", tag="accounts"),
+    Endpoint(
+        "GET",
+        "/api/billing",
+        billing,
+        "Your plan (BillingInfo): plan, expiry, TV add-on and the Whop membership's manage_url",
+        auth="required",
+        schema=api_schemas.BILLING_INFO,
+        tag="accounts",
+    ),
     Endpoint(
         "POST",
         "/api/checkout",
         checkout,
-        "Start a checkout: {checkout_url} (503 without a billing provider)",
+        "Start a checkout at Whop: {checkout_url} (503 without a billing provider; 429 past 20 an hour)",
         auth="required",
         body="{plan: screener_monthly|screener_yearly|bundle_monthly|bundle_yearly|tv_monthly|tv_yearly}",
+        body_schema=api_schemas.CHECKOUT,
+        schema=api_schemas.CHECKOUT_URL,
         tag="accounts",
+        errors=(502,),
     ),
     Endpoint(
         "POST",
         "/api/billing/confirm",
         confirm_billing,
-        "Activate your plan after a checkout (503 without a billing provider)",
+        "Activate your plan from your paid checkout, idempotently: your User object "
+        "(402 unpaid, 403 another user's, 404 unknown; 503 without a billing provider)",
         auth="required",
         params=(Param("session", "the checkout's session reference", required=True),),
+        schema=api_schemas.USER,
         tag="accounts",
+        errors=(402, 403, 502),
+    ),
+    Endpoint(
+        "POST",
+        "/api/billing/webhook",
+        billing_webhook,
+        "Whop's server-to-server webhook (Standard Webhooks signature, 5 min tolerance, each webhook-id once)",
+        body="a Whop webhook event {id, type, timestamp, data}",
+        schema=api_schemas.WEBHOOK_RECEIVED,
+        tag="accounts",
+        errors=(401, 502),
     ),
 ]

@@ -140,7 +140,7 @@ def build_accounts(settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis
         passwords=Passwords(),
         tokens=tokens,
         mailer=mailer,
-        billing=billing_provider(settings),
+        billing=billing_provider(settings, pool),
         limiter=RateLimiter(redis, settings.auth_rate_limit_per_minute),
         trusted_proxies=parse_networks(settings.trusted_proxies),
     )
@@ -159,9 +159,18 @@ def setup(app: web.Application, settings: Settings, pool: asyncpg.Pool, redis: a
         else:
             log.info("password reset mail goes through %s", accounts.mailer.server.describe())
         log.info("sign-up mode: %s", settings.signup_mode)
+        if accounts.billing.enabled:
+            await accounts.billing.start()
+            log.info("billing through Whop at %s: paid features need a live plan or trial", settings.whop_api_url)
+        else:
+            log.info("billing is off: every user is active, plans are set with `screener users set-plan`")
 
     async def drain(_: web.Application) -> None:
         await accounts.drain()
 
+    async def close(_: web.Application) -> None:
+        await accounts.billing.close()
+
     app.on_startup.append(announce)
     app.on_shutdown.append(drain)
+    app.on_cleanup.append(close)

@@ -1,0 +1,315 @@
+"""A small local server that speaks Whop's REST API v1 as documented, and sends signed webhooks.
+
+API (docs.whop.com/api-reference, base path ``/api/v1``, ``Authorization: Bearer <key>``, else 401):
+
+- ``POST /checkout_configurations`` ``{plan_id, redirect_url?, metadata?}`` (+ ``Idempotency-Key``:
+  the same key answers the same configuration) → ``{id: "ch_...", plan: {id}, metadata, redirect_url,
+  purchase_url: "https://whop.com/checkout/<plan_id>/?session=<ch_id>", ...}``; an unknown plan: 404;
+- ``GET /payments?checkout_configuration_ids[]=ch_...`` → ``{data: [payment], page_info}``, a payment
+  being ``{id: "pay_...", status, substatus, checkout_configuration_id, metadata, membership: {id,
+  status}, plan: {id}, user: {id, username, email}, paid_at, billing_reason, ...}``;
+- ``GET /memberships/{id}`` → ``{id: "mem_...", status, renewal_period_start, renewal_period_end,
+  cancel_at_period_end, manage_url, plan: {id}, user, metadata, ...}``; unknown: 404.
+
+The test plays the buyer and Whop's back office: ``pay`` a checkout (a membership and a payment
+inheriting its metadata), ``renew``, ``cancel_at_period_end``, ``deactivate``, ``refund``. Each returns the
+webhook event Whop would send; ``deliver`` posts it signed the Standard Webhooks way (``webhook-id``,
+``webhook-timestamp``, ``webhook-signature: v1,<base64 HMAC-SHA256 of "<id>.<ts>.<body>">`` keyed by
+the raw bytes of the ``ws_`` secret). ``delay_seconds`` and ``fail_status`` make the API slow or failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import itertools
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+API_KEY = "whop_test_" + "k" * 24
+WEBHOOK_SECRET = "ws_" + "5e" * 16
+COMPANY = "biz_screenertest01"
+PLAN_IDS = {
+    "screener_monthly": "plan_ScreenerMonth1",
+    "screener_yearly": "plan_ScreenerYear01",
+    "bundle_monthly": "plan_BundleMonth001",
+    "bundle_yearly": "plan_BundleYear0001",
+    "tv_monthly": "plan_TvMonth0000001",
+    "tv_yearly": "plan_TvYear00000001",
+}
+_JSON: web.RequestKey[Any] = web.RequestKey("json", object)
+_PERIOD_DAYS = {plan_id: 365 if slug.endswith("yearly") else 30 for slug, plan_id in PLAN_IDS.items()}
+
+
+def iso(moment: datetime) -> str:
+    """Return ``moment`` as Whop writes instants (ISO 8601, milliseconds, ``Z``)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def signature(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
+    """Return the ``v1,<base64>`` Standard Webhooks signature Whop puts on a delivery."""
+    mac = hmac.new(secret.encode(), f"{webhook_id}.{timestamp}.".encode() + body, hashlib.sha256)
+    return "v1," + base64.b64encode(mac.digest()).decode()
+
+
+@dataclass
+class Delivery:
+    """One webhook delivery as sent: headers, body, and the receiver's answer."""
+
+    webhook_id: str
+    headers: dict[str, str]
+    body: bytes
+    status: int = 0
+    answer: Any = None
+
+
+@dataclass
+class FakeWhop:
+    """Whop's API and webhook sender, in memory."""
+
+    api_key: str = API_KEY
+    secret: str = WEBHOOK_SECRET
+    delay_seconds: float = 0.0
+    fail_status: int | None = None
+    checkouts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    payments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    memberships: dict[str, dict[str, Any]] = field(default_factory=dict)
+    calls: list[tuple[str, str, dict[str, str], Any]] = field(default_factory=list)
+    _idempotent: dict[str, str] = field(default_factory=dict)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    # --- the HTTP side -----------------------------------------------------------------------------
+    def app(self) -> web.Application:
+        """Return the aiohttp app serving ``/api/v1``."""
+        app = web.Application(middlewares=[self._middleware])
+        app.router.add_post("/api/v1/checkout_configurations", self._create_checkout)
+        app.router.add_get("/api/v1/payments", self._list_payments)
+        app.router.add_get("/api/v1/memberships/{id}", self._get_membership)
+        return app
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        body = await request.json() if request.can_read_body else None
+        self.calls.append((request.method, request.path_qs, dict(request.headers), body))
+        if self.delay_seconds:
+            await asyncio.sleep(self.delay_seconds)
+        if self.fail_status is not None:
+            return web.json_response({"error": {"message": "upstream failure"}}, status=self.fail_status)
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return web.json_response({"error": {"type": "unauthorized", "message": "Invalid API key"}}, status=401)
+        request[_JSON] = body
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    async def _create_checkout(self, request: web.Request) -> web.Response:
+        body = request[_JSON]
+        if not isinstance(body, dict) or body.get("plan_id") not in _PERIOD_DAYS:
+            return web.json_response({"error": {"message": "Plan not found"}}, status=404)
+        key = request.headers.get("Idempotency-Key")
+        if key and key in self._idempotent:
+            return web.json_response(self.checkouts[self._idempotent[key]])
+        checkout_id = self._id("ch")
+        plan_id = body["plan_id"]
+        configuration = {
+            "id": checkout_id,
+            "company_id": COMPANY,
+            "mode": "payment",
+            "currency": "usd",
+            "plan": {"id": plan_id, "visibility": "visible", "plan_type": "renewal", "release_method": "buy_now"},
+            "affiliate_code": None,
+            "metadata": body.get("metadata") or {},
+            "redirect_url": body.get("redirect_url"),
+            "purchase_url": f"https://whop.com/checkout/{plan_id}/?session={checkout_id}",
+        }
+        self.checkouts[checkout_id] = configuration
+        if key:
+            self._idempotent[key] = checkout_id
+        return web.json_response(configuration)
+
+    async def _list_payments(self, request: web.Request) -> web.Response:
+        wanted = set(request.query.getall("checkout_configuration_ids[]", []))
+        data = [p for p in self.payments.values() if not wanted or p["checkout_configuration_id"] in wanted]
+        page_info = {"end_cursor": None, "start_cursor": None, "has_next_page": False, "has_previous_page": False}
+        return web.json_response({"data": data, "page_info": page_info})
+
+    async def _get_membership(self, request: web.Request) -> web.Response:
+        found = self.memberships.get(request.match_info["id"])
+        if found is None:
+            return web.json_response({"error": {"message": "Membership not found"}}, status=404)
+        return web.json_response(found)
+
+    # --- the buyer and the back office ---------------------------------------------------------
+    def pay(
+        self, checkout_id: str, *, substatus: str = "succeeded", email: str = "buyer@whop.example"
+    ) -> dict[str, Any]:
+        """Pay a checkout: a new membership and its first payment; return ``payment.succeeded``'s event."""
+        configuration = self.checkouts[checkout_id]
+        plan_id = configuration["plan"]["id"]
+        now = datetime.now(UTC)
+        membership_id = self._id("mem")
+        user = {"id": self._id("user"), "username": "buyer", "name": "Buyer", "email": email}
+        self.memberships[membership_id] = {
+            "id": membership_id,
+            "status": "active" if substatus == "succeeded" else "drafted",
+            "created_at": iso(now),
+            "joined_at": iso(now),
+            "updated_at": iso(now),
+            "manage_url": f"https://whop.com/billing/manage/{membership_id}",
+            "member": {"id": self._id("mber")},
+            "user": user,
+            "renewal_period_start": iso(now),
+            "renewal_period_end": iso(now + timedelta(days=_PERIOD_DAYS[plan_id])),
+            "cancel_at_period_end": False,
+            "cancel_option": None,
+            "cancellation_reason": None,
+            "canceled_at": None,
+            "currency": "usd",
+            "company": {"id": COMPANY, "title": "Screener"},
+            "plan": {"id": plan_id},
+            "promo_code": None,
+            "product": {"id": "prod_screener0001", "title": "Screener"},
+            "license_key": None,
+            "metadata": dict(configuration["metadata"]),
+            "payment_collection_paused": False,
+        }
+        payment = self._payment(checkout_id, membership_id, plan_id, substatus, "subscription_create", user)
+        return self.event("payment.succeeded", payment)
+
+    def _payment(
+        self, checkout_id: str | None, membership_id: str, plan_id: str, substatus: str, reason: str, user: Any
+    ) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        membership = self.memberships[membership_id]
+        paid = substatus == "succeeded"
+        payment = {
+            "id": self._id("pay"),
+            "status": "paid" if paid else "open",
+            "substatus": substatus,
+            "checkout_configuration_id": checkout_id,
+            "billing_reason": reason,
+            "created_at": iso(now),
+            "paid_at": iso(now) if paid else None,
+            "currency": "usd",
+            "total": 29.99,
+            "refunded_amount": None,
+            "metadata": dict(membership["metadata"]),
+            "membership": {"id": membership_id, "status": membership["status"]},
+            "plan": {"id": plan_id},
+            "product": {"id": "prod_screener0001"},
+            "user": user,
+            "company": {"id": COMPANY, "route": "screener", "title": "Screener"},
+        }
+        self.payments[payment["id"]] = payment
+        return payment
+
+    def renew(self, membership_id: str) -> dict[str, Any]:
+        """Charge the next period: the membership's period moves on; return ``payment.succeeded``."""
+        membership = self.memberships[membership_id]
+        end = datetime.fromisoformat(membership["renewal_period_end"].replace("Z", "+00:00"))
+        days = _PERIOD_DAYS[membership["plan"]["id"]]
+        membership.update(renewal_period_start=iso(end), renewal_period_end=iso(end + timedelta(days=days)))
+        payment = self._payment(None, membership_id, membership["plan"]["id"], "succeeded", "subscription_cycle", {})
+        return self.event("payment.succeeded", payment)
+
+    def cancel_at_period_end(self, membership_id: str, cancel: bool = True) -> dict[str, Any]:
+        """The buyer cancels (or resumes): access runs to the period's end."""
+        membership = self.memberships[membership_id]
+        membership.update(cancel_at_period_end=cancel, status="canceling" if cancel else "active")
+        return self.event("membership.cancel_at_period_end_changed", dict(membership))
+
+    def activate(self, membership_id: str) -> dict[str, Any]:
+        """Return ``membership.activated`` for a membership (after ``pay``)."""
+        return self.event("membership.activated", dict(self.memberships[membership_id]))
+
+    def deactivate(self, membership_id: str, status: str = "expired") -> dict[str, Any]:
+        """Access ends (the period ran out, or it was canceled now)."""
+        membership = self.memberships[membership_id]
+        membership.update(status=status, cancel_at_period_end=False)
+        return self.event("membership.deactivated", dict(membership))
+
+    def refund(self, payment_id: str, status: str = "succeeded") -> dict[str, Any]:
+        """Refund a payment in full; return ``refund.created``."""
+        payment = self.payments[payment_id]
+        payment.update(substatus="refunded", refunded_amount=payment["total"], refunded_at=iso(datetime.now(UTC)))
+        refund = {
+            "id": self._id("rfnd"),
+            "amount": payment["total"],
+            "currency": "usd",
+            "created_at": iso(datetime.now(UTC)),
+            "provider": "stripe",
+            "status": status,
+            "payment": {
+                k: payment[k] for k in ("id", "membership", "metadata", "plan", "user", "created_at", "currency")
+            },
+        }
+        return self.event("refund.created", refund)
+
+    def event(self, event_type: str, data: dict[str, Any], *, at: datetime | None = None) -> dict[str, Any]:
+        """Return a webhook event as Whop's v1 payload has it."""
+        return {
+            "id": self._id("msg"),
+            "api_version": "v1",
+            "timestamp": iso(at or datetime.now(UTC)),
+            "type": event_type,
+            "company_id": COMPANY,
+            "data": data,
+        }
+
+    def signed(
+        self, event: dict[str, Any], *, timestamp: int | None = None, secret: str | None = None
+    ) -> tuple[dict[str, str], bytes]:
+        """Return the headers and body of a delivery of ``event``, signed with the secret (or another one)."""
+        body = json.dumps(event).encode()
+        stamp = int(time.time()) if timestamp is None else timestamp
+        headers = {
+            "Content-Type": "application/json",
+            "webhook-id": event["id"],
+            "webhook-timestamp": str(stamp),
+            "webhook-signature": signature(secret or self.secret, event["id"], stamp, body),
+        }
+        return headers, body
+
+    async def deliver(self, url: str, event: dict[str, Any], **signing: Any) -> Delivery:
+        """Post ``event`` to the receiver at ``url``, signed; return the delivery with its answer."""
+        headers, body = self.signed(event, **signing)
+        delivery = Delivery(event["id"], headers, body)
+        async with aiohttp.ClientSession() as session, session.post(url, data=body, headers=headers) as response:
+            delivery.status = response.status
+            delivery.answer = await response.json(content_type=None)
+        return delivery
+
+    def _id(self, prefix: str) -> str:
+        return f"{prefix}_{next(self._ids):04d}{secrets.token_hex(5)}"
+
+
+@dataclass
+class RunningWhop:
+    """A ``FakeWhop`` served on a free local port."""
+
+    whop: FakeWhop
+    runner: web.AppRunner
+    base_url: str  # ends in /api/v1
+
+    async def stop(self) -> None:
+        """Stop serving (the API becomes unreachable)."""
+        await self.runner.cleanup()
+
+
+async def serve(whop: FakeWhop | None = None) -> RunningWhop:
+    """Serve a fake Whop on 127.0.0.1 and a free port."""
+    fake = whop or FakeWhop()
+    runner = web.AppRunner(fake.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return RunningWhop(fake, runner, f"http://127.0.0.1:{port}/api/v1")
