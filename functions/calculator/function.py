@@ -125,20 +125,19 @@ class Calculator:
         )
 
     async def start(self) -> None:
-        """Check Redis; rebuild from PostgreSQL the state of recent symbols that Redis lacks.
+        """Check Redis; load the rings of every symbol with metrics into this worker's mirror.
 
-        Then read the rings of every symbol with metrics into this worker's mirror, so the first
-        minute after a (re)start ships only candles, like every other (about 140 KB per symbol).
+        So the first minute after a (re)start ships only candles, like every other (about 140 KB per
+        symbol). Rings Redis lacks are rebuilt from PostgreSQL up to the symbol's last durable minute,
+        never further: the recorder may have stored minutes this calculator has not computed yet, and
+        rings pushed past them would change what those minutes read. Symbols with no durable minute
+        are rebuilt by their first batch.
         """
         await self._redis.ping()
         if self._postgres is None and self._postgres_dsn:
             self._postgres = await asyncpg.create_pool(self._postgres_dsn, min_size=1, max_size=2)
-        if self._postgres is not None:
-            async with self._postgres.acquire() as conn:
-                await warm_start(self._redis, conn)
         tracked = await self.metrics.tracked_symbols()
         for start in range(0, len(tracked), PRELOAD_CHUNK):
-            # Rings this read had to create (lost from Redis) are rebuilt, as in a batch.
             try:
                 await self._write([], also=tracked[start : start + PRELOAD_CHUNK])
             except TransientError as exc:
@@ -282,8 +281,10 @@ class Calculator:
         for symbol, position in positions.items():
             if position is not None:
                 until[symbol] = max(until.get(symbol, 0), position.minute)
-        async with self._postgres.acquire() as conn:
-            await warm_start(self._redis, conn, missing, force=True, until=until)
+        # A symbol with neither is not loaded: nothing says how far it may go (its first batch will).
+        if until:
+            async with self._postgres.acquire() as conn:
+                await warm_start(self._redis, conn, sorted(until), force=True, until=until)
         self.candles.forget()
         # A symbol PostgreSQL has never seen gets new rings with its batch's candles; one with no
         # candles here (a forming minute, a preload) stays absent until its first closed minute.

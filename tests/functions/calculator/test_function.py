@@ -22,6 +22,7 @@ from screener.names import (
     TYPE_METRICS_PROVISIONAL,
 )
 from screener.runtime.function import Delivery, PartialBatch
+from screener.runtime.sequence import Position
 from state import layout
 from state.candles import CandleStore
 from tests.functions.calculator.klines import SET_2026, csv_path, read_candles
@@ -205,6 +206,27 @@ async def test_a_worker_that_dies_before_rebuilding_lost_rings_leaves_none_that_
                 await handled(Calculator(redis_client, postgres=pool), near[1999:])
         calculator = Calculator(redis_client, postgres=pool)
         (event,) = await handled(calculator, near[1999:])
+    finally:
+        await pool.close()
+    assert MetricsSnapshot.model_validate(event.get_data()) == MetricsSnapshot.model_validate(expected.get_data())
+
+
+async def test_a_restart_rebuilds_lost_rings_only_up_to_the_last_durable_minute(
+    redis_client: aioredis.Redis, pg: asyncpg.Connection, postgres_dsn: str, near: list[Candle]
+) -> None:
+    # The recorder runs ahead: PostgreSQL holds 500 minutes the calculator has not computed. Rings
+    # rebuilt past its position would have lapped the minutes the next one's 1d window reads.
+    reference = Calculator(redis_client)
+    await CandleStore(redis_client).write(near[:1500], read_back=False)
+    (expected,) = await handled(reference, [near[1500]])
+    await record(pg, near)
+    await redis_client.flushdb()
+    pool = await asyncpg.create_pool(postgres_dsn, min_size=1, max_size=2)
+    try:
+        restarted = Calculator(redis_client, postgres=pool)
+        await restarted.sequencer.advance({"NEARUSDT": Position(near[1499].open_time)})
+        await restarted.start()
+        (event,) = await handled(restarted, [near[1500]])
     finally:
         await pool.close()
     assert MetricsSnapshot.model_validate(event.get_data()) == MetricsSnapshot.model_validate(expected.get_data())
