@@ -336,8 +336,18 @@ function renderTimes() {
   chart.applyTimeZone();
 }
 
+// "Today" moves at midnight of the chosen zone: a page left open re-dates its times then.
+let shownDay = day(Date.now());
+setInterval(() => {
+  if (day(Date.now()) === shownDay) return;
+  shownDay = day(Date.now());
+  renderUpdated();
+  renderFeed();
+}, 60_000);
+
 function toggleTimeZone() {
   setTimeZone(timeZone() === "utc" ? "local" : "utc");
+  shownDay = day(Date.now());
   renderTimes();
   renderFeed();
 }

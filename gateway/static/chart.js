@@ -128,7 +128,8 @@ export class CandleChart {
   }
 
   // One marker per bar and side, named after its first alert ("Top Raid +2" for three); labels are kept from
-  // the newest back only where they fit beside the previous kept label, the other markers keep their arrow.
+  // the newest back only where they fit inside the plot and beside the previous kept label, the other markers
+  // keep their arrow.
   placeMarkers() {
     if (!this.chart || !this.bars.length) return;
     const step = INTERVALS[this.interval].seconds;
@@ -153,6 +154,7 @@ export class CandleChart {
       text: "",
     }));
     const timeScale = this.chart.timeScale();
+    const plotWidth = timeScale.width();
     const kept = { aboveBar: null, belowBar: null }; // the last kept label per side: {x, width}
     let labelled = 0;
     for (let i = markers.length - 1; i >= 0; i--) {
@@ -160,6 +162,7 @@ export class CandleChart {
       const x = timeScale.timeToCoordinate(marker.time);
       if (x === null) continue;
       const width = marker.label.length * LABEL_CHAR_PX;
+      if (x - width / 2 < 0 || x + width / 2 > plotWidth) continue; // a label cut by the price scale or the edge
       const previous = kept[marker.position];
       if (previous && previous.x - x < (previous.width + width) / 2 + LABEL_GAP_PX) continue;
       marker.text = marker.label;
