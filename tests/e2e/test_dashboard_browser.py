@@ -246,12 +246,14 @@ async def _loaded(page: Any, url: str) -> None:
     await wait_until(page, "() => !!document.getElementById('chart-box').dataset.visibleBars")
 
 
-# The three widths the first-hour report names, and a wide desktop for comparison.
+# The three widths the first-hour report names, then a wide desktop and the tablet sizes between the layouts.
 VIEWPORTS = [
     ("laptop-1280x800", {"width": 1280, "height": 800}, False),
     ("laptop-1366x768", {"width": 1366, "height": 768}, False),
     ("phone-390x844", {"width": 390, "height": 844}, True),
     ("desktop-1600x900", {"width": 1600, "height": 900}, False),
+    ("tablet-1024x768", {"width": 1024, "height": 768}, False),
+    ("tablet-820x1180", {"width": 820, "height": 1180}, True),
 ]
 
 
@@ -308,7 +310,9 @@ def _one_line(ms: int, zone: ZoneInfo) -> str:
     return parts[0] if len(parts) == 1 else f"{parts[1]} {parts[0]}"
 
 
-async def test_dashboard_shows_every_time_in_utc_or_local_time_as_chosen(dashboard: tuple[str, int]) -> None:
+async def test_dashboard_shows_every_time_in_utc_or_local_time_as_chosen(
+    dashboard: tuple[str, int], tmp_path: Path
+) -> None:
     from playwright.async_api import async_playwright
 
     url, last_minute = dashboard
@@ -348,6 +352,9 @@ async def test_dashboard_shows_every_time_in_utc_or_local_time_as_chosen(dashboa
         hovered = await page.inner_text("#chart-legend .legend-time")
         assert hovered.endswith(" GMT+9") and hovered != f"{_one_line(last_bar, tokyo)} GMT+9"
         assert await page.evaluate("() => localStorage.getItem('screener.timeZone')") == "local"
+        shot = tmp_path / "chart-local-time.png"
+        await page.screenshot(path=str(shot), clip=await page.locator(".chart-panel").bounding_box())
+        print(f"screenshot: {shot}")
 
         await _loaded(page, url)
         assert await page.get_attribute("#tz", "data-zone") == "local"
