@@ -236,9 +236,12 @@ async def test_dashboard_shows_live_alerts_metrics_and_chart(
     print(f"screenshot: {shot}")
 
 
-async def _loaded(page: Any, url: str) -> None:
-    """Open the dashboard on LINKUSDT and wait for its data: live stream, table, chart, rules and feed."""
-    await page.goto(url + "#LINKUSDT")
+async def _loaded(page: Any, url: str | None) -> None:
+    """Open the dashboard on LINKUSDT (or reload it: no ``url``) and wait for its data to be shown."""
+    if url is None:
+        await page.reload()
+    else:
+        await page.goto(url + "#LINKUSDT")
     await page.wait_for_selector("#conn[data-state=live]", timeout=15_000)
     await page.wait_for_selector("#chart canvas", timeout=10_000)
     await wait_until(page, "() => document.querySelectorAll('#screener-body tr[data-symbol]').length === 7")
@@ -255,6 +258,18 @@ VIEWPORTS = [
     ("tablet-1024x768", {"width": 1024, "height": 768}, False),
     ("tablet-820x1180", {"width": 820, "height": 1180}, True),
 ]
+
+
+LONG_EMAIL = "a.rather.long.address.for.a.phone.screen@example.com"
+SIGN_UP = """async (email) => {
+  const response = await fetch('/auth/register', {
+    method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ email, password: 'a dashboard password' }),
+  });
+  const session = await response.json();
+  localStorage.setItem('screener.token', session.token);
+  localStorage.setItem('screener.email', session.user.email);
+}"""
 
 
 async def test_dashboard_keeps_every_control_reachable_at_laptop_and_phone_widths(
@@ -286,6 +301,11 @@ async def test_dashboard_keeps_every_control_reachable_at_laptop_and_phone_width
             await page.screenshot(path=str(shots / f"{name}.png"))
             if mobile:
                 await page.screenshot(path=str(shots / f"{name}-full.png"), full_page=True)
+            if name.startswith("phone"):  # signed in, the header's account button carries a long e-mail
+                await page.evaluate(SIGN_UP, LONG_EMAIL)
+                await _loaded(page, None)
+                assert await page.inner_text("#signin") == LONG_EMAIL
+                problems[f"{name} signed in"] = (await unreachable_controls(page))[1]
             await context.close()
         await browser.close()
     print(f"screenshots: {shots}")
@@ -356,7 +376,7 @@ async def test_dashboard_shows_every_time_in_utc_or_local_time_as_chosen(
         await page.screenshot(path=str(shot), clip=await page.locator(".chart-panel").bounding_box())
         print(f"screenshot: {shot}")
 
-        await _loaded(page, url)
+        await _loaded(page, None)
         assert await page.get_attribute("#tz", "data-zone") == "local"
         assert await page.inner_text(avax) == _feed_time(avax_close, tokyo)
         await page.click("#tz")
