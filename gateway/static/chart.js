@@ -97,14 +97,15 @@ export class CandleChart {
     this.placeMarkers();
   }
 
-  // The newest bars of the interval's default span, no denser than MIN_BAR_PX per bar, a little room on the right.
+  // The interval's default span ending at the newest bar, no denser than MIN_BAR_PX per bar, a little room on the
+  // right. A short history keeps the span's bar width and leaves the left empty rather than blowing candles up.
   showDefaultRange() {
     const n = this.bars.length;
     if (!n) return;
     const timeScale = this.chart.timeScale();
     const width = timeScale.width() || Math.max(0, this.container.clientWidth - 70);
-    const count = Math.max(1, Math.min(n, INTERVALS[this.interval].visible, Math.floor(width / MIN_BAR_PX)));
-    timeScale.setVisibleLogicalRange({ from: n - count - 0.5, to: n - 0.5 + 3 });
+    const slots = Math.max(1, Math.min(INTERVALS[this.interval].visible, Math.floor(width / MIN_BAR_PX)));
+    timeScale.setVisibleLogicalRange({ from: n - slots - 0.5, to: n - 0.5 + 3 });
   }
 
   /** Set the alerts to mark: [{timestamp (ISO), name, direction ("bull" | "bear" | "neutral")}]. */

@@ -433,6 +433,8 @@ async def test_dashboard_chart_asks_each_interval_for_history_and_shows_a_readab
             assert 1 <= visible <= width / 4, (interval, visible, width)  # at least 4 px per candle
             if interval in ("1m", "5m"):  # two days of data: a readable span, not all of them squeezed in
                 assert visible >= 60, (interval, visible)
+            panel = await page.locator(".chart-panel").bounding_box()
+            await page.screenshot(path=str(tmp_path / f"chart-{interval}.png"), clip=panel)
         await browser.close()
     assert errors == []
 
