@@ -4,6 +4,7 @@
 
 const ZONE_KEY = "screener.timeZone";
 const formatters = new Map(); // zone -> Intl.DateTimeFormat
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
 let zone = localStorage.getItem(ZONE_KEY) === "local" ? "local" : "utc";
 
@@ -36,11 +37,13 @@ function parts(ms) {
   if (!formatters.has(zone)) {
     formatters.set(zone, new Intl.DateTimeFormat("en-GB", {
       timeZone: zone === "utc" ? "UTC" : undefined,
-      year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", hourCycle: "h23",
+      year: "numeric", month: "numeric", day: "numeric", hour: "2-digit", minute: "2-digit", hourCycle: "h23",
     }));
   }
   const out = {};
   for (const p of formatters.get(zone).formatToParts(new Date(ms))) out[p.type] = p.value;
+  out.month = MONTHS[Number(out.month) - 1]; // fixed names: ICU spells September "Sep" or "Sept" by version
+  out.day = String(Number(out.day));
   return out;
 }
 
