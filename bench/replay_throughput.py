@@ -27,7 +27,7 @@ from nats.js.errors import NotFoundError
 from collector.clock import SystemClock
 from collector.emitter import CandleEmitter
 from collector.replay.market import ReplayMarket
-from collector.replay.readers import read_folder
+from marketdata.klines import read_folder
 from collector.replay.source import ReplaySource
 from screener.config import load_settings
 from screener.embedded.servers import start_nats

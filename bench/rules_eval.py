@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import redis.asyncio as aioredis
 
-from collector.replay.readers import read_folder
+from marketdata.klines import read_folder
 from functions.calculator.compute import compute_arrays, to_payloads
 from functions.rules.config import RulesConfig
 from functions.rules.engine import RuleEngine

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from collector.replay.readers import FloatArray, IntArray, KlineSeries
+from marketdata.klines import FloatArray, IntArray, KlineSeries
 from functions.recorder.store import CandleRecord
 from screener.events.models import MINUTE_MS, Candle
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from collector.replay.readers import KlineSeries, read_folder
+from marketdata.klines import KlineSeries, read_folder
 from functions.calculator.compute import compute_snapshots
 from functions.rules.config import RulesConfig
 from functions.rules.engine import RuleEngine

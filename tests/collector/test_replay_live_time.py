@@ -8,7 +8,7 @@ from nats.js import JetStreamContext
 from collector.clock import SystemClock
 from collector.emitter import CandleEmitter
 from collector.replay.market import ReplayMarket
-from collector.replay.readers import KlineSeries
+from marketdata.klines import KlineSeries
 from collector.replay.runner import DAY_MS, load_market, prepare_replay
 from collector.replay.source import ReplaySource
 from collector.replay.warmup import warmup_end

@@ -11,7 +11,7 @@ import pytest
 from nats.js import JetStreamContext
 
 from collector.emitter import CandleEmitter, closed_candle_event
-from collector.replay.readers import read_klines
+from marketdata.klines import read_klines
 from functions.recorder.function import Recorder
 from screener.config import load_settings
 from screener.events.envelope import InvalidEvent, make_event

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from collector.replay.readers import read_folder
+from marketdata.klines import read_folder
 from functions.calculator.compute import compute_snapshots
 from functions.rules.recompute import RingRecompute
 from state import layout

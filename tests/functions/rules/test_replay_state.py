@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from collector.replay.readers import read_folder
+from marketdata.klines import read_folder
 from functions.rules.replay_state import MemoryCandleState
 from state import layout
 from state.candles import SymbolState, apply_candles, pack_candles
