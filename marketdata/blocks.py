@@ -1,21 +1,22 @@
 """Recorded klines as blocks of whole UTC days on a dense minute grid, read file by file as time advances.
 
-The backtest computes its metrics a block at a time (``functions.calculator.columns``). A block of
-``days`` days comes with the ``context`` minutes before it; each symbol's files (one per month, say)
+The backtest computes its metrics a block at a time (``functions.calculator.columns``). A grid covers
+a block of whole days and the minutes of context before it; each symbol's files (one per month, say)
 are read only when the blocks reach them and dropped once behind, so memory holds a few files per
 symbol however long the recording is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from marketdata.klines import KlineFileError, KlineSeries, kline_files, read_klines, symbol_of
+from marketdata.klines import KlineFileError, KlineSeries, kline_files, symbol_of
+from marketdata.parsed_cache import read_cached
 from screener.events.models import MINUTE_MS
 
 FloatArray = npt.NDArray[np.float64]
@@ -46,6 +47,7 @@ class _SymbolFiles:
     """One symbol's files not read yet, and the rows read and not yet behind the blocks."""
 
     pending: list[Path]
+    cache: Path | None
     open_time: IntArray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     values: FloatArray = field(default_factory=lambda: np.empty((0, len(GRID_COLUMNS))))
     derived: bool = False
@@ -53,7 +55,7 @@ class _SymbolFiles:
     def read_until(self, end: int) -> None:
         """Read files until the rows reach ``end`` (ms) or no file is left."""
         while self.pending and (len(self.open_time) == 0 or self.open_time[-1] < end - MINUTE_MS):
-            series = read_klines(self.pending.pop(0))
+            series = read_cached(self.pending.pop(0), self.cache)
             self.derived |= series.quote_volume_derived
             self.open_time = np.concatenate((self.open_time, series.open_time))
             self.values = np.concatenate((self.values, series.values[:, _VALUE_INDEX]))
@@ -78,7 +80,8 @@ class _SymbolFiles:
 class MarketBlocks:
     """The kline files of a folder (or of some of its symbols), served as grids of whole days."""
 
-    def __init__(self, folder: Path, symbols: Sequence[str] | None = None) -> None:
+    def __init__(self, folder: Path, symbols: Sequence[str] | None = None, cache: Path | None = None) -> None:
+        """Index the files of ``folder``; ``cache`` (a folder) keeps their parsed arrays between runs."""
         wanted = {s.upper() for s in symbols} if symbols else None
         files: dict[str, list[Path]] = {}
         for path in kline_files(folder):
@@ -88,7 +91,8 @@ class MarketBlocks:
         if not files:
             raise KlineFileError(f"{folder}: no kline files" + (f" for {sorted(wanted)}" if wanted else ""))
         self.symbols = sorted(files)
-        self._files = {s: _SymbolFiles(sorted(files[s])) for s in self.symbols}
+        self._cache = cache
+        self._files = {s: _SymbolFiles(sorted(files[s]), cache) for s in self.symbols}
         for state in self._files.values():  # the first file of each symbol tells where it begins
             state.read_until(0)
         self.first = min(int(s.open_time[0]) for s in self._files.values() if len(s.open_time))
@@ -102,25 +106,15 @@ class MarketBlocks:
         newest = 0
         for state in self._files.values():
             if state.pending:
-                newest = max(newest, read_klines(state.pending[-1]).last_open_time)
+                newest = max(newest, read_cached(state.pending[-1], self._cache).last_open_time)
             elif len(state.open_time):
                 newest = max(newest, int(state.open_time[-1]))
         return newest
 
-    def blocks(self, symbols: Sequence[str], start: int, end: int, days: int, context: int) -> Iterator[Grid]:
-        """Yield grids of ``symbols`` for blocks of ``days`` whole days from ``start``'s day until ``end`` (ms).
-
-        Each grid begins ``context`` minutes before its block. Rows before the newest context are
-        dropped as the blocks advance.
-        """
-        block = start - start % DAY_MS
-        while block < end:
-            block_end = block + days * DAY_MS
-            first = block - context * MINUTE_MS
-            yield self.grid(symbols, first, block_end)
-            for symbol in symbols:
-                self._files[symbol].drop_before(block_end - context * MINUTE_MS)
-            block = block_end
+    def drop_before(self, start: int) -> None:
+        """Forget every row before ``start`` (ms): the blocks have moved past it."""
+        for state in self._files.values():
+            state.drop_before(start)
 
     def grid(self, symbols: Sequence[str], first: int, end: int) -> Grid:
         """Return the grid of ``symbols`` for the minutes ``first <= t < end``."""

@@ -169,14 +169,16 @@ class FormingValues:
 
 
 def forming_values(state: FloatArray, close: FloatArray) -> FormingValues:
-    """Return the indicators of series in ``state`` (FIELDS, ...) extended by a forming bar at ``close``.
+    """Return the indicators of bars extended by their forming close, at every minute of each bar.
 
-    The forming bar is bar number ``state[BARS]`` (0-based): NaN before each indicator's first
-    value, the seed where the forming bar completes it, one step of the recursion after that.
+    ``state`` (FIELDS, S, B) is each bar's state before it (after the last closed bar); ``close`` (S,
+    B, M) the close at each of its minutes. The forming bar is bar number ``state[BARS]`` (0-based):
+    NaN before each indicator's first value, the seed where the forming bar completes it, one step
+    of the recursion after that. Results are (S, B, M).
     """
     n = state[BARS]
-    previous, gain, loss = state[CLOSE], state[GAIN], state[LOSS]
-    slow, fast, signal = state[SLOW], state[FAST], state[SIGNAL]
+    previous, gain, loss = (state[i][..., None] for i in (CLOSE, GAIN, LOSS))
+    slow, fast, signal = (state[i][..., None] for i in (SLOW, FAST, SIGNAL))
     change = close - previous
     up, down = np.maximum(change, 0.0), -np.minimum(change, 0.0)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
@@ -185,22 +187,17 @@ def forming_values(state: FloatArray, close: FloatArray) -> FormingValues:
         )
         line = ((close - fast) * K_FAST + fast) - ((close - slow) * K_SLOW + slow)
         signal_line = (line - signal) * K_SIGNAL + signal
-        young = n < STEADY_BARS
-        if young.any():  # a series' first bars: no value yet, or the seeds (rare: once per series)
-            young = np.broadcast_to(young, rsi.shape)
-            n_young = np.broadcast_to(n, rsi.shape)[young]
-
-            def at(values: FloatArray) -> FloatArray:
-                picked: FloatArray = np.broadcast_to(values, rsi.shape)[young]
-                return picked
-
-            seeded = indicators.rsi_value(
-                (at(gain) + at(up)) / RSI_PERIOD, (at(loss) + at(down)) / RSI_PERIOD
-            )
-            rsi[young] = np.where(n_young == RSI_FIRST, seeded, np.where(n_young < RSI_FIRST, np.nan, rsi[young]))
-            first_signal = (at(signal) + line[young]) / MACD_SIGNAL
-            signal_line[young] = np.where(
-                n_young == MACD_FIRST, first_signal, np.where(n_young < MACD_FIRST, np.nan, signal_line[young])
-            )
-            line[young] = np.where(n_young < MACD_FIRST, np.nan, line[young])
+        if (n < STEADY_BARS).any():  # a series' first bars: no value yet, or the seeds (once per series)
+            seed = np.nonzero(n == RSI_FIRST)
+            if len(seed[0]):
+                rsi[seed] = indicators.rsi_value(
+                    (state[GAIN][seed][:, None] + up[seed]) / RSI_PERIOD,
+                    (state[LOSS][seed][:, None] + down[seed]) / RSI_PERIOD,
+                )
+            seed = np.nonzero(n == MACD_FIRST)
+            if len(seed[0]):
+                signal_line[seed] = (state[SIGNAL][seed][:, None] + line[seed]) / MACD_SIGNAL
+            rsi[n < RSI_FIRST] = np.nan
+            line[n < MACD_FIRST] = np.nan
+            signal_line[n < MACD_FIRST] = np.nan
     return FormingValues(rsi, line, signal_line, line - signal_line)

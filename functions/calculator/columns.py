@@ -56,6 +56,12 @@ class MinuteGrid:
     quote_volume: FloatArray
     present: BoolArray
 
+    @staticmethod
+    def of(first: int, values: FloatArray, present: BoolArray) -> MinuteGrid:
+        """Return the grid of ``values`` (6, S, W): open, high, low, close, volume, quote volume."""
+        o, h, lo, c, v, q = values
+        return MinuteGrid(first, o, h, lo, c, v, q, present)
+
     @property
     def block_start(self) -> int:
         """Return the open time of the block's first minute (after the context)."""
@@ -168,7 +174,7 @@ class ColumnCalculator:
             exists, bar_close = present, close[..., 0]
         else:
             by_bar = present.reshape(rows, -1, minutes)
-            exists = by_bar.any(axis=2)
+            exists = np.asarray(by_bar.any(axis=2))
             latest = minutes - 1 - np.argmax(by_bar[..., ::-1], axis=2)  # a bar closes at its latest minute
             bar_close = np.take_along_axis(close, latest[..., None], axis=2)[..., 0]
         closes, lengths = left_align(bar_close, exists)
@@ -180,7 +186,7 @@ class ColumnCalculator:
         else:
             rank = np.maximum(np.cumsum(exists, axis=1) - 1, 0)
             before = np.take_along_axis(states, rank[None], axis=2)
-        values = carried.forming_values(before[..., None], close)
+        values = carried.forming_values(before, close)
         upper, middle, lower = _bands(carry.tail, closes, rank, before[carried.BARS], close)
         ends = np.take_along_axis(states, lengths[None, :, None], axis=2)[..., 0]
         carry.state = carried.CarriedState(ends)
