@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from numpy.lib.stride_tricks import sliding_window_view
 from scipy.ndimage import maximum_filter1d, minimum_filter1d
 
 from functions.calculator import carried, formulas, indicators
@@ -116,8 +115,7 @@ class ColumnCalculator:
     def __post_init__(self) -> None:
         rows = len(self.symbols)
         self._bars = {
-            tf: _BarCarry(carried.CarriedState.empty(rows), np.full((rows, BB_CLOSED), np.nan))
-            for tf in BAR_TIMEFRAMES
+            tf: _BarCarry(carried.CarriedState.empty(rows), np.full((rows, BB_CLOSED), np.nan)) for tf in BAR_TIMEFRAMES
         }
         self._hour_opens = np.empty((rows, 0))
 

@@ -32,8 +32,8 @@ from functions.rules.errors import RuleError
 from functions.rules.report import write_alerts, write_report
 from functions.rules.ruleset import Rule, RuleSet
 from functions.rules.store import seed_file_rules
-from screener.config import Settings
 from marketdata.klines import KlineFileError
+from screener.config import Settings
 
 
 def parse_instant(text: str) -> int:

@@ -99,7 +99,9 @@ class BlockFrame:
 
     def select(self, rows: npt.NDArray[np.int64]) -> BlockFrame:
         """Return the frame of some rows only (indices of this frame's rows, in order)."""
-        return BlockFrame(self.metrics, self._symbol_names, self._others, rows if self._rows is None else self._rows[rows])
+        return BlockFrame(
+            self.metrics, self._symbol_names, self._others, rows if self._rows is None else self._rows[rows]
+        )
 
     def column(self, name: str, symbol: str | None, min_coverage: float) -> FloatArray:
         """Return metric ``name`` of every row (of ``symbol`` at the row's minute), NaN where null or gated."""
@@ -308,10 +310,7 @@ def _stages(needed: Sequence[CompiledRule], run: set[str]) -> list[list[Compiled
     """
     by_type = {c.rule_type: c for c in needed}
     edges = {
-        c.rule_type: sorted(
-            set(c.references) | {q for q, _ in c.recents if q in run and q in by_type}
-        )
-        for c in needed
+        c.rule_type: sorted(set(c.references) | {q for q, _ in c.recents if q in run and q in by_type}) for c in needed
     }
     order: list[list[str]] = _strongly_connected(edges)
     rank = {c.rule_type: i for i, c in enumerate(needed)}

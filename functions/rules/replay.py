@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from marketdata.klines import KlineSeries, read_folder
 from functions.calculator.compute import compute_snapshots
 from functions.rules.config import RulesConfig
 from functions.rules.engine import RuleEngine
 from functions.rules.firing import MemoryFiringState
 from functions.rules.replay_state import MemoryCandleState
 from functions.rules.ruleset import Rule
+from marketdata.klines import KlineSeries, read_folder
 from screener.events.models import MINUTE_MS, Alert, MetricsSnapshot
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from marketdata.klines import read_folder
 from functions.rules.replay_state import MemoryCandleState
+from marketdata.klines import read_folder
 from state import layout
 from state.candles import SymbolState, apply_candles, pack_candles
 
