@@ -100,6 +100,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print("screener backtest: --to must be after --from", file=sys.stderr)
         return 2
     bar = tqdm(unit="min", disable=args.no_progress, desc="backtest")
+
+    def advance(minutes: int) -> None:
+        bar.update(minutes)
+
     began, cpu = time.perf_counter(), time.process_time()
     try:
         result = run_backtest(
@@ -108,7 +112,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             symbols=symbols,
             start=args.start,
             end=args.end,
-            on_block=bar.update,
+            on_block=advance,
             cache=settings.data_dir / "kline-cache",
         )
     except KlineFileError as exc:
