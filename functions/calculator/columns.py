@@ -282,10 +282,11 @@ def _running_count(present: BoolArray) -> IntArray:
 class RunningSum:
     """Running sums of each row kept to about twice float64's precision, for window sums by difference.
 
-    ``high`` is the plain running sum; ``low`` the running sum of each step's rounding error (exact by
-    Knuth's TwoSum), so ``high + low`` is the exact running sum to about 2**-100 relative. A window's
-    sum is the difference of two of them, itself split into its rounded value and error: the result
-    is the window's exact sum correctly rounded, but for a running total some 2**45 times the window's.
+        ``high`` is the plain running sum; ``low`` the running sum of each step's rounding error (exact by
+        Knuth's TwoSum), so ``high + low`` is the exact running sum to about 2**-100 relative. A window's
+        sum is the difference of two of them, itself split into its rounded value and error: the result
+        is the window's exact sum correctly rounded, unless the running total is over about 2**40 times the
+    window's (running sums restart with every block).
     """
 
     def __init__(self, values: FloatArray) -> None:
