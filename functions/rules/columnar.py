@@ -55,7 +55,8 @@ def gated(metrics: ColumnMetrics, name: str, min_coverage: float) -> FloatArray:
     window = spec.gated_window
     if window is None:
         return values
-    return np.where(metrics.windows[window]["coverage"] >= min_coverage, values, np.nan)
+    covered = metrics.windows[window]["coverage"] >= min_coverage
+    return values if covered.all() else np.where(covered, values, np.nan)
 
 
 @dataclass(frozen=True)
