@@ -303,10 +303,12 @@ class RunningSum:
         new, old = slice(ending.start + 1, stop), slice(ending.start + 1 - n, stop - n)
         upper, lower = self.high[:, new], self.high[:, old]
         difference = upper - lower
-        error = _two_sum_error(upper, -lower, difference)
-        error += self.low[:, new]
-        error -= self.low[:, old]
-        difference += error
+        correction = self.low[:, new] - self.low[:, old]
+        # Running sums of volumes never fall: where the older one is at least half the newer, their
+        # difference is exact (Sterbenz), so only the running sums' own errors remain.
+        if not (lower >= 0.5 * upper).all():
+            correction += _two_sum_error(upper, -lower, difference)
+        difference += correction
         return difference
 
 

@@ -30,11 +30,10 @@ def window_values(
     them and ``high``/``low`` their extremes (any value where ``count`` is 0); ``before_volume`` and
     ``before_count`` the quote volume and minutes present of the ``n`` minutes before the window.
     """
-    some = count > 0
-    open_n = np.where(some, open_n, np.nan)
-    high, low = np.where(some, high, np.nan), np.where(some, low, np.nan)
+    # ``where`` only where a condition fails somewhere: on gap-free data none does, and each costs a pass.
+    open_n, high, low = (_where(count > 0, x) for x in (open_n, high, low))
     with np.errstate(invalid="ignore", divide="ignore"):
-        vwap = np.where(base_volume > 0, volume / base_volume, np.nan)
+        vwap = _where(base_volume > 0, volume / base_volume)
         return {
             "open": open_n,
             "high": high,
@@ -43,11 +42,19 @@ def window_values(
             "volume": volume,
             "base_volume": base_volume,
             "price_change": (close / open_n - 1.0) * 100.0,
-            "volume_ratio": np.where((before_count == n) & (before_volume > 0), volume / before_volume, np.nan),
+            "volume_ratio": _where((before_count == n) & (before_volume > 0), volume / before_volume),
             "vwap": vwap,
-            "vcp": np.where(high != low, (close / vwap) * ((close - low) - (high - close)) / (high - low), np.nan),
+            "vcp": _where(high != low, (close / vwap) * ((close - low) - (high - close)) / (high - low)),
             "coverage": count / n,
         }
+
+
+def _where(condition: npt.NDArray[np.bool_], values: FloatArray) -> FloatArray:
+    """Return ``values`` where ``condition`` holds, NaN elsewhere."""
+    if condition.all():
+        return values
+    result: FloatArray = np.where(condition, values, np.nan)
+    return result
 
 
 FIBONACCI_RATIOS: dict[str, float] = {
