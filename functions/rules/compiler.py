@@ -173,7 +173,8 @@ def _truth(
         if np.ndim(side) == 0:
             if np.isnan(side):
                 return np.full(np.shape(out), UNKNOWN, dtype=np.int8)
-        else:
+        # A finite sum has no NaN term: one pass without a temporary in the usual case.
+        elif not _all_finite(side):
             unknown = np.isnan(side)
             if unknown.any():
                 out = np.where(unknown, UNKNOWN, out)
@@ -236,6 +237,15 @@ def _arith(op: ast.ArithOp, left: Numeric, right: Numeric) -> Numeric:
     def evaluate(scope: Scope) -> FloatArray | np.float64:
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             result = func(left(scope), right(scope))
+        if _all_finite(result):
+            return result
         return np.where(np.isfinite(result), result, np.nan)
 
     return evaluate
+
+
+def _all_finite(values: FloatArray | np.float64) -> bool:
+    """Return whether every value is finite (one reduction: a sum is finite only if every term is)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.add.reduce(values, axis=None)
+    return bool(np.isfinite(total)) or bool(np.isfinite(values).all())
