@@ -65,10 +65,6 @@ class _SymbolFiles:
                 keep = np.concatenate(([True], np.diff(self.open_time) != 0))
                 self.open_time, self.values = self.open_time[keep], self.values[keep]
 
-    def rows_held(self) -> int:
-        """Return the rows read and kept in memory, every symbol together."""
-        return sum(len(state.open_time) for state in self._files.values())
-
     def drop_before(self, start: int) -> None:
         """Forget the rows before ``start`` (ms)."""
         cut = int(np.searchsorted(self.open_time, start))
@@ -114,6 +110,10 @@ class MarketBlocks:
             elif len(state.open_time):
                 newest = max(newest, int(state.open_time[-1]))
         return newest
+
+    def rows_held(self) -> int:
+        """Return the rows read and kept in memory, every symbol together."""
+        return sum(len(state.open_time) for state in self._files.values())
 
     def rows_held(self) -> int:
         """Return the rows read and kept in memory, every symbol together."""
