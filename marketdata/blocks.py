@@ -115,10 +115,6 @@ class MarketBlocks:
         """Return the rows read and kept in memory, every symbol together."""
         return sum(len(state.open_time) for state in self._files.values())
 
-    def rows_held(self) -> int:
-        """Return the rows read and kept in memory, every symbol together."""
-        return sum(len(state.open_time) for state in self._files.values())
-
     def drop_before(self, start: int) -> None:
         """Forget every row before ``start`` (ms): the blocks have moved past it."""
         for state in self._files.values():
