@@ -80,6 +80,7 @@ class BlockFrame:
         symbols: Sequence[str],
         others: Mapping[str, SymbolRow],
         rows: npt.NDArray[np.int64] | None = None,
+        block_columns: dict[tuple[str, str | None, float], FloatArray] | None = None,
     ) -> None:
         self.metrics = metrics
         self.minutes = metrics.present.shape[1]
@@ -87,6 +88,8 @@ class BlockFrame:
         self._others = others
         self._rows = rows
         self.size = metrics.present.size if rows is None else len(rows)
+        # The whole block's columns, shared with the frames of its subsets (each selects its rows).
+        self._block_columns = {} if block_columns is None else block_columns
         self._columns: dict[tuple[str, str | None, float], FloatArray] = {}
         self._symbols: npt.NDArray[np.object_] | None = None
 
@@ -100,9 +103,8 @@ class BlockFrame:
 
     def select(self, rows: npt.NDArray[np.int64]) -> BlockFrame:
         """Return the frame of some rows only (indices of this frame's rows, in order)."""
-        return BlockFrame(
-            self.metrics, self._symbol_names, self._others, rows if self._rows is None else self._rows[rows]
-        )
+        chosen = rows if self._rows is None else self._rows[rows]
+        return BlockFrame(self.metrics, self._symbol_names, self._others, chosen, self._block_columns)
 
     def column(self, name: str, symbol: str | None, min_coverage: float) -> FloatArray:
         """Return metric ``name`` of every row (of ``symbol`` at the row's minute), NaN where null or gated."""
@@ -110,7 +112,9 @@ class BlockFrame:
         cached = self._columns.get(key)
         if cached is not None:
             return cached
-        values = self._full(name, symbol, min_coverage).reshape(-1)
+        values = self._block_columns.get(key)
+        if values is None:
+            values = self._block_columns[key] = self._full(name, symbol, min_coverage).reshape(-1)
         if self._rows is not None:
             values = values[self._rows]
         self._columns[key] = values
