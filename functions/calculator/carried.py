@@ -180,13 +180,27 @@ def forming_values(state: FloatArray, close: FloatArray) -> FormingValues:
     previous, gain, loss = (state[i][..., None] for i in (CLOSE, GAIN, LOSS))
     slow, fast, signal = (state[i][..., None] for i in (SLOW, FAST, SIGNAL))
     change = close - previous
-    up, down = np.maximum(change, 0.0), -np.minimum(change, 0.0)
+    up = np.maximum(change, 0.0)
+    down = np.minimum(change, 0.0)
+    np.negative(down, out=down)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        rsi = indicators.rsi_value(
-            (gain * (RSI_PERIOD - 1) + up) / RSI_PERIOD, (loss * (RSI_PERIOD - 1) + down) / RSI_PERIOD
-        )
-        line = ((close - fast) * K_FAST + fast) - ((close - slow) * K_SLOW + slow)
-        signal_line = (line - signal) * K_SIGNAL + signal
+        # TA-Lib's order: scale the average by period - 1, add the move, divide by the period.
+        average_gain = np.add(gain * (RSI_PERIOD - 1), up)
+        average_gain /= RSI_PERIOD
+        average_loss = np.add(loss * (RSI_PERIOD - 1), down)
+        average_loss /= RSI_PERIOD
+        rsi = indicators.rsi_value(average_gain, average_loss)
+        # TA-Lib's EMA update ((close - ema) * k) + ema, for the fast and slow EMAs, then the signal's.
+        line = close - fast
+        line *= K_FAST
+        line += fast
+        slow_now = close - slow
+        slow_now *= K_SLOW
+        slow_now += slow
+        line -= slow_now
+        signal_line = line - signal
+        signal_line *= K_SIGNAL
+        signal_line += signal
         if (n < STEADY_BARS).any():  # a series' first bars: no value yet, or the seeds (once per series)
             seed = np.nonzero(n == RSI_FIRST)
             if len(seed[0]):

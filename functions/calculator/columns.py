@@ -227,12 +227,19 @@ def _bands(
     else:
         a, first, second = (np.take_along_axis(x, rank, axis=1) for x in (anchor, first, second))
     d = close - a[..., None]
-    total = first[..., None] + d
     period = float(indicators.BB_PERIOD)
+    offset = first[..., None] + d
+    offset /= period  # the mean's distance from a
     with np.errstate(invalid="ignore"):
-        middle = a[..., None] + total / period
-        variance = np.maximum((second[..., None] + d * d) / period - (total / period) ** 2, 0.0)
-        spread = indicators.BB_DEVIATIONS * np.sqrt(variance)
+        variance = d * d
+        variance += second[..., None]
+        variance /= period
+        variance -= offset * offset
+        np.maximum(variance, 0.0, out=variance)
+        spread = np.sqrt(variance, out=variance)
+        spread *= indicators.BB_DEVIATIONS
+    middle = offset
+    middle += a[..., None]
     invalid = (closed_bars < BB_CLOSED)[..., None]
     upper, lower = middle + spread, middle - spread
     if invalid.any():  # a series' first bars

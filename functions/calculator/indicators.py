@@ -92,7 +92,8 @@ def rsi_value(gain: FloatArray, loss: FloatArray) -> FloatArray:
     # metrics.md: a flat series has no RSI (TA-Lib prints 0 there). Both are >= 0, so a zero total
     # is 0 / 0: NaN by itself.
     with np.errstate(invalid="ignore", divide="ignore"):
-        value: FloatArray = 100.0 * (gain / (gain + loss))
+        value: FloatArray = np.divide(gain, gain + loss)
+        value *= 100.0
     return value
 
 
