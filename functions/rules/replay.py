@@ -1,9 +1,11 @@
 """Run the calculator's compute code and the rule engine over recorded klines, in-process.
 
-This is the backtest's engine (no broker, no Redis, no PostgreSQL): candles are written into
-in-memory rings with the write semantics of the live state (``replay_state``), every minute's
-metrics come from ``functions.calculator.compute`` as in the calculator function, and the rules
-run through the same ``RuleEngine`` with the firing decisions of the Redis script, kept in memory.
+The streaming path minute by minute, without broker, Redis or PostgreSQL: candles are written into
+in-memory rings with the write rules of the live state (``replay_state``), every minute's metrics
+come from ``functions.calculator.compute`` as in the calculator function, and the rules run through
+the same ``RuleEngine`` with the firing decisions of the Redis script, kept in memory. The backtest
+itself runs whole columns at a time (``blockwise``); tests and bench/backtest_throughput.py hold it
+to this path's alerts.
 """
 
 from __future__ import annotations
