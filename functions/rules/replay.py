@@ -28,7 +28,7 @@ from screener.events.models import MINUTE_MS, Alert, MetricsSnapshot
 
 @dataclass(frozen=True)
 class ReplayResult:
-    """The alerts of a replay, with the series they came from (for forward returns)."""
+    """The alerts of a replay, with the series they came from."""
 
     alerts: list[Alert]
     series: dict[str, KlineSeries]
@@ -107,13 +107,3 @@ async def replay(
         if on_minute is not None:
             on_minute(minute)
     return ReplayResult(alerts, series, start, end, evaluated)
-
-
-def forward_return(series: KlineSeries, minute: int, price: float, horizon_minutes: int) -> float | None:
-    """Return the change in percent from ``price`` to the close ``horizon_minutes`` after ``minute``."""
-    target = minute + horizon_minutes * MINUTE_MS
-    index = int(np.searchsorted(series.open_time, target))
-    if index >= len(series) or int(series.open_time[index]) != target:
-        return None
-    close = float(series.values[index, KlineSeries.VALUE_COLUMNS.index("close")])
-    return (close / price - 1.0) * 100.0
