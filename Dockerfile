@@ -32,6 +32,7 @@ COPY functions ./functions
 COPY state ./state
 COPY gateway ./gateway
 COPY collector ./collector
+COPY marketdata ./marketdata
 # The embedded nats-server, redis-server and PostgreSQL serve `screener up` on a laptop; in a
 # cluster every URL is set, so they are dead weight (tens of MB) and leave the image.
 RUN pip install --no-deps . \

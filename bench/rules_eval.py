@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import redis.asyncio as aioredis
 
-from collector.replay.readers import read_folder
 from functions.calculator.compute import compute_arrays, to_payloads
 from functions.rules.config import RulesConfig
 from functions.rules.engine import RuleEngine
@@ -33,6 +32,7 @@ from functions.rules.firing import FiringState, MemoryFiringState
 from functions.rules.redis_state import RedisFiringState
 from functions.rules.replay_state import MemoryCandleState
 from functions.rules.store import seed_file_rules
+from marketdata.klines import read_folder
 from screener.embedded.servers import start_redis
 from screener.events.models import MINUTE_MS, MetricsSnapshot
 

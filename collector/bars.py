@@ -13,7 +13,7 @@ from typing import NamedTuple
 import asyncpg
 import numpy as np
 
-from collector.replay.readers import FloatArray, IntArray
+from marketdata.klines import FloatArray, IntArray
 from screener.events.models import MINUTE_MS
 
 # Timeframes seeded at start (1m bars are the candles themselves) and how many closed bars each

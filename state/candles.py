@@ -304,6 +304,16 @@ def _known_version(entry: tuple[int, SymbolState] | None) -> str:
     return str(entry[0]) if entry is not None else "-1"
 
 
+def empty_state(symbol: str) -> SymbolState:
+    """Return the writable state of a symbol with nothing stored (what the write script starts from)."""
+    return SymbolState(
+        symbol,
+        np.zeros((layout.CAPACITY, len(layout.CANDLE_FIELDS)), order="F"),
+        np.full(layout.CAPACITY, np.nan),
+        {ring.timeframe: np.zeros((ring.capacity, ring.width)) for ring in layout.BAR_RINGS},
+    )
+
+
 def writable_copy(state: SymbolState) -> SymbolState:
     """Return ``state`` with arrays of its own that ``apply_candles`` may change.
 

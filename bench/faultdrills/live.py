@@ -22,7 +22,7 @@ from nats.errors import Error as NatsError
 
 from collector.clock import SimulatedClock
 from collector.replay.market import ReplayMarket
-from collector.replay.readers import read_folder
+from marketdata.klines import read_folder
 from screener.config import load_settings
 from screener.events.models import MINUTE_MS
 from tests.fakes.binance_server import FakeBinance

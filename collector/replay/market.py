@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from collector.replay.readers import FloatArray, IntArray, KlineSeries
 from functions.recorder.store import CandleRecord
+from marketdata.klines import FloatArray, IntArray, KlineSeries
 from screener.events.models import MINUTE_MS, Candle
 
 # Virtual copy i is shifted by (i + 1) * this many minutes: a prime, so copies rarely line up.

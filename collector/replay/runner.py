@@ -10,9 +10,9 @@ import asyncpg
 from collector.clock import Clock
 from collector.emitter import CandleEmitter
 from collector.replay.market import ReplayMarket
-from collector.replay.readers import read_folder, read_klines
 from collector.replay.source import ReplaySource, parse_speed, resume_minute
 from collector.replay.warmup import warm_up, warmup_end
+from marketdata.klines import read_folder, read_klines
 from screener.config import DEFAULT_REPLAY_RECORDING, Settings
 from screener.events.models import MINUTE_MS
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from functions.calculator import indicators
+from functions.calculator import formulas, indicators
 from screener.events.models import (
     BAR_TIMEFRAMES,
     MINUTE_MS,
@@ -34,14 +34,7 @@ BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 
 HOUR_MINUTES = 60
-FIBONACCI_RATIOS: dict[str, float] = {
-    "r1": 1.0,
-    "r618": 0.618,
-    "r382": 0.382,
-    "s382": -0.382,
-    "s618": -0.618,
-    "s1": -1.0,
-}
+FIBONACCI_RATIOS = formulas.FIBONACCI_RATIOS
 # The snapshot's field names (one place for them: the stored form lists them too).
 FIBONACCI_LEVELS = snapshot_codec.FIBONACCI_LEVELS
 INDICATOR_NAMES = snapshot_codec.INDICATOR_NAMES
@@ -279,39 +272,27 @@ def rolling_windows(m: Minutes) -> dict[str, dict[str, FloatArray]]:
 
 
 def _window_values(m: Minutes, n: int, window: _Window, before: Sequence[_Segment]) -> dict[str, FloatArray]:
-    some = window.count > 0
-    close = m.column(layout.CLOSE)[:, -1]
     oldest_open = np.take_along_axis(m.column(layout.OPEN), window.oldest[:, None], axis=1)[:, 0]
-    open_n = np.where(some, oldest_open, np.nan)
-    high, low = np.where(some, window.high, np.nan), np.where(some, window.low, np.nan)
-    volume, base_volume = window.volume, window.base_volume
     before_volume, before_count = before[0].quote, before[0].count
     for segment in before[1:]:
         before_volume, before_count = before_volume + segment.quote, before_count + segment.count
-    with np.errstate(invalid="ignore", divide="ignore"):
-        vwap = np.where(base_volume > 0, volume / base_volume, np.nan)
-        return {
-            "open": open_n,
-            "high": high,
-            "low": low,
-            "close": close,
-            "volume": volume,
-            "base_volume": base_volume,
-            "price_change": (close / open_n - 1.0) * 100.0,
-            "volume_ratio": np.where((before_count == n) & (before_volume > 0), volume / before_volume, np.nan),
-            "vwap": vwap,
-            "vcp": np.where(high != low, (close / vwap) * ((close - low) - (high - close)) / (high - low), np.nan),
-            "coverage": window.count / n,
-        }
+    return formulas.window_values(
+        n,
+        count=window.count,
+        open_n=oldest_open,
+        high=window.high,
+        low=window.low,
+        close=m.column(layout.CLOSE)[:, -1],
+        volume=window.volume,
+        base_volume=window.base_volume,
+        before_volume=before_volume,
+        before_count=before_count,
+    )
 
 
 def fibonacci(day: Mapping[str, FloatArray]) -> dict[str, FloatArray]:
     """Return the Fibonacci pivot levels of the 1d window (metrics.md)."""
-    pivot = (day["high"] + day["low"] + day["close"]) / 3.0
-    spread = day["high"] - day["low"]
-    levels = {name: pivot + ratio * spread for name, ratio in FIBONACCI_RATIOS.items()}
-    levels["pivot"] = pivot
-    return levels
+    return formulas.fibonacci(day["high"], day["low"], day["close"])
 
 
 def change_14d(minute: int, states: Sequence[SymbolState], close: FloatArray) -> FloatArray:
@@ -323,7 +304,7 @@ def change_14d(minute: int, states: Sequence[SymbolState], close: FloatArray) ->
     rows = np.array([state.bars[ring.timeframe][slot] for state in states]).reshape(len(states), ring.width)
     held = np.floor(rows[:, layout.BAR_TAG] / layout.TAG_MINUTE)
     opens = np.where(held == bar, rows[:, ring.open_column], np.nan)
-    return (close / opens - 1.0) * 100.0
+    return formulas.change_percent(close, opens)
 
 
 def bar_series(m: Minutes, states: Sequence[SymbolState]) -> dict[str, BarSeries]:

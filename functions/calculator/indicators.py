@@ -44,7 +44,7 @@ def rsi_with_state(closes: FloatArray, period: int = RSI_PERIOD) -> tuple[FloatA
     if length <= period:
         return out, out.copy(), out.copy()
     gains, losses = _rsi_averages_by_bar(np.ascontiguousarray(closes.T), period)
-    out[:, period:] = _rsi_value(gains[period:], losses[period:]).T
+    out[:, period:] = rsi_value(gains[period:], losses[period:]).T
     return out, np.ascontiguousarray(gains.T), np.ascontiguousarray(losses.T)
 
 
@@ -84,14 +84,17 @@ def rsi_step(gain: FloatArray, loss: FloatArray, change: FloatArray, period: int
     np.multiply(loss, period - 1, out=loss)
     np.add(loss, -np.minimum(change, 0.0), out=loss)
     np.divide(loss, period, out=loss)
-    return _rsi_value(gain, loss)
+    return rsi_value(gain, loss)
 
 
-def _rsi_value(gain: FloatArray, loss: FloatArray) -> FloatArray:
-    total = gain + loss
+def rsi_value(gain: FloatArray, loss: FloatArray) -> FloatArray:
+    """Return the RSI of Wilder's average gain and loss; NaN where both are 0."""
+    # metrics.md: a flat series has no RSI (TA-Lib prints 0 there). Both are >= 0, so a zero total
+    # is 0 / 0: NaN by itself.
     with np.errstate(invalid="ignore", divide="ignore"):
-        # metrics.md: a flat series has no RSI (TA-Lib prints 0 there).
-        return np.where(total != 0.0, 100.0 * (gain / total), np.nan)
+        value: FloatArray = np.divide(gain, gain + loss)
+        value *= 100.0
+    return value
 
 
 def macd(
@@ -197,7 +200,7 @@ def recursions_at(closes: FloatArray, lengths: IntArray) -> RecursionsAt:
         _macd_fused(by_bar[:, :count], sorted_lengths[:count], out)
     closed = np.maximum(sorted_lengths - 2, 0)
     empty = sorted_lengths <= 0
-    rsi = np.where(empty, np.nan, _rsi_value(out.gain, out.loss))
+    rsi = np.where(empty, np.nan, rsi_value(out.gain, out.loss))
     macd_line = np.where(empty, np.nan, out.line)
     signal_line = np.where(empty, np.nan, out.signal)
     state = np.stack(

@@ -13,13 +13,13 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from functions.rules import ast
-from functions.rules.frame import FloatArray, Frame
+from functions.rules.frame import FloatArray
 
 TruthArray = npt.NDArray[np.int8]
 FALSE, UNKNOWN, TRUE = np.int8(0), np.int8(1), np.int8(2)
@@ -34,13 +34,43 @@ _COMPARE: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
+class Rows(Protocol):
+    """The rows a predicate evaluates: one minute's snapshots (``Frame``) or a block of minutes."""
+
+    @property
+    def size(self) -> int:
+        """Return the number of rows."""
+        ...
+
+    @property
+    def symbols(self) -> npt.NDArray[np.object_]:
+        """Return each row's symbol."""
+        ...
+
+    def column(self, name: str, symbol: str | None, min_coverage: float) -> FloatArray | np.float64:
+        """Return metric ``name`` of every row (of ``symbol`` at the row's minute), NaN where null or gated."""
+        ...
+
+    def select(self, rows: npt.NDArray[np.int64]) -> Rows:
+        """Return the same rows' subset ``rows`` (indices, in order)."""
+        ...
+
+
 @dataclass
 class Scope:
     """What a compiled predicate reads besides the frame: other rules' truth and recent() answers."""
 
-    frame: Frame
+    frame: Rows
     truth: Mapping[str, TruthArray]
     recent: Mapping[tuple[str, int], TruthArray]
+
+    def subset(self, rows: npt.NDArray[np.int64]) -> Scope:
+        """Return the scope of some rows only."""
+        return Scope(
+            self.frame.select(rows),
+            {k: v[rows] for k, v in self.truth.items()},
+            {k: v[rows] for k, v in self.recent.items()},
+        )
 
 
 Numeric = Callable[[Scope], FloatArray | np.float64]
@@ -65,11 +95,9 @@ def _full(scope: Scope, value: np.int8) -> TruthArray:
 def _predicate(node: ast.Expr, cov: float) -> Predicate:
     match node:
         case ast.BoolOp(op="and", operands=operands):
-            parts = [_predicate(o, cov) for o in operands]
-            return lambda s: _reduce(np.minimum, [p(s) for p in parts])
+            return _short_circuit(np.minimum, FALSE, [_predicate(o, cov) for o in operands])
         case ast.BoolOp(op="or", operands=operands):
-            parts = [_predicate(o, cov) for o in operands]
-            return lambda s: _reduce(np.maximum, [p(s) for p in parts])
+            return _short_circuit(np.maximum, TRUE, [_predicate(o, cov) for o in operands])
         case ast.Not(operand=operand):
             part = _predicate(operand, cov)
             return lambda s: (TRUE - part(s)).astype(np.int8)
@@ -81,6 +109,36 @@ def _predicate(node: ast.Expr, cov: float) -> Predicate:
         case ast.Compare(operands=operands, ops=ops):
             return _compare(operands, ops, cov)
     raise TypeError(f"not a predicate node: {node!r}")  # the parser's type check makes this unreachable
+
+
+# Below this share of rows still undecided, the next operand is evaluated on those rows only.
+_SUBSET_SHARE = 0.25
+
+
+def _short_circuit(
+    func: Callable[[TruthArray, TruthArray], TruthArray], decided: np.int8, parts: list[Predicate]
+) -> Predicate:
+    """Return ``func`` (min: and, max: or) of ``parts``, each evaluated only where the result is not yet ``decided``.
+
+    Kleene's and is FALSE as soon as one operand is, or TRUE as soon as one is: rows that reached
+    that value keep it whatever the other operands say, so those need not be computed there.
+    """
+
+    def evaluate(scope: Scope) -> TruthArray:
+        size = scope.frame.size
+        result = np.array(np.broadcast_to(parts[0](scope), (size,)), dtype=np.int8)
+        for part in parts[1:]:
+            open_rows = np.flatnonzero(result != decided)
+            if len(open_rows) == 0:
+                break
+            if len(open_rows) < _SUBSET_SHARE * size:
+                value = np.broadcast_to(part(scope.subset(open_rows)), (len(open_rows),))
+                result[open_rows] = func(result[open_rows], value)
+            else:
+                result = func(result, part(scope)).astype(np.int8, copy=False)
+        return result
+
+    return evaluate
 
 
 def _reduce(func: Callable[[TruthArray, TruthArray], TruthArray], parts: list[TruthArray]) -> TruthArray:
@@ -100,12 +158,27 @@ def _compare(operands: tuple[ast.Expr, ...], ops: tuple[ast.CompareOp, ...], cov
         computed = [v(scope) for v in values]
         results = []
         for i, func in enumerate(funcs):
-            left, right = computed[i], computed[i + 1]
-            known = ~(np.isnan(left) | np.isnan(right))
-            results.append(np.where(known, np.where(func(left, right), TRUE, FALSE), UNKNOWN).astype(np.int8))
+            results.append(_truth(func(computed[i], computed[i + 1]), computed[i], computed[i + 1]))
         return _reduce(np.minimum, results)
 
     return evaluate
+
+
+def _truth(
+    holds: npt.NDArray[np.bool_] | np.bool_, left: FloatArray | np.float64, right: FloatArray | np.float64
+) -> TruthArray:
+    """Return TRUE where ``holds``, FALSE elsewhere, UNKNOWN where either side is null (NaN)."""
+    out = np.where(holds, TRUE, FALSE)
+    for side in (left, right):
+        if np.ndim(side) == 0:
+            if np.isnan(side):
+                return np.full(np.shape(out), UNKNOWN, dtype=np.int8)
+        # A finite sum has no NaN term: one pass without a temporary in the usual case.
+        elif not _all_finite(side):
+            unknown = np.isnan(side)
+            if unknown.any():
+                out = np.where(unknown, UNKNOWN, out)
+    return out.astype(np.int8, copy=False)
 
 
 def _compare_symbol(operands: tuple[ast.Expr, ...], ops: tuple[ast.CompareOp, ...]) -> Predicate:
@@ -164,6 +237,15 @@ def _arith(op: ast.ArithOp, left: Numeric, right: Numeric) -> Numeric:
     def evaluate(scope: Scope) -> FloatArray | np.float64:
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             result = func(left(scope), right(scope))
+        if _all_finite(result):
+            return result
         return np.where(np.isfinite(result), result, np.nan)
 
     return evaluate
+
+
+def _all_finite(values: FloatArray | np.float64) -> bool:
+    """Return whether every value is finite (one reduction: a sum is finite only if every term is)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.add.reduce(values, axis=None)
+    return bool(np.isfinite(total)) or bool(np.isfinite(values).all())

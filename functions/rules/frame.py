@@ -70,6 +70,10 @@ class Frame:
         self._raw: dict[MetricSpec, FloatArray] = {}
         self._frames: dict[str, list[TimeframeMetrics | None]] = {}
 
+    def select(self, rows: npt.NDArray[np.int64]) -> Frame:
+        """Return the frame of some rows only (indices, in order); other symbols still read from every row."""
+        return Frame(self.minute, [self.snapshots[i] for i in rows.tolist()], {**self._others, **self._rows})
+
     def other(self, symbol: str) -> MetricsSnapshot | None:
         """Return the snapshot of ``symbol`` at this minute, from the rows or ``others``."""
         row = self._rows.get(symbol)

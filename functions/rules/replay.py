@@ -1,9 +1,11 @@
 """Run the calculator's compute code and the rule engine over recorded klines, in-process.
 
-This is the backtest's engine (no broker, no Redis, no PostgreSQL): candles are written into
-in-memory rings with the write semantics of the live state (``replay_state``), every minute's
-metrics come from ``functions.calculator.compute`` as in the calculator function, and the rules
-run through the same ``RuleEngine`` with the firing decisions of the Redis script, kept in memory.
+The streaming path minute by minute, without broker, Redis or PostgreSQL: candles are written into
+in-memory rings with the write rules of the live state (``replay_state``), every minute's metrics
+come from ``functions.calculator.compute`` as in the calculator function, and the rules run through
+the same ``RuleEngine`` with the firing decisions of the Redis script, kept in memory. The backtest
+itself runs whole columns at a time (``blockwise``); tests and bench/backtest_throughput.py hold it
+to this path's alerts.
 """
 
 from __future__ import annotations
@@ -14,19 +16,19 @@ from pathlib import Path
 
 import numpy as np
 
-from collector.replay.readers import KlineSeries, read_folder
 from functions.calculator.compute import compute_snapshots
 from functions.rules.config import RulesConfig
 from functions.rules.engine import RuleEngine
 from functions.rules.firing import MemoryFiringState
 from functions.rules.replay_state import MemoryCandleState
 from functions.rules.ruleset import Rule
+from marketdata.klines import KlineSeries, read_folder
 from screener.events.models import MINUTE_MS, Alert, MetricsSnapshot
 
 
 @dataclass(frozen=True)
 class ReplayResult:
-    """The alerts of a replay, with the series they came from (for forward returns)."""
+    """The alerts of a replay, with the series they came from."""
 
     alerts: list[Alert]
     series: dict[str, KlineSeries]
@@ -105,13 +107,3 @@ async def replay(
         if on_minute is not None:
             on_minute(minute)
     return ReplayResult(alerts, series, start, end, evaluated)
-
-
-def forward_return(series: KlineSeries, minute: int, price: float, horizon_minutes: int) -> float | None:
-    """Return the change in percent from ``price`` to the close ``horizon_minutes`` after ``minute``."""
-    target = minute + horizon_minutes * MINUTE_MS
-    index = int(np.searchsorted(series.open_time, target))
-    if index >= len(series) or int(series.open_time[index]) != target:
-        return None
-    close = float(series.values[index, KlineSeries.VALUE_COLUMNS.index("close")])
-    return (close / price - 1.0) * 100.0

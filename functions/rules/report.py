@@ -14,10 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from functions.rules.replay import ReplayResult, forward_return
+from functions.rules.blockwise import HORIZONS, BacktestResult
 from screener.events.models import Alert, minute_close_iso
 
-HORIZONS: dict[str, int] = {"15m": 15, "1h": 60, "4h": 240, "1d": 1440}
 SHORT_RULES = frozenset(
     {
         "futures_big_bear_60",
@@ -43,7 +42,12 @@ class ReturnStats:
 
 
 def alert_line(alert: Alert) -> str:
-    """Return the alert as one JSON line: ``id, rule_type, symbol, timestamp, price``."""
+    """Return the alert as one JSON line: ``id, rule_type, symbol, timestamp, price, metadata``.
+
+    ``metadata`` holds the value of every metric the rule read (through the rules it references
+    too), null where the metric was null or gated by coverage: enough to see from the file alone
+    why an alert fired, or to find where two runs differ.
+    """
     return json.dumps(
         {
             "id": alert.id,
@@ -51,6 +55,7 @@ def alert_line(alert: Alert) -> str:
             "symbol": alert.symbol,
             "timestamp": alert.timestamp,
             "price": alert.price,
+            "metadata": alert.metadata,
         }
     )
 
@@ -63,13 +68,13 @@ def write_alerts(path: Path, alerts: Sequence[Alert]) -> None:
             out.write(alert_line(alert) + "\n")
 
 
-def return_stats(result: ReplayResult) -> dict[str, dict[str, ReturnStats]]:
+def return_stats(result: BacktestResult) -> dict[str, dict[str, ReturnStats]]:
     """Return, per rule and horizon, the forward-return statistics of its alerts."""
     returns: dict[str, dict[str, list[float]]] = {}
-    for alert in result.alerts:
+    for alert, forward in zip(result.alerts, result.returns, strict=True):
         per_horizon = returns.setdefault(alert.rule_type, {h: [] for h in HORIZONS})
-        for name, minutes in HORIZONS.items():
-            value = forward_return(result.series[alert.symbol], alert.minute, alert.price, minutes)
+        for name in HORIZONS:
+            value = forward[name]
             if value is not None:
                 per_horizon[name].append(value)
     stats: dict[str, dict[str, ReturnStats]] = {}
@@ -87,7 +92,7 @@ def return_stats(result: ReplayResult) -> dict[str, dict[str, ReturnStats]]:
     return stats
 
 
-def build_report(result: ReplayResult) -> dict[str, object]:
+def build_report(result: BacktestResult) -> dict[str, object]:
     """Return the report as a JSON-ready dict."""
     per_rule = Counter(a.rule_type for a in result.alerts)
     per_rule_symbol: dict[str, Counter[str]] = {}
@@ -97,9 +102,9 @@ def build_report(result: ReplayResult) -> dict[str, object]:
     return {
         "from": minute_close_iso(result.start - 60_000),  # the first evaluated minute's open time
         "to": minute_close_iso(result.end - 60_000),  # exclusive
-        "symbols": sorted(result.series),
+        "symbols": sorted(result.symbols),
         "symbol_minutes": result.symbol_minutes,
-        "quote_volume_derived": sorted(s for s, series in result.series.items() if series.quote_volume_derived),
+        "quote_volume_derived": sorted(result.quote_volume_derived),
         "alerts": len(result.alerts),
         "rules": {
             rule_type: {
@@ -180,7 +185,7 @@ def render_chart(report: dict[str, object], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(result: ReplayResult, directory: Path) -> dict[str, Path]:
+def write_report(result: BacktestResult, directory: Path) -> dict[str, Path]:
     """Write ``report.json``, ``report.md`` and ``chart.png`` into ``directory``; return their paths."""
     directory.mkdir(parents=True, exist_ok=True)
     report = build_report(result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import uuid
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ MINUTE_MS = 60_000
 
 # uuid5 namespace for alert ids: an alert id is a pure function of (rule_type, symbol, minute).
 ALERT_ID_NAMESPACE = uuid.UUID("6f1c3c52-5a0e-4d7e-9a55-0c7d2f0b9a11")
+_ALERT_ID_NAMESPACE_BYTES = ALERT_ID_NAMESPACE.bytes
 
 
 class InvalidCandle(ValueError):
@@ -179,8 +181,17 @@ class RulesChanged(BaseModel):
 
 
 def alert_id(rule_type: str, symbol: str, minute: int) -> str:
-    """Return the deterministic id of the alert of ``rule_type`` for ``symbol`` at ``minute``."""
-    return str(uuid.uuid5(ALERT_ID_NAMESPACE, f"{rule_type}|{symbol}|{minute}"))
+    """Return the deterministic id of the alert of ``rule_type`` for ``symbol`` at ``minute``.
+
+    ``uuid.uuid5(ALERT_ID_NAMESPACE, "rule_type|symbol|minute")``, spelled out (RFC 4122: SHA-1 of the
+    namespace and name, version 5, variant bits): a backtest derives thousands, and the ``UUID``
+    objects cost four times the hash.
+    """
+    digest = bytearray(hashlib.sha1(_ALERT_ID_NAMESPACE_BYTES + f"{rule_type}|{symbol}|{minute}".encode()).digest())
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    text = digest[:16].hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def candle_event_id(symbol: str, open_time: int) -> str:

@@ -12,7 +12,7 @@ import pytest
 
 from collector.clock import SimulatedClock
 from collector.replay.market import ReplayMarket
-from collector.replay.readers import KlineSeries, read_folder
+from marketdata.klines import KlineSeries, read_folder
 from screener.events.models import MINUTE_MS
 from tests.fakes.binance_server import FakeBinance
 

@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import collector.emitter
 from collector.emitter import CandleEmitter, closed_candle_event
-from collector.replay.readers import KlineSeries
+from marketdata.klines import KlineSeries
 from screener.config import load_settings
 from screener.events import nats_binding
 from screener.names import STREAM_CANDLES, STREAM_DEAD_LETTERS, TYPE_CANDLE_CLOSED

@@ -18,8 +18,8 @@ from collector.binance.models import BinanceKlineEvent
 from collector.clock import SimulatedClock, last_closed_minute
 from collector.emitter import CandleEmitter
 from collector.replay.market import ReplayMarket
-from collector.replay.readers import KlineSeries
 from functions.recorder.store import insert_candles
+from marketdata.klines import KlineSeries
 from screener.config import Settings, load_settings
 from screener.db.partitions import PartitionCache
 from screener.events import nats_binding

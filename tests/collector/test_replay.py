@@ -15,11 +15,11 @@ from collector.cli import collect
 from collector.clock import SystemClock
 from collector.emitter import CandleEmitter
 from collector.replay.market import ReplayMarket, virtual_name
-from collector.replay.readers import KlineFileError, KlineSeries, read_folder, read_klines
 from collector.replay.runner import DEFAULT_REPLAY_DATA, load_market, prepare_replay
 from collector.replay.source import ReplaySource, ReplaySpeedError, parse_speed
 from collector.replay.warmup import WARMUP_CANDLE_MINUTES
 from functions.recorder.store import insert_candles
+from marketdata.klines import KlineFileError, KlineSeries, read_folder, read_klines
 from screener.config import load_settings
 from screener.db.partitions import PartitionCache
 from screener.events import nats_binding

@@ -8,11 +8,11 @@ from nats.js import JetStreamContext
 from collector.clock import SystemClock
 from collector.emitter import CandleEmitter
 from collector.replay.market import ReplayMarket
-from collector.replay.readers import KlineSeries
 from collector.replay.runner import DAY_MS, load_market, prepare_replay
 from collector.replay.source import ReplaySource
 from collector.replay.warmup import warmup_end
 from functions.recorder.store import insert_candles
+from marketdata.klines import KlineSeries
 from screener.config import load_settings
 from screener.db.partitions import PartitionCache
 from screener.events.models import MINUTE_MS

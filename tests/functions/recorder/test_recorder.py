@@ -11,8 +11,8 @@ import pytest
 from nats.js import JetStreamContext
 
 from collector.emitter import CandleEmitter, closed_candle_event
-from collector.replay.readers import read_klines
 from functions.recorder.function import Recorder
+from marketdata.klines import read_klines
 from screener.config import load_settings
 from screener.events.envelope import InvalidEvent, make_event
 from screener.events.models import Candle

@@ -71,6 +71,20 @@ async def test_cross_symbol_in_the_same_minute_needs_no_lookup() -> None:
     assert "futures_big_bull_60_v2" not in {a.rule_type for a in result.alerts}  # 2.0 - 2.0 < 0.5
 
 
+async def test_cross_symbol_read_from_the_rows_when_few_rows_remain_open() -> None:
+    # One symbol of twelve passes the first clauses, so the rest of the rule runs on that row alone:
+    # BTCUSDT, another row of the minute, must still be found there.
+    quiet = [snapshot(f"X{i}USDT", T0, c1h=0.0, c1d=0.0) for i in range(10)]
+    rows = [snapshot("ETHUSDT", T0, **BULL_60), snapshot("BTCUSDT", T0, c1h=0.5), *quiet]
+    cross = CountingCross({})
+    result = await engine(cross).evaluate(rows)
+    assert cross.calls == []
+    fired = {(a.rule_type, a.symbol) for a in result.alerts}
+    assert ("futures_big_bull_60_v2", "ETHUSDT") in fired
+    alert = next(a for a in result.alerts if a.rule_type == "futures_big_bull_60_v2")
+    assert alert.metadata["BTCUSDT.c1h"] == 0.5
+
+
 async def test_cross_symbol_not_stored_yet_is_a_transient_error() -> None:
     with pytest.raises(TransientError):
         await engine(CountingCross({}, transient=True)).evaluate([snapshot("ETHUSDT", T0, **BULL_60)])

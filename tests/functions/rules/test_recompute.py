@@ -6,9 +6,9 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from collector.replay.readers import read_folder
 from functions.calculator.compute import compute_snapshots
 from functions.rules.recompute import RingRecompute
+from marketdata.klines import read_folder
 from state import layout
 from state.candles import CandleStore
 

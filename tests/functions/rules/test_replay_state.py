@@ -1,22 +1,13 @@
-"""The backtest's in-memory rings hold the same bytes as the calculator's mirror of the Redis script."""
+"""In-memory rings written candle by candle hold the same bytes as one batched write by the script's rules."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from collector.replay.readers import read_folder
 from functions.rules.replay_state import MemoryCandleState
+from marketdata.klines import read_folder
 from state import layout
-from state.candles import SymbolState, apply_candles, pack_candles
-
-
-def empty_state(symbol: str) -> SymbolState:
-    bars = {r.timeframe: np.zeros((r.capacity, r.width)) for r in layout.BAR_RINGS}
-    return SymbolState(
-        symbol, np.zeros((layout.CAPACITY, len(layout.CANDLE_FIELDS))), np.full(layout.CAPACITY, np.nan), bars
-    )
+from state.candles import apply_candles, empty_state, pack_candles
 
 
 def test_memory_rings_equal_the_write_script_mirror(klines_dir: Path) -> None:

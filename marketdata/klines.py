@@ -1,4 +1,4 @@
-"""Read recorded 1-minute klines into columnar series (reused by the backtest).
+"""Read recorded 1-minute klines into columnar series (the replay collector and the backtest share them).
 
 Two CSV layouts are read, plain or gzip-compressed, with or without a header row:
 

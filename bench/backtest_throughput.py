@@ -1,0 +1,83 @@
+"""Backtest throughput in symbol-minutes per CPU-second: the blockwise backtest next to the old path.
+
+Both run the 20 shipped rules over the same recording and span in this process, one after the
+other, and must give the same alerts (rule, symbol, minute, id) in the same order:
+
+- new: ``functions.rules.blockwise.run_backtest``, every metric and rule over whole columns of days
+  (what ``screener backtest`` runs), once parsing the CSV files and once with them parsed already
+  (``--cache``: the data directory keeps them between runs);
+- old: ``functions.rules.replay.replay``, the streaming calculator's compute and the rule engine
+  minute by minute through in-memory rings (what ``screener backtest`` ran before). It is slow
+  (about 1,000-3,000 symbol-minutes per CPU-second): ``--old-days`` limits its span to the last days
+  that every symbol of the recording has, after warming up on everything before (as the new one
+  does); its rate counts the evaluated minutes only, the warm-up (writing the rings) apart.
+
+    .venv/bin/python bench/backtest_throughput.py --data data/klines/binance-um-2025-05 --old-days 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+from functions.rules.blockwise import run_backtest
+from functions.rules.replay import read_market, replay
+from functions.rules.store import seed_file_rules
+from marketdata.blocks import DAY_MS
+from screener.events.models import MINUTE_MS
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "klines"
+
+
+def keyed(alerts: list) -> list[tuple[str, str, int, str]]:  # type: ignore[type-arg]
+    return [(a.rule_type, a.symbol, a.minute, a.id) for a in alerts]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, action="append", help="kline folders (default: every held-in set)")
+    parser.add_argument("--old-days", type=float, default=1.0, help="days the old path evaluates (0: skip it)")
+    args = parser.parse_args()
+    folders = args.data or sorted(p for p in DATA.iterdir() if p.is_dir())
+    rules = list(seed_file_rules())
+    for folder in folders:
+        print(f"== {folder.name}")
+        with tempfile.TemporaryDirectory() as cache:
+            for label in ("new, parsing the files", "new, files parsed already"):
+                began = time.process_time()
+                result = run_backtest(folder, rules, cache=Path(cache))
+                cpu = time.process_time() - began
+                print(
+                    f"{label:28} {result.symbol_minutes:>9,} symbol-minutes {len(result.alerts):>6,} alerts "
+                    f"{cpu:7.2f} CPU-s {result.symbol_minutes / cpu:>12,.0f} symbol-minutes/CPU-s"
+                )
+        if args.old_days <= 0:
+            continue
+        series = read_market(folder)
+        end = min(s.last_open_time for s in series.values()) + MINUTE_MS  # every symbol has data up to here
+        start = end - int(args.old_days * DAY_MS)
+        began = time.process_time()
+        new = run_backtest(folder, rules, start=start, end=end)
+        new_cpu = time.process_time() - began
+        marks: dict[str, float] = {}
+
+        def mark(minute: int, start: int = start, marks: dict[str, float] = marks) -> None:
+            if minute == start - MINUTE_MS:  # the last minute of the warm-up
+                marks["warm"] = time.process_time()
+
+        began = time.process_time()
+        old = asyncio.run(replay(series, rules, start=start, end=end, on_minute=mark))
+        old_cpu = time.process_time() - marks.get("warm", began)
+        same = keyed(new.alerts) == keyed(old.alerts)
+        print(
+            f"{args.old_days:g} day(s) to {end}: old {old.symbol_minutes:,} symbol-minutes in {old_cpu:.1f} CPU-s "
+            f"({old.symbol_minutes / old_cpu:,.0f}/CPU-s, warm-up apart); new {new_cpu:.2f} CPU-s with its warm-up; "
+            f"alerts {len(old.alerts)} old, {len(new.alerts)} new, identical: {same}"
+        )
+
+
+if __name__ == "__main__":
+    main()

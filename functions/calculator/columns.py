@@ -1,0 +1,327 @@
+"""Every metric of metrics.md over whole columns of time: the backtest's calculator.
+
+The streaming calculator (``compute``) computes one minute at a time from the rings. Here a block of
+whole UTC days of many symbols is one (symbols, minutes) grid and each metric is computed for every
+minute of it at once: window sums as differences of compensated running sums, window highs and lows
+with sliding extremes, RSI and MACD as recursions run once along each symbol's bars from its first
+bar (``carried``), Bollinger Bands from running moments. What one block needs of the blocks before it
+(the ``CONTEXT_MINUTES`` before it in the grid, the recursions' state, the last closed bars, the 1h
+opens of the last 14 days) is carried by ``ColumnCalculator``, so memory is bounded by the block.
+
+The values are those of the streaming calculator to rounding (windows, bands) and equal TA-Lib over
+the whole history (RSI, MACD): tests/functions/calculator/test_columns.py compares them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+from scipy.ndimage import maximum_filter1d, minimum_filter1d
+
+from functions.calculator import carried, formulas, indicators
+from functions.calculator.compute import left_align
+from screener.events.models import BAR_TIMEFRAMES, MINUTE_MS, WINDOWS
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.int64]
+
+DAY_MINUTES = 1440
+HOUR_MINUTES = 60
+# The 1d window and the day before it (its volume ratio): the minutes a block needs before its first.
+CONTEXT_MINUTES = 2 * max(WINDOWS.values())
+# change_14d reads the open of the 1h bar this many bars before the one containing t.
+CHANGE_14D_HOURS_BACK = 335
+BB_CLOSED = indicators.BB_PERIOD - 1  # closed bars in a band's window (the forming bar is the last)
+
+
+@dataclass(frozen=True)
+class MinuteGrid:
+    """Candles of S symbols on a dense minute grid, ``CONTEXT_MINUTES`` of context then whole days.
+
+    Each array is (S, W); column 0 is minute ``first`` (ms). Where ``present`` is False the minute has
+    no candle: its high is -inf, low +inf, volumes 0 (each reduction's neutral value), open and close
+    anything finite.
+    """
+
+    first: int
+    open: FloatArray
+    high: FloatArray
+    low: FloatArray
+    close: FloatArray
+    volume: FloatArray
+    quote_volume: FloatArray
+    present: BoolArray
+
+    @staticmethod
+    def of(first: int, values: FloatArray, present: BoolArray) -> MinuteGrid:
+        """Return the grid of ``values`` (6, S, W): open, high, low, close, volume, quote volume."""
+        o, h, lo, c, v, q = values
+        return MinuteGrid(first, o, h, lo, c, v, q, present)
+
+    @property
+    def block_start(self) -> int:
+        """Return the open time of the block's first minute (after the context)."""
+        return self.first + CONTEXT_MINUTES * MINUTE_MS
+
+    @property
+    def minutes(self) -> int:
+        """Return the minutes of the block (without the context)."""
+        return int(self.present.shape[1]) - CONTEXT_MINUTES
+
+
+@dataclass(frozen=True)
+class ColumnMetrics:
+    """Every metric of S symbols at every minute of a block, each (S, T); NaN where not computable.
+
+    Shaped like ``compute.MetricsArrays`` with a time axis: ``windows[name][field]`` (coverage
+    included), ``indicators[timeframe][field]``, ``fibonacci[level]``. ``present`` says which
+    minutes have a candle (the others hold junk and are never evaluated).
+    """
+
+    first: int
+    present: BoolArray
+    last_price: FloatArray
+    change_14d: FloatArray
+    windows: dict[str, dict[str, FloatArray]]
+    fibonacci: dict[str, FloatArray]
+    indicators: dict[str, dict[str, FloatArray]]
+
+    def minute(self, column: int) -> int:
+        """Return the open time of column ``column``."""
+        return self.first + column * MINUTE_MS
+
+
+@dataclass
+class _BarCarry:
+    """One timeframe's carry between blocks: the recursion state and the last closed bars' closes."""
+
+    state: carried.CarriedState
+    tail: FloatArray  # (S, BB_CLOSED) closes of the last closed bars, oldest first, NaN before the first
+
+
+@dataclass
+class ColumnCalculator:
+    """Compute blocks of one fixed list of symbols, in time order, carrying state from block to block."""
+
+    symbols: list[str]
+    _bars: dict[str, _BarCarry] = field(init=False)
+    _hour_opens: FloatArray = field(init=False)  # (S, hours) opens of the 1h bars before the block
+    _hours_first: int = field(init=False, default=0)  # hour number of column 0 of _hour_opens
+    _next_block: int | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        rows = len(self.symbols)
+        self._bars = {
+            tf: _BarCarry(carried.CarriedState.empty(rows), np.full((rows, BB_CLOSED), np.nan)) for tf in BAR_TIMEFRAMES
+        }
+        self._hour_opens = np.empty((rows, 0))
+
+    def compute(self, grid: MinuteGrid) -> ColumnMetrics:
+        """Return the metrics of every minute of ``grid``'s block (the block after the previous one)."""
+        start = grid.block_start
+        if start % (DAY_MINUTES * MINUTE_MS) or grid.minutes % DAY_MINUTES:
+            raise ValueError("a block is whole UTC days (every bar lies inside one block)")
+        if self._next_block is not None and start != self._next_block:
+            raise ValueError(f"blocks must follow each other: expected {self._next_block}, got {start}")
+        self._next_block = start + grid.minutes * MINUTE_MS
+        block = slice(CONTEXT_MINUTES, None)
+        close = grid.close[:, block]
+        windows = rolling_windows(grid)
+        day = windows["1d"]
+        return ColumnMetrics(
+            first=start,
+            present=grid.present[:, block],
+            last_price=close,
+            change_14d=self._change_14d(grid, close),
+            windows=windows,
+            fibonacci=formulas.fibonacci(day["high"], day["low"], day["close"]),
+            indicators={tf: self._indicators(grid, tf, minutes) for tf, minutes in BAR_TIMEFRAMES.items()},
+        )
+
+    def _change_14d(self, grid: MinuteGrid, close: FloatArray) -> FloatArray:
+        """Return close over the open of the 1h bar 335 bars before each minute's, as a change in percent."""
+        rows, minutes = close.shape
+        present = grid.present[:, CONTEXT_MINUTES:].reshape(rows, -1, HOUR_MINUTES)
+        opens = grid.open[:, CONTEXT_MINUTES:].reshape(rows, -1, HOUR_MINUTES)
+        first = np.argmax(present, axis=2)  # the earliest minute merged gives a bar its open
+        block_opens = np.where(present.any(axis=2), np.take_along_axis(opens, first[..., None], axis=2)[..., 0], np.nan)
+        block_hour = grid.block_start // (HOUR_MINUTES * MINUTE_MS)
+        if self._hour_opens.shape[1] == 0:
+            self._hours_first = block_hour
+        history = np.concatenate((self._hour_opens, block_opens), axis=1)
+        # Column of each minute's reference bar in ``history``: before the history began is NaN.
+        hour = block_hour + np.arange(minutes) // HOUR_MINUTES - CHANGE_14D_HOURS_BACK - self._hours_first
+        known = hour >= 0
+        reference = np.full((rows, minutes), np.nan)
+        reference[:, known] = history[:, hour[known]]
+        self._hour_opens = history[:, -(CHANGE_14D_HOURS_BACK + 1) :]
+        self._hours_first = block_hour + block_opens.shape[1] - self._hour_opens.shape[1]
+        return formulas.change_percent(close, reference)
+
+    def _indicators(self, grid: MinuteGrid, timeframe: str, minutes: int) -> dict[str, FloatArray]:
+        """Return RSI, MACD and Bollinger Bands of the clock-aligned bars of ``minutes`` at every minute."""
+        carry = self._bars[timeframe]
+        present = grid.present[:, CONTEXT_MINUTES:]
+        rows = present.shape[0]
+        # (S, bars, minutes of a bar): every bar's minutes in a row, so values broadcast per bar.
+        close = grid.close[:, CONTEXT_MINUTES:].reshape(rows, -1, minutes)
+        if minutes == 1:
+            exists, bar_close = present, close[..., 0]
+        else:
+            by_bar = present.reshape(rows, -1, minutes)
+            exists = np.asarray(by_bar.any(axis=2))
+            latest = minutes - 1 - np.argmax(by_bar[..., ::-1], axis=2)  # a bar closes at its latest minute
+            bar_close = np.take_along_axis(close, latest[..., None], axis=2)[..., 0]
+        closes, lengths = left_align(bar_close, exists)
+        states = carried.advance(carry.state, closes, lengths)
+        # Each bar numbered among the bars that exist: the state before it is the one its minutes step from.
+        if bool(exists.all()):
+            rank: IntArray | None = None
+            before = states[:, :, :-1]
+        else:
+            rank = np.maximum(np.cumsum(exists, axis=1) - 1, 0)
+            before = np.take_along_axis(states, rank[None], axis=2)
+        values = carried.forming_values(before, close)
+        upper, middle, lower = _bands(carry.tail, closes, rank, before[carried.BARS], close)
+        ends = np.take_along_axis(states, lengths[None, :, None], axis=2)[..., 0]
+        carry.state = carried.CarriedState(ends)
+        extended = np.concatenate((carry.tail, closes), axis=1)
+        carry.tail = np.take_along_axis(extended, lengths[:, None] + np.arange(BB_CLOSED)[None, :], axis=1)
+        flat = (rows, -1)
+        return {
+            "rsi_14": values.rsi.reshape(flat),
+            "macd": values.macd.reshape(flat),
+            "macd_signal": values.signal.reshape(flat),
+            "macd_hist": values.hist.reshape(flat),
+            "bb_upper": upper.reshape(flat),
+            "bb_middle": middle.reshape(flat),
+            "bb_lower": lower.reshape(flat),
+        }
+
+
+def _bands(
+    tail: FloatArray, closes: FloatArray, rank: IntArray | None, closed_bars: FloatArray, close: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Return Bollinger Bands (S, bars, minutes) over the BB_CLOSED bars before each minute's bar and its close.
+
+    The moments of the closed bars are taken about the last closed close ``a`` (small numbers, so
+    no cancellation), once per bar; each minute adds its close: mean = a + (D1 + d) / 20, variance =
+    (D2 + d^2) / 20 - ((D1 + d) / 20)^2 with d = close - a.
+    """
+    extended = np.concatenate((tail, closes), axis=1)
+    positions = closes.shape[1] + 1
+    anchor = extended[:, BB_CLOSED - 1 : BB_CLOSED - 1 + positions]
+    first = np.zeros_like(anchor)
+    second = np.zeros_like(anchor)
+    deviation = np.empty_like(anchor)
+    for k in range(BB_CLOSED):
+        np.subtract(extended[:, k : k + positions], anchor, out=deviation)
+        first += deviation
+        np.multiply(deviation, deviation, out=deviation)
+        second += deviation
+    if rank is None:
+        a, first, second = anchor[:, :-1], first[:, :-1], second[:, :-1]
+    else:
+        a, first, second = (np.take_along_axis(x, rank, axis=1) for x in (anchor, first, second))
+    d = close - a[..., None]
+    period = float(indicators.BB_PERIOD)
+    offset = first[..., None] + d
+    offset /= period  # the mean's distance from a
+    with np.errstate(invalid="ignore"):
+        variance = d * d
+        variance += second[..., None]
+        variance /= period
+        variance -= offset * offset
+        np.maximum(variance, 0.0, out=variance)
+        spread = np.sqrt(variance, out=variance)
+        spread *= indicators.BB_DEVIATIONS
+    middle = offset
+    middle += a[..., None]
+    invalid = (closed_bars < BB_CLOSED)[..., None]
+    upper, lower = middle + spread, middle - spread
+    if invalid.any():  # a series' first bars
+        for band in (upper, middle, lower):
+            np.copyto(band, np.nan, where=np.broadcast_to(invalid, band.shape))
+    return upper, middle, lower
+
+
+def rolling_windows(grid: MinuteGrid) -> dict[str, dict[str, FloatArray]]:
+    """Return each window's values (metrics.md, "Rolling windows") at every minute of the block."""
+    width = grid.present.shape[1]
+    block = slice(CONTEXT_MINUTES, width)
+    counts = _running_count(grid.present)
+    quote, base = RunningSum(grid.quote_volume), RunningSum(grid.volume)
+    # The first present minute at or after each column (the last column where none is): a window's open.
+    columns = np.arange(width)
+    after = np.minimum.accumulate(np.where(grid.present, columns, width - 1)[:, ::-1], axis=1)[:, ::-1]
+    out = {}
+    for name, n in WINDOWS.items():
+        # Windows ending at the block's minutes and, for the volume ratio, the n minutes before them.
+        ending = slice(CONTEXT_MINUTES - n, width)
+        volume = quote.trailing(n, ending)
+        count = counts[:, ending.start + 1 : width + 1] - counts[:, ending.start + 1 - n : width + 1 - n]
+        reach = slice(CONTEXT_MINUTES - n + 1, width)  # every minute a block minute's window holds
+        origin = (n - 1) // 2  # trailing windows: minutes t - n + 1 .. t
+        out[name] = formulas.window_values(
+            n,
+            count=count[:, n:],
+            open_n=np.take_along_axis(grid.open, after[:, CONTEXT_MINUTES - n + 1 : width - n + 1], axis=1),
+            high=maximum_filter1d(grid.high[:, reach], n, axis=1, origin=origin, mode="nearest")[:, n - 1 :],
+            low=minimum_filter1d(grid.low[:, reach], n, axis=1, origin=origin, mode="nearest")[:, n - 1 :],
+            close=grid.close[:, block],
+            volume=volume[:, n:],
+            base_volume=base.trailing(n, block),
+            before_volume=volume[:, :-n],
+            before_count=count[:, :-n],
+        )
+    return out
+
+
+def _running_count(present: BoolArray) -> IntArray:
+    counts = np.zeros((present.shape[0], present.shape[1] + 1), dtype=np.int64)
+    np.cumsum(present, axis=1, out=counts[:, 1:])
+    return counts
+
+
+class RunningSum:
+    """Running sums of each row kept to about twice float64's precision, for window sums by difference.
+
+        ``high`` is the plain running sum; ``low`` the running sum of each step's rounding error (exact by
+        Knuth's TwoSum), so ``high + low`` is the exact running sum to about 2**-100 relative. A window's
+        sum is the difference of two of them, itself split into its rounded value and error: the result
+        is the window's exact sum correctly rounded, unless the running total is over about 2**40 times the
+    window's (running sums restart with every block).
+    """
+
+    def __init__(self, values: FloatArray) -> None:
+        rows, width = values.shape
+        self.high = np.zeros((rows, width + 1))
+        np.cumsum(values, axis=1, out=self.high[:, 1:])
+        error = _two_sum_error(self.high[:, :-1], values, self.high[:, 1:])
+        self.low = np.zeros((rows, width + 1))
+        np.cumsum(error, axis=1, out=self.low[:, 1:])
+
+    def trailing(self, n: int, ending: slice) -> FloatArray:
+        """Return the sum of the ``n`` values up to each column of ``ending`` (a slice with a start)."""
+        stop = self.high.shape[1] if ending.stop is None else ending.stop + 1
+        new, old = slice(ending.start + 1, stop), slice(ending.start + 1 - n, stop - n)
+        upper, lower = self.high[:, new], self.high[:, old]
+        difference = upper - lower
+        correction = self.low[:, new] - self.low[:, old]
+        # Running sums of volumes never fall: where the older one is at least half the newer, their
+        # difference is exact (Sterbenz), so only the running sums' own errors remain.
+        if not (lower >= 0.5 * upper).all():
+            correction += _two_sum_error(upper, -lower, difference)
+        difference += correction
+        return difference
+
+
+def _two_sum_error(a: FloatArray, b: FloatArray, total: FloatArray) -> FloatArray:
+    """Return the rounding error of ``total = fl(a + b)`` exactly (Knuth's TwoSum)."""
+    b_virtual = total - a
+    a_virtual = total - b_virtual
+    error: FloatArray = (a - a_virtual) + (b - b_virtual)
+    return error

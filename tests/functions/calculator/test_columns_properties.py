@@ -1,0 +1,75 @@
+"""Properties of the whole-column maths where it cannot share the streaming code's operations.
+
+Window sums come from differences of running sums (the stream sums each window's minutes), and
+RSI/MACD run as whole-row linear recursions (the stream steps bar by bar in TA-Lib's order). So:
+a window sum is the exact sum of its values correctly rounded (``math.fsum``) unless the block's
+running total is over 2**40 times the window's, and the recursions
+agree with the bar-by-bar ones to far below the metrics' 1e-9.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from functions.calculator import carried
+from functions.calculator.columns import RunningSum
+
+volumes = st.lists(
+    st.one_of(
+        st.just(0.0),
+        st.floats(min_value=1e-8, max_value=1e12, allow_nan=False, allow_infinity=False),
+        st.integers(min_value=0, max_value=10**9).map(lambda n: n / 1000),  # decimal volumes, as Binance's
+    ),
+    min_size=1,
+    max_size=400,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=volumes, n=st.integers(min_value=1, max_value=60))
+def test_a_window_sum_is_the_exact_sum_correctly_rounded(values: list[float], n: int) -> None:
+    width = len(values)
+    if n > width:
+        return
+    got = RunningSum(np.array([values])).trailing(n, slice(n - 1, width))  # every window inside the row
+    for k, t in enumerate(range(n - 1, width)):
+        exact = math.fsum(values[t - n + 1 : t + 1])
+        total = math.fsum(values[: t + 1])
+        if exact == 0.0 or total <= 2.0**40 * exact:
+            assert got[0, k] == exact, (t, n)
+        else:  # a window 2**40 times smaller than everything before it: off by far less than its rounding
+            assert abs(got[0, k] - exact) <= 2.0**-95 * total, (t, n)
+
+
+prices = st.lists(
+    st.floats(min_value=0.5, max_value=2.0, allow_nan=False), min_size=carried.STEADY_BARS + 1, max_size=300
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(relative=prices, scale=st.sampled_from([1e-7, 1e-3, 1.0, 1e3, 1e5]), split=st.integers(min_value=0))
+def test_whole_row_recursions_agree_with_the_bar_by_bar_loop(relative: list[float], scale: float, split: int) -> None:
+    closes = [p * scale for p in relative]
+    # Bar by bar in Python floats, TA-Lib's order, all the way.
+    row = [0.0] * len(carried.FIELDS)
+    expected = []
+    for close in closes:
+        carried.advance_one(row, close)
+        expected.append(list(row))
+    # The same series in two pieces (any split once steady): seeds bar by bar, then lfilter rows.
+    cut = carried.STEADY_BARS + split % (len(closes) - carried.STEADY_BARS + 1)
+    state = carried.CarriedState.empty(1)
+    first = carried.advance(state, np.array([closes[:cut]]), np.array([cut]))
+    state = carried.CarriedState(first[:, :, -1])
+    rest = carried.advance(state, np.array([closes[cut:]]), np.array([len(closes) - cut]))
+    got = np.concatenate((first[:, 0, 1:], rest[:, 0, 1:]), axis=1).T
+    for i, (ours, theirs) in enumerate(zip(got, expected, strict=True)):
+        for field, a, b in zip(carried.FIELDS, ours, theirs, strict=True):
+            tolerance = 1e-12 * scale if field in ("slow", "fast", "signal", "close") else 1e-12 * max(abs(b), 1e-300)
+            if field in ("gain", "loss"):
+                tolerance = 1e-12 * scale  # averages of price changes: relative to the price level
+            assert abs(a - b) <= tolerance, (i, field, a, b)
