@@ -33,6 +33,7 @@ import struct
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,27 @@ def listening_pids(port: int, pids: list[int]) -> set[int]:
 
 
 # ----------------------------------------------------------------------------------- client processes
+# Called with the buffer, the start and end of a text frame's payload in it, and the arrival time (ns).
+OnText = Callable[[bytes, int, int, int], None]
+
+
+def stamp_recorder(sink: array.array[int]) -> OnText:
+    """Return an ``OnText`` that appends (sent_ns, latency_ns) of each stamped alert to ``sink``."""
+
+    def record(buf: bytes, start: int, end: int, now: int) -> None:
+        at = buf.find(STAMP, start, end)
+        if at >= 0:
+            at += len(STAMP)
+            stop = buf.find(b"}", at, end)
+            comma = buf.find(b",", at, end)
+            stop = comma if 0 <= comma < stop else stop
+            sent = int(buf[at:stop])
+            sink.append(sent)
+            sink.append(now - sent)
+
+    return record
+
+
 class BenchClient(asyncio.Protocol):
     """A minimal WebSocket client: handshake, parse server frames, answer pings, time each alert.
 
@@ -102,8 +124,9 @@ class BenchClient(asyncio.Protocol):
     the gateway's and not the load generator's.
     """
 
-    def __init__(self, host: str, path: str, expected: int, sink: array.array[int], done: asyncio.Future[None]) -> None:
-        self.host, self.path, self.expected, self.sink, self.done = host, path, expected, sink, done
+    def __init__(self, host: str, path: str, expected: int, on_text: OnText, done: asyncio.Future[None]) -> None:
+        """Speak to ``path`` on ``host``; hand each text frame to ``on_text``; set ``done`` after ``expected``."""
+        self.host, self.path, self.expected, self.on_text, self.done = host, path, expected, on_text, done
         self.buffer = b""
         self.upgraded = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
@@ -147,15 +170,7 @@ class BenchClient(asyncio.Protocol):
                 break
             start, pos = pos + header, pos + header + length
             if opcode == 0x1:
-                at = buf.find(STAMP, start, pos)
-                if at >= 0:
-                    at += len(STAMP)
-                    end = buf.find(b"}", at, pos)
-                    comma = buf.find(b",", at, pos)
-                    end = comma if 0 <= comma < end else end
-                    sent = int(buf[at:end])
-                    self.sink.append(sent)
-                    self.sink.append(now - sent)
+                self.on_text(buf, start, pos, now)
                 self.got += 1
                 if self.got == self.expected and not self.done.done():
                     self.done.set_result(None)
@@ -189,11 +204,12 @@ async def run_clients(
     host_port, _, path = url.removeprefix("ws://").partition("/")
     host, _, port = host_port.partition(":")
     stamps: array.array[int] = array.array("q")  # (sent_ns, latency_ns) pairs
+    record = stamp_recorder(stamps)
     clients: list[BenchClient] = []
     for start in range(0, count, 200):  # connect in waves: the listen backlog stays sane
         wave = []
         for _ in range(start, min(count, start + 200)):
-            client = BenchClient(host_port, "/" + path, expected, stamps, loop.create_future())
+            client = BenchClient(host_port, "/" + path, expected, record, loop.create_future())
             wave.append(loop.create_connection(lambda c=client: c, host, int(port)))
             clients.append(client)
         await asyncio.gather(*wave)
