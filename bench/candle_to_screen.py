@@ -15,6 +15,11 @@ alert received by a client (the figure of the target), with the number of alerts
     .venv/bin/python bench/candle_to_screen.py                      # 650 symbols, 6 bursts, 1 calculator
     .venv/bin/python bench/candle_to_screen.py --calculators 2
     .venv/bin/python bench/candle_to_screen.py --profile /tmp/prof  # py-spy on every function process
+    .venv/bin/python bench/candle_to_screen.py --baseline ../base   # main's code and this tree, alternately
+
+With ``--baseline`` the function processes and the gateway run the other checkout's code (PYTHONPATH);
+this process (the collector side and the clients) keeps this tree's. The machine is shared: compare
+the two in the same run, not figures of different runs.
 """
 
 from __future__ import annotations
@@ -109,8 +114,11 @@ def client_process(url: str, count: int, pipe: multiprocessing.connection.Connec
 class Stack:
     """The function processes and the gateway, started as ``screener`` starts them."""
 
-    def __init__(self, settings: Settings, args: argparse.Namespace) -> None:
+    def __init__(self, settings: Settings, args: argparse.Namespace, code: Path | None = None) -> None:
+        """Run the processes on this tree's code, or on the tree at ``code`` (a baseline checkout)."""
         self._env = {k: v for k, v in os.environ.items() if not k.startswith("SCREENER_")}
+        if code is not None:
+            self._env["PYTHONPATH"] = str(code)  # ahead of this tree's editable install
         self._env.update(
             SCREENER_NATS_URL=settings.nats_url,
             SCREENER_REDIS_URL=settings.redis_url,
@@ -241,11 +249,14 @@ async def add_bench_rule(conn: asyncpg.Connection, expression: str) -> None:
     )
 
 
-async def measure(args: argparse.Namespace, settings: Settings) -> None:
+async def measure(args: argparse.Namespace, settings: Settings, code: Path | None = None) -> list[float]:
+    """Run the bursts on the code at ``code`` (default: this tree); print them; return the warm figures (ms)."""
     conn = await asyncpg.connect(settings.postgres_dsn)
     await migrate(conn)
     await seed_rules(conn)
     await add_bench_rule(conn, args.rule)
+    # A fresh start: the rules' durable positions would otherwise say the minutes are done already.
+    await conn.execute("TRUNCATE alert_history, stream_positions")
     await conn.close()
     redis = aioredis.from_url(settings.redis_url)
     await redis.flushdb()
@@ -268,7 +279,7 @@ async def measure(args: argparse.Namespace, settings: Settings) -> None:
         minute_of_alert[data["id"]] = data["minute"]
 
     await nc.subscribe("alerts.>", cb=on_alert)
-    stack = Stack(settings, args)
+    stack = Stack(settings, args, code)
     await stack.start()
     context = multiprocessing.get_context("spawn")
     mine, theirs = context.Pipe()
@@ -283,7 +294,8 @@ async def measure(args: argparse.Namespace, settings: Settings) -> None:
         raise RuntimeError("the WebSocket clients did not connect")
     print(
         f"{count} symbols, {args.calculators} calculator process(es), 1 rules, 1 gateway, {args.clients} WebSocket "
-        f"clients in another process; rule {args.rule!r}; load average {os.getloadavg()[0]:.2f}"
+        f"clients in another process; rule {args.rule!r}; code: {code or 'this tree'}; "
+        f"load average {os.getloadavg()[0]:.2f}"
     )
     emitter = CandleEmitter(Publisher(js))
     bursts: list[dict[str, Any]] = []
@@ -313,15 +325,18 @@ async def measure(args: argparse.Namespace, settings: Settings) -> None:
         await stack.stop()
         await redis.aclose()
         await nc.drain()
-    report(bursts, received, minute_of_alert)
+    screens = report(bursts, received, minute_of_alert)
     if args.profile:
         print(f"where the time goes (py-spy, share of samples with callees; raw stacks in {args.profile}):")
         for name in stack.processes:
             summarise_profile(args.profile / f"{name}.txt", args.top)
+    return screens
 
 
-def report(bursts: list[dict[str, Any]], received: dict[str, tuple[int, int, int]], minute_of: dict[str, int]) -> None:
-    """Print each burst's timeline and the summary of the warm bursts."""
+def report(
+    bursts: list[dict[str, Any]], received: dict[str, tuple[int, int, int]], minute_of: dict[str, int]
+) -> list[float]:
+    """Print each burst's timeline and the summary of the warm bursts; return their figures (ms)."""
     screens = []
     for k, burst in enumerate(bursts):
         ids = [a for a, m in minute_of.items() if m == burst["minute"]]
@@ -347,6 +362,7 @@ def report(bursts: list[dict[str, Any]], received: dict[str, tuple[int, int, int
             "warm bursts: first candle published -> last alert on a client "
             f"median {statistics.median(screens):.1f} ms, max {max(screens):.1f} ms"
         )
+    return screens
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -355,7 +371,19 @@ async def run(args: argparse.Namespace) -> None:
         servers.append(start_postgres(Path(tmp) / "pg", durable=False))
         settings = load_settings({}, nats_url=servers[0].url, redis_url=servers[1].url, postgres_dsn=servers[2].url)
         try:
-            await measure(args, settings)
+            if args.baseline is None:
+                await measure(args, settings)
+                return
+            # Alternate baseline and this tree, so both see the same (shared, noisy) machine.
+            figures: dict[str, list[float]] = {"baseline": [], "this tree": []}
+            for _ in range(args.rounds):
+                figures["baseline"] += await measure(args, settings, args.baseline)
+                figures["this tree"] += await measure(args, settings)
+            base, mine = (statistics.median(f) if f else float("nan") for f in figures.values())
+            print(
+                f"over {args.rounds} rounds: baseline median {base:.1f} ms, this tree median {mine:.1f} ms: "
+                f"{mine / base:.2f} of the baseline"
+            )
         finally:
             for server in servers:
                 server.stop()
@@ -378,6 +406,13 @@ def main() -> None:
         "--profile", type=Path, default=None, help="record py-spy profiles of every process (warm bursts) here"
     )
     parser.add_argument("--top", type=int, default=25, help="lines of each profile summary")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="a checkout of other code (`git worktree add --detach ../base main`) to run alternately with this tree",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="baseline/this-tree alternations with --baseline")
     asyncio.run(run(parser.parse_args()))
 
 
