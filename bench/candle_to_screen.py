@@ -31,6 +31,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import re
+import resource
 import signal
 import statistics
 import sys
@@ -64,6 +65,7 @@ from screener.runtime.publisher import Publisher  # noqa: E402
 from screener.streams import ensure_consumer, ensure_streams  # noqa: E402
 
 ID_KEY = b'"id":"'
+SERVERS = ("nats-server", "redis-server", "postgres")
 LINE_NUMBER = re.compile(r":\d+\)$")
 
 
@@ -223,6 +225,45 @@ def summarise_profile(path: Path, top: int) -> None:
         print(f"    {samples / total:6.1%} {frame}")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """Return the CPU time (user + system) of ``pid`` and its live descendants (PostgreSQL's backends)."""
+    ticks = 0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime (proc(5), fields 14 and 15)
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue  # gone meanwhile
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds each process of the run spends between ``start`` and ``stop``."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._pids = pids
+        self._started: dict[str, float] = {}
+        self.spent: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        now = {name: tree_cpu_seconds(pid) for name, pid in self._pids.items()}
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        now["collector side (this process)"] = usage.ru_utime + usage.ru_stime
+        return now
+
+    def start(self) -> None:
+        """Take the starting figures."""
+        self._started = self._now()
+
+    def stop(self) -> None:
+        """Take the CPU spent since ``start``."""
+        self.spent = {name: value - self._started.get(name, 0.0) for name, value in self._now().items()}
+
+
 async def rules_caught_up(js: Any, delivered_at_least: int) -> int:
     """Return the time (ns) at which the rules consumer has every expected event acknowledged."""
     while True:
@@ -249,7 +290,9 @@ async def add_bench_rule(conn: asyncpg.Connection, expression: str) -> None:
     )
 
 
-async def measure(args: argparse.Namespace, settings: Settings, code: Path | None = None) -> list[float]:
+async def measure(
+    args: argparse.Namespace, settings: Settings, servers: dict[str, int], code: Path | None = None
+) -> list[float]:
     """Run the bursts on the code at ``code`` (default: this tree); print them; return the warm figures (ms)."""
     conn = await asyncpg.connect(settings.postgres_dsn)
     await migrate(conn)
@@ -299,6 +342,7 @@ async def measure(args: argparse.Namespace, settings: Settings, code: Path | Non
     )
     emitter = CandleEmitter(Publisher(js))
     bursts: list[dict[str, Any]] = []
+    meter = CpuMeter({})
     try:
         for k in range(args.bursts):
             minute = last_history + (k + 1) * MINUTE_MS
@@ -314,8 +358,14 @@ async def measure(args: argparse.Namespace, settings: Settings, code: Path | Non
                 {"minute": minute, "start": start, "published": published, "metrics": metrics_at, "rules": rules_at}
             )
             await asyncio.sleep(args.pause)  # the last alerts reach the clients; then the next minute
-            if k == 0 and args.profile:
-                await stack.profile(args.profile)  # the warm bursts only
+            if k == 0:
+                pids = {name: p.pid for name, p in stack.processes.items()}
+                meter = CpuMeter({**pids, **servers, "WebSocket clients": watcher.pid or 0})
+                meter.start()  # the warm bursts only
+                if args.profile:
+                    await stack.profile(args.profile)
+        meter.stop()
+        warm_wall = (time.time_ns() - bursts[1]["start"]) / 1e9 if len(bursts) > 1 else float("nan")
     finally:
         if args.profile:
             await stack.stop_profiling()
@@ -326,6 +376,15 @@ async def measure(args: argparse.Namespace, settings: Settings, code: Path | Non
         await redis.aclose()
         await nc.drain()
     screens = report(bursts, received, minute_of_alert)
+    warm = max(1, len(bursts) - 1)
+    total = sum(meter.spent.values())
+    print(
+        f"CPU per warm burst (ms; {warm} bursts, {1e3 * warm_wall / warm:.0f} ms of wall time each with the pause; "
+        f"{os.cpu_count()} cores): total {1e3 * total / warm:.0f}: "
+        + ", ".join(
+            f"{name} {1e3 * spent / warm:.0f}" for name, spent in sorted(meter.spent.items(), key=lambda i: -i[1])
+        )
+    )
     if args.profile:
         print(f"where the time goes (py-spy, share of samples with callees; raw stacks in {args.profile}):")
         for name in stack.processes:
@@ -370,15 +429,16 @@ async def run(args: argparse.Namespace) -> None:
         servers = [start_nats(Path(tmp) / "nats"), start_redis(Path(tmp) / "redis")]
         servers.append(start_postgres(Path(tmp) / "pg", durable=False))
         settings = load_settings({}, nats_url=servers[0].url, redis_url=servers[1].url, postgres_dsn=servers[2].url)
+        pids = {name: server.process.pid for name, server in zip(SERVERS, servers, strict=True)}
         try:
             if args.baseline is None:
-                await measure(args, settings)
+                await measure(args, settings, pids)
                 return
             # Alternate baseline and this tree, so both see the same (shared, noisy) machine.
             figures: dict[str, list[float]] = {"baseline": [], "this tree": []}
             for _ in range(args.rounds):
-                figures["baseline"] += await measure(args, settings, args.baseline)
-                figures["this tree"] += await measure(args, settings)
+                figures["baseline"] += await measure(args, settings, pids, args.baseline)
+                figures["this tree"] += await measure(args, settings, pids)
             base, mine = (statistics.median(f) if f else float("nan") for f in figures.values())
             print(
                 f"over {args.rounds} rounds: baseline median {base:.1f} ms, this tree median {mine:.1f} ms: "
