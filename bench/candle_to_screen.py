@@ -16,6 +16,7 @@ alert received by a client (the figure of the target), with the number of alerts
     .venv/bin/python bench/candle_to_screen.py --calculators 2
     .venv/bin/python bench/candle_to_screen.py --profile /tmp/prof  # py-spy on every function process
     .venv/bin/python bench/candle_to_screen.py --baseline ../base   # main's code and this tree, alternately
+    .venv/bin/python bench/candle_to_screen.py --versus calculators=2   # one and two calculators, alternately
 
 With ``--baseline`` the function processes and the gateway run the other checkout's code (PYTHONPATH);
 this process (the collector side and the clients) keeps this tree's. The machine is shared: compare
@@ -38,6 +39,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -113,14 +115,41 @@ def client_process(url: str, count: int, pipe: multiprocessing.connection.Connec
 
 
 # ----------------------------------------------------------------------------------- orchestrator
+@dataclass(frozen=True)
+class Variant:
+    """What one run starts: whose code, which extra settings, how many calculator processes."""
+
+    label: str
+    calculators: int
+    code: Path | None = None  # None: this tree
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def variants(args: argparse.Namespace) -> list[Variant]:
+    """Return the variants to alternate: this tree alone, or a baseline or a change of settings and it."""
+    mine = Variant("this tree", args.calculators)
+    if args.baseline is not None:
+        return [Variant(f"baseline {args.baseline}", args.calculators, code=args.baseline), mine]
+    if args.versus:
+        calculators, env = args.calculators, {}
+        for item in args.versus:
+            key, _, value = item.partition("=")
+            if key == "calculators":
+                calculators = int(value)
+            else:
+                env[key] = value
+        return [mine, Variant(f"this tree with {' '.join(args.versus)}", calculators, env=env)]
+    return [mine]
+
+
 class Stack:
     """The function processes and the gateway, started as ``screener`` starts them."""
 
-    def __init__(self, settings: Settings, args: argparse.Namespace, code: Path | None = None) -> None:
-        """Run the processes on this tree's code, or on the tree at ``code`` (a baseline checkout)."""
+    def __init__(self, settings: Settings, variant: Variant) -> None:
+        """Run the processes of ``variant`` (its code, its settings, its number of calculators)."""
         self._env = {k: v for k, v in os.environ.items() if not k.startswith("SCREENER_")}
-        if code is not None:
-            self._env["PYTHONPATH"] = str(code)  # ahead of this tree's editable install
+        if variant.code is not None:
+            self._env["PYTHONPATH"] = str(variant.code)  # ahead of this tree's editable install
         self._env.update(
             SCREENER_NATS_URL=settings.nats_url,
             SCREENER_REDIS_URL=settings.redis_url,
@@ -128,7 +157,8 @@ class Stack:
             SCREENER_LOG_LEVEL="WARNING",
             SCREENER_RATE_LIMIT_PER_MINUTE="100000000",
         )
-        self._args = args
+        self._env.update(variant.env)
+        self._calculators = variant.calculators
         self.processes: dict[str, asyncio.subprocess.Process] = {}
         self._health: dict[str, int] = {}
         self.gateway_port = free_port()
@@ -137,7 +167,7 @@ class Stack:
     async def start(self) -> None:
         """Start every process and wait until each is ready."""
         screener = str(Path(sys.executable).parent / "screener")
-        names = [f"calculator-{i + 1}" for i in range(self._args.calculators)] + ["rules"]
+        names = [f"calculator-{i + 1}" for i in range(self._calculators)] + ["rules"]
         for name in names:
             port = self._health[name] = free_port()
             env = {**self._env, "SCREENER_HEALTH_PORT": str(port)}
@@ -292,9 +322,9 @@ async def add_bench_rule(conn: asyncpg.Connection, expression: str) -> None:
 
 
 async def measure(
-    args: argparse.Namespace, settings: Settings, servers: dict[str, int], code: Path | None = None
+    args: argparse.Namespace, settings: Settings, servers: dict[str, int], variant: Variant
 ) -> list[float]:
-    """Run the bursts on the code at ``code`` (default: this tree); print them; return the warm figures (ms)."""
+    """Run the bursts on ``variant``; print them; return the warm figures (ms)."""
     conn = await asyncpg.connect(settings.postgres_dsn)
     await migrate(conn)
     await seed_rules(conn)
@@ -323,7 +353,7 @@ async def measure(
         minute_of_alert[data["id"]] = data["minute"]
 
     await nc.subscribe("alerts.>", cb=on_alert)
-    stack = Stack(settings, args, code)
+    stack = Stack(settings, variant)
     await stack.start()
     context = multiprocessing.get_context("spawn")
     mine, theirs = context.Pipe()
@@ -337,8 +367,8 @@ async def measure(
     if await loop.run_in_executor(None, lambda: mine.recv() if mine.poll(120) else None) != "READY":
         raise RuntimeError("the WebSocket clients did not connect")
     print(
-        f"{count} symbols, {args.calculators} calculator process(es), 1 rules, 1 gateway, {args.clients} WebSocket "
-        f"clients in another process; rule {args.rule!r}; code: {code or 'this tree'}; "
+        f"{variant.label}: {count} symbols, {variant.calculators} calculator process(es), 1 rules, 1 gateway, "
+        f"{args.clients} WebSocket clients in another process; rule {args.rule!r}; "
         f"load average {os.getloadavg()[0]:.2f}"
     )
     emitter = CandleEmitter(Publisher(js))
@@ -432,18 +462,21 @@ async def run(args: argparse.Namespace) -> None:
         settings = load_settings({}, nats_url=servers[0].url, redis_url=servers[1].url, postgres_dsn=servers[2].url)
         pids = {name: server.process.pid for name, server in zip(SERVERS, servers, strict=True)}
         try:
-            if args.baseline is None:
-                await measure(args, settings, pids)
+            runs = variants(args)
+            if len(runs) == 1:
+                await measure(args, settings, pids, runs[0])
                 return
-            # Alternate baseline and this tree, so both see the same (shared, noisy) machine.
-            figures: dict[str, list[float]] = {"baseline": [], "this tree": []}
+            # Alternate the two, so both see the same (shared, noisy) machine.
+            figures: dict[str, list[float]] = {run.label: [] for run in runs}
             for _ in range(args.rounds):
-                figures["baseline"] += await measure(args, settings, pids, args.baseline)
-                figures["this tree"] += await measure(args, settings, pids)
-            base, mine = (statistics.median(f) if f else float("nan") for f in figures.values())
+                for run in runs:
+                    figures[run.label] += await measure(args, settings, pids, run)
+            (first, a), (second, b) = (
+                (label, statistics.median(f) if f else float("nan")) for label, f in figures.items()
+            )
             print(
-                f"over {args.rounds} rounds: baseline median {base:.1f} ms, this tree median {mine:.1f} ms: "
-                f"{mine / base:.2f} of the baseline"
+                f"over {args.rounds} rounds, warm bursts: {first}: median {a:.1f} ms; {second}: median {b:.1f} ms "
+                f"({b / a:.2f} of the first)"
             )
         finally:
             for server in servers:
@@ -473,7 +506,15 @@ def main() -> None:
         default=None,
         help="a checkout of other code (`git worktree add --detach ../base main`) to run alternately with this tree",
     )
-    parser.add_argument("--rounds", type=int, default=2, help="baseline/this-tree alternations with --baseline")
+    parser.add_argument(
+        "--versus",
+        nargs="+",
+        default=None,
+        metavar="KEY=VALUE",
+        help="run this tree alternately as is and with these changes: calculators=N, or SCREENER_* settings "
+        "of the function and gateway processes (e.g. SCREENER_BATCH_SIZE=200)",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="alternations with --baseline or --versus")
     asyncio.run(run(parser.parse_args()))
 
 
