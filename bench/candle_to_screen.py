@@ -17,6 +17,7 @@ alert received by a client (the figure of the target), with the number of alerts
     .venv/bin/python bench/candle_to_screen.py --profile /tmp/prof  # py-spy on every function process
     .venv/bin/python bench/candle_to_screen.py --baseline ../base   # main's code and this tree, alternately
     .venv/bin/python bench/candle_to_screen.py --versus calculators=2   # one and two calculators, alternately
+    .venv/bin/python bench/candle_to_screen.py --steady-minutes 20      # then sustained replay, collector to alerts
 
 With ``--baseline`` the function processes and the gateway run the other checkout's code (PYTHONPATH);
 this process (the collector side and the clients) keeps this tree's. The machine is shared: compare
@@ -275,12 +276,12 @@ class CpuMeter:
     """CPU seconds each process of the run spends between ``start`` and ``stop``."""
 
     def __init__(self, pids: dict[str, int]) -> None:
-        self._pids = pids
+        self.pids = pids
         self._started: dict[str, float] = {}
         self.spent: dict[str, float] = {}
 
     def _now(self) -> dict[str, float]:
-        now = {name: tree_cpu_seconds(pid) for name, pid in self._pids.items()}
+        now = {name: tree_cpu_seconds(pid) for name, pid in self.pids.items()}
         usage = resource.getrusage(resource.RUSAGE_SELF)
         now["collector side (this process)"] = usage.ru_utime + usage.ru_stime
         return now
@@ -343,7 +344,7 @@ async def measure(
     for consumer in (CONSUMER_CALCULATOR, CONSUMER_RULES):
         await ensure_consumer(js, consumer, settings)
     count = args.symbols
-    future, last_history = await prepare(redis, count, args.bursts + 1)
+    future, last_history = await prepare(redis, count, args.bursts + args.steady_minutes + 1)
     metrics = MetricsCounter()
     await nc.subscribe("metrics.1m.>", cb=metrics.on_message)
     minute_of_alert: dict[str, int] = {}
@@ -397,6 +398,26 @@ async def measure(
                     await stack.profile(args.profile)
         meter.stop()
         warm_wall = (time.time_ns() - bursts[1]["start"]) / 1e9 if len(bursts) > 1 else float("nan")
+        if args.steady_minutes:
+            steady = CpuMeter(meter.pids)
+            steady.start()
+            began = time.perf_counter()
+            # As `--speed max` replays: minute after minute, each published (and acknowledged) at once.
+            for k in range(args.bursts, args.bursts + args.steady_minutes):
+                await emitter.emit_closed(
+                    [future[i % len(future)][k].model_copy(update={"symbol": symbol_name(i)}) for i in range(count)]
+                )
+            collector_done = time.perf_counter() - began
+            await asyncio.wait_for(rules_caught_up(js, (args.bursts + args.steady_minutes) * count), 600)
+            elapsed = time.perf_counter() - began
+            steady.stop()
+            candles = args.steady_minutes * count
+            print(
+                f"steady: {args.steady_minutes} minutes x {count} symbols = {candles} candles, collector done in "
+                f"{collector_done:.2f} s, alerts persisted (rules caught up) in {elapsed:.2f} s: "
+                f"{candles / elapsed:,.0f} candles/s end to end; CPU (s): "
+                + ", ".join(f"{n} {v:.2f}" for n, v in sorted(steady.spent.items(), key=lambda i: -i[1]))
+            )
     finally:
         if args.profile:
             await stack.stop_profiling()
@@ -496,6 +517,12 @@ def main() -> None:
         "93 to 279 alerts)",
     )
     parser.add_argument("--pause", type=float, default=1.0, help="seconds between bursts")
+    parser.add_argument(
+        "--steady-minutes",
+        type=int,
+        default=0,
+        help="after the bursts, replay this many minutes back to back (as --speed max) and time them to alerts",
+    )
     parser.add_argument(
         "--profile", type=Path, default=None, help="record py-spy profiles of every process (warm bursts) here"
     )
