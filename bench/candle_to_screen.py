@@ -191,6 +191,15 @@ class Stack:
                         raise RuntimeError(f"{name} did not become ready")
                     await asyncio.sleep(0.1)
 
+    async def counters(self) -> dict[str, dict[str, Any]]:
+        """Return each function process's worker counters (its health endpoint's /stats)."""
+        found = {}
+        async with aiohttp.ClientSession() as session:
+            for name, port in self._health.items():
+                async with session.get(f"http://127.0.0.1:{port}/stats") as response:
+                    found[name] = await response.json()
+        return found
+
     async def profile(self, folder: Path) -> None:
         """Attach py-spy to every process (raw stacks in ``folder``) until ``stop_profiling``."""
         os.makedirs(folder, exist_ok=True)
@@ -399,6 +408,7 @@ async def measure(
         meter.stop()
         warm_wall = (time.time_ns() - bursts[1]["start"]) / 1e9 if len(bursts) > 1 else float("nan")
         if args.steady_minutes:
+            before = await stack.counters()
             steady = CpuMeter(meter.pids)
             steady.start()
             began = time.perf_counter()
@@ -418,6 +428,10 @@ async def measure(
                 f"{candles / elapsed:,.0f} candles/s end to end; CPU (s): "
                 + ", ".join(f"{n} {v:.2f}" for n, v in sorted(steady.spent.items(), key=lambda i: -i[1]))
             )
+            after = await stack.counters()
+            keys = ("batches", "processed", "emitted", "waited", "retried")
+            for name, stats in after.items():
+                print(f"  {name}: " + ", ".join(f"{k} {stats[k] - before[name].get(k, 0)}" for k in keys))
     finally:
         if args.profile:
             await stack.stop_profiling()
