@@ -41,6 +41,7 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ from nats.aio.msg import Msg
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.calculator_burst import MetricsCounter, prepare, symbol_name  # noqa: E402
+from bench.calculator_burst import prepare, symbol_name  # noqa: E402
 from bench.fanout import BenchClient, raise_fd_limit  # noqa: E402
 from collector.emitter import CandleEmitter  # noqa: E402
 from functions.rules.ruleset import Rule  # noqa: E402
@@ -63,7 +64,7 @@ from screener.config import Settings, load_settings  # noqa: E402
 from screener.db.migrate import migrate  # noqa: E402
 from screener.embedded.servers import free_port, start_nats, start_postgres, start_redis  # noqa: E402
 from screener.events.models import MINUTE_MS  # noqa: E402
-from screener.names import CONSUMER_CALCULATOR, CONSUMER_RULES, STREAMS  # noqa: E402
+from screener.names import CONSUMER_CALCULATOR, CONSUMER_RULES, STREAM_METRICS, STREAMS  # noqa: E402
 from screener.runtime.publisher import Publisher  # noqa: E402
 from screener.streams import ensure_consumer, ensure_streams  # noqa: E402
 
@@ -304,6 +305,24 @@ class CpuMeter:
         self.spent = {name: value - self._started.get(name, 0.0) for name, value in self._now().items()}
 
 
+async def metrics_stored(js: Any, at_least: int) -> int:
+    """Return when (ns) the METRICS stream stored its ``at_least``-th event: the server's own timestamp.
+
+    Read from the stream, not by subscribing: a subscription would add a consumer of every snapshot
+    (650 a minute) to the machine the pipeline runs on.
+    """
+    while True:
+        state = (await js.stream_info(STREAM_METRICS.name)).state
+        if state.messages >= at_least:
+            stored = (await js.get_msg(STREAM_METRICS.name, seq=state.last_seq)).time
+            if stored:  # RFC 3339 with nanoseconds; microseconds are enough here
+                seconds, _, fraction = stored.rstrip("Z").partition(".")
+                when = datetime.fromisoformat(f"{seconds}.{fraction[:6] or '0'}+00:00")
+                return int(when.timestamp() * 1e9)
+            return time.time_ns()
+        await asyncio.sleep(0.01)
+
+
 async def rules_caught_up(js: Any, delivered_at_least: int) -> int:
     """Return the time (ns) at which the rules consumer has every expected event acknowledged (10 ms steps)."""
     while True:
@@ -354,8 +373,6 @@ async def measure(
         await ensure_consumer(js, consumer, settings)
     count = args.symbols
     future, last_history = await prepare(redis, count, args.bursts + args.steady_minutes + 1)
-    metrics = MetricsCounter()
-    await nc.subscribe("metrics.1m.>", cb=metrics.on_message)
     minute_of_alert: dict[str, int] = {}
 
     async def on_alert(msg: Msg) -> None:
@@ -388,12 +405,10 @@ async def measure(
         for k in range(args.bursts):
             minute = last_history + (k + 1) * MINUTE_MS
             candles = [future[i % len(future)][k].model_copy(update={"symbol": symbol_name(i)}) for i in range(count)]
-            metrics_done = metrics.until(minute, (k + 1) * count)
             start = time.time_ns()
             await emitter.emit_closed(candles)
             published = time.time_ns()
-            await asyncio.wait_for(metrics_done, 120)
-            metrics_at = time.time_ns() - (time.perf_counter() - metrics_done.result()) * 1e9
+            metrics_at = await asyncio.wait_for(metrics_stored(js, (k + 1) * count), 120)
             rules_at = await asyncio.wait_for(rules_caught_up(js, (k + 1) * count), 120)
             bursts.append(
                 {"minute": minute, "start": start, "published": published, "metrics": metrics_at, "rules": rules_at}
