@@ -315,11 +315,7 @@ async def metrics_stored(js: Any, at_least: int) -> int:
         state = (await js.stream_info(STREAM_METRICS.name)).state
         if state.messages >= at_least:
             stored = (await js.get_msg(STREAM_METRICS.name, seq=state.last_seq)).time
-            if stored:  # RFC 3339 with nanoseconds; microseconds are enough here
-                seconds, _, fraction = stored.rstrip("Z").partition(".")
-                when = datetime.fromisoformat(f"{seconds}.{fraction[:6] or '0'}+00:00")
-                return int(when.timestamp() * 1e9)
-            return time.time_ns()
+            return int(stored.timestamp() * 1e9) if isinstance(stored, datetime) else time.time_ns()
         await asyncio.sleep(0.01)
 
 
