@@ -318,17 +318,19 @@ class Hub:
         if not watchers:
             return
         snapshots = [s for s in map(self._decode_metrics, messages) if s is not None]
-        frames: dict[str, bytes] = {}
+        # Framed once each, when a first client wants it. Keyed by position, not symbol: one flush may
+        # hold two snapshots of a symbol (a provisional one and the closed minute).
+        frames: dict[int, bytes] = {}
         sent = 0
         for client in watchers:
             parts = []
-            for snapshot in snapshots:
+            for index, snapshot in enumerate(snapshots):
                 if not client.filters.wants_metrics(snapshot.symbol):
                     continue
-                frame = frames.get(snapshot.symbol)
+                frame = frames.get(index)
                 if frame is None:
                     message = {"type": "metrics", "data": metrics_view(snapshot)}
-                    frame = frames[snapshot.symbol] = text_frame(json.dumps(message, separators=(",", ":")))
+                    frame = frames[index] = text_frame(json.dumps(message, separators=(",", ":")))
                 parts.append(frame)
             if parts:
                 self._write(client, b"".join(parts))

@@ -30,14 +30,14 @@ async def wait_for(condition: Any, what: str) -> None:
         await asyncio.sleep(0.01)
 
 
-async def publish_metrics(nc: NATS, symbol: str) -> None:
+async def publish_metrics(nc: NATS, symbol: str, price: float = 1.0, minute: int = BASE_MINUTE) -> None:
     snapshot = MetricsSnapshot(
-        symbol=symbol, minute=BASE_MINUTE, timestamp="2026-02-02T00:01:00Z", last_price=1.0, timeframes={}
+        symbol=symbol, minute=minute, timestamp="2026-02-02T00:01:00Z", last_price=price, timeframes={}
     )
     event = make_event(
         event_type=TYPE_METRICS_COMPUTED,
         source=EVENT_SOURCE_CALCULATOR,
-        event_id=f"metrics:{symbol}:{BASE_MINUTE + MINUTE_MS}",
+        event_id=f"metrics:{symbol}:{minute}",
         subject=symbol,
         data=snapshot,
     )
@@ -105,4 +105,17 @@ async def test_metrics_are_decoded_only_when_a_socket_asked_for_them(
     assert json.loads(message.data)["type"] == "metrics"
     assert decoded == ["metrics.1m.BTCUSDT"]
     await raw.close()
+    await watcher.close()
+
+
+async def test_two_snapshots_of_a_symbol_in_one_flush_each_reach_the_socket(gw: Client, nats_client: NATS) -> None:
+    watcher = await gw.ws_connect("/ws/alerts?protocol=2")
+    assert json.loads((await watcher.receive(timeout=TIMEOUT)).data)["type"] == "hello"
+    await watcher.send_str(json.dumps({"type": "subscribe", "metrics": True}))
+    assert json.loads((await watcher.receive(timeout=TIMEOUT)).data)["type"] == "subscribed"
+    # Back to back, so they usually share a flush (the case that once sent the first one twice).
+    await publish_metrics(nats_client, "BTCUSDT", price=1.0, minute=BASE_MINUTE)
+    await publish_metrics(nats_client, "BTCUSDT", price=2.0, minute=BASE_MINUTE + MINUTE_MS)
+    prices = [json.loads((await watcher.receive(timeout=TIMEOUT)).data)["data"]["last_price"] for _ in range(2)]
+    assert prices == [1.0, 2.0]
     await watcher.close()
