@@ -71,7 +71,7 @@ def from_message(headers: dict[str, str] | None, payload: bytes, *, decode_json:
 
     With ``decode_json`` False, a binary-mode event's JSON data is left as the payload's bytes:
     ``screener.events.envelope.parse_data`` then validates the model straight from them, in one pass
-    (a metrics snapshot's JSON decoded to Python objects and then validated costs about twice as much).
+    instead of decoding to Python objects and validating those (a tenth less for a metrics event).
     Raise ``InvalidEvent`` with the reason when the message is not a valid CloudEvent.
     """
     headers = headers or {}
