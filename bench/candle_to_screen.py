@@ -205,6 +205,8 @@ class Stack:
         """Attach py-spy to every process (raw stacks in ``folder``) until ``stop_profiling``."""
         os.makedirs(folder, exist_ok=True)
         py_spy = Path(sys.executable).parent / "py-spy"
+        if not py_spy.exists():
+            raise SystemExit(f"--profile needs py-spy in {py_spy.parent}: .venv/bin/pip install -e '.[bench]'")
         for name, process in self.processes.items():
             self._profilers.append(
                 await asyncio.create_subprocess_exec(
