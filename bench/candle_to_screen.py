@@ -159,7 +159,14 @@ class Stack:
             SCREENER_LOG_LEVEL="WARNING",
             SCREENER_RATE_LIMIT_PER_MINUTE="100000000",
         )
-        self._env.update(variant.env)
+        # "calculator.SCREENER_X=1" sets X for that function's processes only; plain keys for all.
+        self._only: dict[str, dict[str, str]] = {}
+        for key, value in variant.env.items():
+            target, dot, name = key.partition(".")
+            if dot:
+                self._only.setdefault(target, {})[name] = value
+            else:
+                self._env[key] = value
         self._calculators = variant.calculators
         self.processes: dict[str, asyncio.subprocess.Process] = {}
         self._health: dict[str, int] = {}
@@ -172,11 +179,16 @@ class Stack:
         names = [f"calculator-{i + 1}" for i in range(self._calculators)] + ["rules"]
         for name in names:
             port = self._health[name] = free_port()
-            env = {**self._env, "SCREENER_HEALTH_PORT": str(port)}
             function = name.split("-")[0]
+            env = {**self._env, **self._only.get(function, {}), "SCREENER_HEALTH_PORT": str(port)}
             self.processes[name] = await asyncio.create_subprocess_exec(screener, "run", function, env=env, cwd=REPO)
         self.processes["gateway"] = await asyncio.create_subprocess_exec(
-            screener, "gateway", "--port", str(self.gateway_port), env=self._env, cwd=REPO
+            screener,
+            "gateway",
+            "--port",
+            str(self.gateway_port),
+            env={**self._env, **self._only.get("gateway", {})},
+            cwd=REPO,
         )
         urls = {n: f"http://127.0.0.1:{p}/readyz" for n, p in self._health.items()}
         urls["gateway"] = f"http://127.0.0.1:{self.gateway_port}/health/ready"
@@ -566,7 +578,8 @@ def main() -> None:
         default=None,
         metavar="KEY=VALUE",
         help="run this tree alternately as is and with these changes: calculators=N, or SCREENER_* settings "
-        "of the function and gateway processes (e.g. SCREENER_BATCH_SIZE=200)",
+        "of the function and gateway processes (SCREENER_BATCH_SIZE=200), or of one of them "
+        "(calculator.SCREENER_BATCH_SIZE=200)",
     )
     parser.add_argument("--rounds", type=int, default=2, help="alternations with --baseline or --versus")
     asyncio.run(run(parser.parse_args()))
