@@ -1,21 +1,31 @@
 """Fan-out benchmark: alert-to-client latency, delivery rate and memory per WebSocket connection.
 
-The gateway runs in its own process (``python -m screener.cli gateway``) on embedded NATS, Redis and
-PostgreSQL; the WebSocket clients run in another process; this process publishes alert CloudEvents on
-the alerts subject through NATS, each stamped with its publish time. A client measures the latency of
-every frame it receives against that stamp (same host, same clock).
+The gateway runs as production runs it (``python -m screener.cli gateway``), one process or several
+behind one port (``--gateways N``: SO_REUSEPORT, the kernel spreads the connections), on embedded
+NATS, Redis and PostgreSQL. The WebSocket clients run in processes of their own (multiprocessing,
+``--client-processes``), pinned to the cores the gateway does not use when there are some (``--pin``),
+so the load generator does not take the gateway's core. This process publishes alert CloudEvents
+through NATS, each stamped with its publish time; every client measures the latency of every frame
+it receives against that stamp (same host, same clock).
 
-    .venv/bin/python bench/fanout.py                       # 1,000 and 5,000 clients
+Printed per run: p50, p99 and max over every frame delivered; "all" is the median over alerts of
+the time until the *last* client had the alert; msgs/s; the gateway's memory per connection; the
+gateway's own mean time to hand one alert to every client (from its /metrics, one process).
+
+    .venv/bin/python bench/fanout.py                                  # 1,000, 5,000 and 10,000 clients
+    .venv/bin/python bench/fanout.py --clients 10000 --gateways 1 2   # one and two gateway processes
     .venv/bin/python bench/fanout.py --clients 1000 --alerts 100 --rate 10
 """
 
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
 import base64
 import contextlib
-import json
+import multiprocessing
+import multiprocessing.connection
 import os
 import resource
 import statistics
@@ -23,7 +33,9 @@ import struct
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -37,12 +49,20 @@ from screener.events.nats_binding import to_binary  # noqa: E402
 from screener.names import EVENT_SOURCE_RULES, TYPE_ALERT_TRIGGERED  # noqa: E402
 
 STAMP = b'"sent_ns":'
+# File descriptors a process needs beyond its sockets (servers' connections, pipes, the interpreter).
+SPARE_FDS = 200
 
 
-def raise_fd_limit() -> int:
-    """Raise the open-files limit to the hard limit; return it."""
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+def raise_fd_limit(needed: int) -> int:
+    """Raise this process's open-files limit to the hard limit; fail if that is below ``needed``."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard < needed:
+        raise SystemExit(
+            f"open-files limit is {hard} (hard), {needed} needed: raise it (ulimit -Hn, or limits.conf) "
+            "or spread the sockets over more processes"
+        )
     return hard
 
 
@@ -54,7 +74,49 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-# ----------------------------------------------------------------------------------- client process
+def listening_pids(port: int, pids: list[int]) -> set[int]:
+    """Return which of ``pids`` hold a listening TCP socket on ``port`` (from /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    found = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    link = os.readlink(fd)
+                    if link.startswith("socket:[") and link[8:-1] in inodes:
+                        found.add(pid)
+                        break
+    return found
+
+
+# ----------------------------------------------------------------------------------- client processes
+# Called with the buffer, the start and end of a text frame's payload in it, and the arrival time (ns).
+OnText = Callable[[bytes, int, int, int], None]
+
+
+def stamp_recorder(sink: array.array[int]) -> OnText:
+    """Return an ``OnText`` that appends (sent_ns, latency_ns) of each stamped alert to ``sink``."""
+
+    def record(buf: bytes, start: int, end: int, now: int) -> None:
+        at = buf.find(STAMP, start, end)
+        if at >= 0:
+            at += len(STAMP)
+            stop = buf.find(b"}", at, end)
+            comma = buf.find(b",", at, end)
+            stop = comma if 0 <= comma < stop else stop
+            sent = int(buf[at:stop])
+            sink.append(sent)
+            sink.append(now - sent)
+
+    return record
+
+
 class BenchClient(asyncio.Protocol):
     """A minimal WebSocket client: handshake, parse server frames, answer pings, time each alert.
 
@@ -62,8 +124,9 @@ class BenchClient(asyncio.Protocol):
     the gateway's and not the load generator's.
     """
 
-    def __init__(self, host: str, path: str, expected: int, sink: list[float], done: asyncio.Future[None]) -> None:
-        self.host, self.path, self.expected, self.sink, self.done = host, path, expected, sink, done
+    def __init__(self, host: str, path: str, expected: int, on_text: OnText, done: asyncio.Future[None]) -> None:
+        """Speak to ``path`` on ``host``; hand each text frame to ``on_text``; set ``done`` after ``expected``."""
+        self.host, self.path, self.expected, self.on_text, self.done = host, path, expected, on_text, done
         self.buffer = b""
         self.upgraded = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
@@ -80,17 +143,17 @@ class BenchClient(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         now = time.time_ns()
-        self.buffer += data
+        buf = self.buffer + data if self.buffer else data
         if not self.upgraded.done():
-            head, sep, rest = self.buffer.partition(b"\r\n\r\n")
+            head, sep, rest = buf.partition(b"\r\n\r\n")
             if not sep:
+                self.buffer = buf
                 return
             if not head.startswith(b"HTTP/1.1 101"):
                 self.upgraded.set_exception(RuntimeError(head[:80].decode(errors="replace")))
                 return
             self.upgraded.set_result(None)
-            self.buffer = rest
-        buf = self.buffer
+            buf = rest
         pos = 0
         while len(buf) - pos >= 2:
             opcode, length = buf[pos] & 0x0F, buf[pos + 1] & 0x7F
@@ -105,20 +168,14 @@ class BenchClient(asyncio.Protocol):
                 length, header = struct.unpack_from("!Q", buf, pos + 2)[0], 10
             if len(buf) - pos < header + length:
                 break
-            payload = buf[pos + header : pos + header + length]
-            pos += header + length
+            start, pos = pos + header, pos + header + length
             if opcode == 0x1:
-                at = payload.find(STAMP)
-                if at >= 0:
-                    end = payload.find(b"}", at)
-                    comma = payload.find(b",", at)
-                    end = comma if 0 <= comma < end else end
-                    self.sink.append((now - int(payload[at + len(STAMP) : end])) / 1e6)
+                self.on_text(buf, start, pos, now)
                 self.got += 1
                 if self.got == self.expected and not self.done.done():
                     self.done.set_result(None)
             elif opcode == 0x9:  # ping: answer with a masked pong carrying the same payload
-                self._send(0xA, payload)
+                self._send(0xA, buf[start:pos])
             elif opcode == 0x8:
                 self.closed_early = self.got < self.expected
                 if not self.done.done():
@@ -138,38 +195,49 @@ class BenchClient(asyncio.Protocol):
             self.done.set_result(None)
 
 
-async def run_clients(url: str, count: int, expected: int, limit_seconds: float) -> dict[str, object]:
-    """Open ``count`` sockets, report READY, then collect latencies until ``expected`` frames each."""
-    raise_fd_limit()
+async def run_clients(
+    url: str, count: int, expected: int, limit_seconds: float, pipe: multiprocessing.connection.Connection
+) -> None:
+    """Open ``count`` sockets, say READY on ``pipe``, then collect latencies until ``expected`` frames each."""
+    raise_fd_limit(count + SPARE_FDS)
     loop = asyncio.get_running_loop()
     host_port, _, path = url.removeprefix("ws://").partition("/")
     host, _, port = host_port.partition(":")
-    latencies: list[float] = []
+    stamps: array.array[int] = array.array("q")  # (sent_ns, latency_ns) pairs
+    record = stamp_recorder(stamps)
     clients: list[BenchClient] = []
     for start in range(0, count, 200):  # connect in waves: the listen backlog stays sane
         wave = []
         for _ in range(start, min(count, start + 200)):
-            client = BenchClient(host_port, "/" + path, expected, latencies, loop.create_future())
+            client = BenchClient(host_port, "/" + path, expected, record, loop.create_future())
             wave.append(loop.create_connection(lambda c=client: c, host, int(port)))
             clients.append(client)
         await asyncio.gather(*wave)
         await asyncio.gather(*(c.upgraded for c in clients[start:]))
-    print("READY", flush=True)
+    pipe.send("READY")
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.gather(*(c.done for c in clients)), limit_seconds)
     for c in clients:
         if c.transport is not None:
             c.transport.close()
-    latencies.sort()
-    received = sum(c.got for c in clients)
-    return {
-        "received": received,
-        "expected": expected * count,
-        "closed_early": sum(1 for c in clients if c.closed_early),
-        "p50_ms": statistics.median(latencies) if latencies else None,
-        "p99_ms": latencies[max(0, int(len(latencies) * 0.99) - 1)] if latencies else None,
-        "max_ms": latencies[-1] if latencies else None,
-    }
+    pipe.send(
+        {
+            "received": sum(c.got for c in clients),
+            "closed_early": sum(1 for c in clients if c.closed_early),
+            "stamps": stamps.tobytes(),
+        }
+    )
+
+
+def client_process(
+    url: str, count: int, expected: int, cpus: list[int] | None, pipe: multiprocessing.connection.Connection
+) -> None:
+    """Entry point of one load-generator process."""
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    import uvloop
+
+    uvloop.run(run_clients(url, count, expected, 600, pipe))
 
 
 # ----------------------------------------------------------------------------------- orchestrator
@@ -209,23 +277,24 @@ async def publish(nats_url: str, alerts: int, rate: float) -> float:
     return elapsed
 
 
-async def wait_ready(base: str, process: asyncio.subprocess.Process) -> None:
+async def wait_listening(port: int, processes: list[asyncio.subprocess.Process]) -> None:
+    """Wait until every gateway process listens on ``port`` and one answers /health/ready."""
+    pids = [p.pid for p in processes]
     async with aiohttp.ClientSession() as session:
-        for _ in range(200):
-            if process.returncode is not None:
-                raise RuntimeError("the gateway exited during start-up")
-            try:
-                async with session.get(f"{base}/health/ready") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
+        for _ in range(600):
+            if any(p.returncode is not None for p in processes):
+                raise RuntimeError("a gateway exited during start-up")
+            if listening_pids(port, pids) == set(pids):
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(f"http://127.0.0.1:{port}/health/ready") as response:
+                        if response.status == 200:
+                            return
             await asyncio.sleep(0.1)
-    raise RuntimeError("the gateway did not become ready")
+    raise RuntimeError("the gateways did not become ready")
 
 
 async def mean_fanout_ms(base: str) -> float:
-    """Return the gateway's own mean time to hand one alert to every client (from /metrics)."""
+    """Return a gateway's own mean time to hand one alert to every client (from /metrics)."""
     async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics") as response:
         text = await response.text()
     values = {}
@@ -237,64 +306,113 @@ async def mean_fanout_ms(base: str) -> float:
     return values.get("screener_gateway_fanout_seconds_sum", 0.0) / count * 1000 if count else float("nan")
 
 
-async def measure(env: dict[str, str], clients: int, alerts: int, rate: float) -> dict[str, object]:
+def pinning(gateways: int, pin: bool) -> tuple[list[list[int]] | None, list[int] | None]:
+    """Return the cores of each gateway and of the load generator (None: not pinned).
+
+    One core per gateway process, the rest for the clients; with no core left over nothing is pinned.
+    """
+    cpus = sorted(os.sched_getaffinity(0))
+    if not pin or len(cpus) <= gateways:
+        return None, None
+    return [[c] for c in cpus[:gateways]], cpus[gateways:]
+
+
+async def measure(env: dict[str, str], args: argparse.Namespace, gateways: int, clients: int) -> dict[str, Any]:
     port = free_port()
-    # The children inherit this process's raised open-files limit.
-    gateway = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "screener.cli",
-        "gateway",
-        "--port",
-        str(port),
-        env={**env, "SCREENER_GATEWAY_PORT": str(port)},
-        cwd=REPO,
-    )
+    gateway_cpus, client_cpus = pinning(gateways, args.pin)
+    processes = []
+    for index in range(gateways):
+        cpus = gateway_cpus[index] if gateway_cpus else None
+        processes.append(
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "screener.cli",
+                "gateway",
+                "--port",
+                str(port),
+                env={**env, "SCREENER_GATEWAY_REUSE_PORT": "true" if gateways > 1 else "false"},
+                cwd=REPO,
+                preexec_fn=(lambda c=cpus: os.sched_setaffinity(0, c)) if cpus else None,
+            )
+        )
+    context = multiprocessing.get_context("spawn")
+    workers: list[tuple[multiprocessing.process.BaseProcess, multiprocessing.connection.Connection]] = []
     try:
-        base = f"http://127.0.0.1:{port}"
-        await wait_ready(base, gateway)
-        rss_before = rss_bytes(gateway.pid)
-        client = await asyncio.create_subprocess_exec(
-            sys.executable,
-            __file__,
-            "--client",
-            f"ws://127.0.0.1:{port}/ws/alerts",
-            str(clients),
-            str(alerts),
-            stdout=asyncio.subprocess.PIPE,
-            cwd=REPO,
-        )
-        assert client.stdout is not None
-        line = await asyncio.wait_for(client.stdout.readline(), 300)
-        if line.strip() != b"READY":
-            raise RuntimeError(f"client process failed: {line!r}")
-        await asyncio.sleep(1.0)  # let the gateway settle its buffers before reading its memory
-        rss_after = rss_bytes(gateway.pid)
+        await wait_listening(port, processes)
+        rss_before = sum(rss_bytes(p.pid) for p in processes)
+        per, extra = divmod(clients, args.client_processes)
+        shares = [per + (i < extra) for i in range(args.client_processes)]
+        for share in shares:
+            mine, theirs = context.Pipe()
+            worker = context.Process(
+                target=client_process,
+                args=(f"ws://127.0.0.1:{port}/ws/alerts", share, args.alerts, client_cpus, theirs),
+                daemon=True,
+            )
+            worker.start()
+            workers.append((worker, mine))
+        loop = asyncio.get_running_loop()
+        for worker, pipe in workers:
+            ready = await loop.run_in_executor(None, lambda p=pipe: p.recv() if p.poll(300) else None)
+            if ready != "READY":
+                raise RuntimeError(f"client process {worker.pid} did not connect its sockets")
+        await asyncio.sleep(1.0)  # let the gateways settle their buffers before reading their memory
+        rss_after = sum(rss_bytes(p.pid) for p in processes)
         began = time.perf_counter()
-        published_in = await publish(env["SCREENER_NATS_URL"], alerts, rate)
-        output = await asyncio.wait_for(client.stdout.read(), 600)
+        published_in = await publish(env["SCREENER_NATS_URL"], args.alerts, args.rate)
+        results = []
+        for _, pipe in workers:
+            results.append(await loop.run_in_executor(None, lambda p=pipe: p.recv() if p.poll(600) else None))
         delivered_in = time.perf_counter() - began
-        await client.wait()
-        fanout_ms = await mean_fanout_ms(base)
-        result = json.loads(output.decode().strip().splitlines()[-1])
-        result.update(
-            clients=clients,
-            alerts=alerts,
-            publish_seconds=published_in,
-            seconds=delivered_in,
-            fanout_ms=fanout_ms,
-            rss_per_connection_kib=(rss_after - rss_before) / clients / 1024,
-            rss_before_mib=rss_before / 2**20,
-            rss_after_mib=rss_after / 2**20,
-        )
-        return result
+        if any(r is None for r in results):
+            raise RuntimeError("a client process sent no results")
+        fanout_ms = await mean_fanout_ms(f"http://127.0.0.1:{port}") if gateways == 1 else float("nan")
     finally:
-        gateway.terminate()
-        await asyncio.wait_for(gateway.wait(), 30)
+        for worker, _ in workers:
+            worker.join(10)
+            if worker.is_alive():
+                worker.kill()
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+        for process in processes:
+            await asyncio.wait_for(process.wait(), 30)
+    pairs = array.array("q")
+    for r in results:
+        pairs.frombytes(r["stamps"])
+    latencies = sorted(pairs[1::2])
+    last_by_alert: dict[int, int] = {}
+    for sent, latency in zip(pairs[0::2], pairs[1::2], strict=True):
+        if latency > last_by_alert.get(sent, -1):
+            last_by_alert[sent] = latency
+    return {
+        "received": sum(r["received"] for r in results),
+        "expected": args.alerts * clients,
+        "closed_early": sum(r["closed_early"] for r in results),
+        "p50_ms": statistics.median(latencies) / 1e6 if latencies else float("nan"),
+        "p99_ms": latencies[max(0, int(len(latencies) * 0.99) - 1)] / 1e6 if latencies else float("nan"),
+        "max_ms": latencies[-1] / 1e6 if latencies else float("nan"),
+        "all_ms": statistics.median(last_by_alert.values()) / 1e6 if last_by_alert else float("nan"),
+        "publish_seconds": published_in,
+        "seconds": delivered_in,
+        "fanout_ms": fanout_ms,
+        "rss_per_connection_kib": (rss_after - rss_before) / clients / 1024,
+        "pinned": f"gateway on {gateway_cpus}, clients on {client_cpus}" if gateway_cpus else "not pinned",
+    }
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    limit = raise_fd_limit()
+    biggest = max(args.clients)
+    # This process only opens a few sockets; the figure is checked per process where the sockets are.
+    limit = raise_fd_limit(SPARE_FDS)
+    per_gateway = biggest // min(args.gateways) + SPARE_FDS
+    per_client_process = biggest // args.client_processes + SPARE_FDS
+    if limit < max(per_gateway, per_client_process):
+        raise SystemExit(
+            f"open-files limit is {limit} (hard); {biggest} clients need {per_gateway} per gateway process and "
+            f"{per_client_process} per client process: raise `ulimit -Hn` or use more processes"
+        )
     work = Path(tempfile.mkdtemp(prefix="screener-fanout-"))
     nats_server = start_nats(work / "nats")
     redis_server = start_redis(work / "redis")
@@ -313,38 +431,47 @@ async def main_async(args: argparse.Namespace) -> None:
             "SCREENER_REDIS_URL": redis_server.url,
             "SCREENER_POSTGRES_DSN": pg_server.url,
             "SCREENER_RATE_LIMIT_PER_MINUTE": "100000000",  # every client connects from 127.0.0.1
-            "SCREENER_LOG_LEVEL": "WARNING",
+            "SCREENER_LOG_LEVEL": "ERROR",
         }
-        print(f"open-files limit {limit}; {os.cpu_count()} CPUs; {args.alerts} alerts at {args.rate}/s per run")
+        print(f"load average {os.getloadavg()[0]:.2f} at start (the machine is shared: figures are noisy)")
         print(
-            f"{'clients':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'msgs/s':>10} {'KiB/conn':>9} {'delivered':>12}"
+            f"open-files limit {limit} (raised to the hard limit; the children inherit it); {os.cpu_count()} CPUs; "
+            f"{args.alerts} alerts at {args.rate}/s per run; {args.client_processes} client processes"
         )
-        for clients in args.clients:
-            r = await measure(env, clients, args.alerts, args.rate)
-            rate = r["received"] / r["seconds"] if r["seconds"] else float("nan")
-            print(
-                f"{clients:>8} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} {rate:>10.0f} "
-                f"{r['rss_per_connection_kib']:>9.1f} {r['fanout_ms']:>10.2f} {r['received']:>7}/{r['expected']:<7}"
-                + (f" closed early: {r['closed_early']}" if r["closed_early"] else ""),
-                flush=True,
-            )
+        print(
+            f"{'gw':>3} {'clients':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'all ms':>8} {'msgs/s':>9} "
+            f"{'KiB/conn':>9} {'fanout ms':>10} {'delivered':>15}  cores"
+        )
+        for gateways in args.gateways:
+            for clients in args.clients:
+                r = await measure(env, args, gateways, clients)
+                rate = r["received"] / r["seconds"] if r["seconds"] else float("nan")
+                print(
+                    f"{gateways:>3} {clients:>8} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} "
+                    f"{r['all_ms']:>8.1f} {rate:>9.0f} {r['rss_per_connection_kib']:>9.1f} {r['fanout_ms']:>10.2f} "
+                    f"{r['received']:>7}/{r['expected']:<7}  {r['pinned']}"
+                    + (f" closed early: {r['closed_early']}" if r["closed_early"] else ""),
+                    flush=True,
+                )
+        print(f"load average {os.getloadavg()[0]:.2f} at the end")
     finally:
         for server in (pg_server, redis_server, nats_server):
             server.stop()
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--client":
-        url, count, expected = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-        import uvloop
-
-        result = uvloop.run(run_clients(url, count, expected, limit_seconds=600))
-        print(json.dumps(result), flush=True)
-        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--clients", type=int, nargs="+", default=[1000, 5000])
+    parser.add_argument("--clients", type=int, nargs="+", default=[1000, 5000, 10000])
+    parser.add_argument("--gateways", type=int, nargs="+", default=[1], help="gateway processes behind one port")
+    parser.add_argument("--client-processes", type=int, default=2, help="load-generator processes")
     parser.add_argument("--alerts", type=int, default=100, help="alerts published per run")
     parser.add_argument("--rate", type=float, default=10.0, help="alerts per second (0: as fast as possible)")
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="pin each gateway to a core and the clients to the others (when cores are left over)",
+    )
     asyncio.run(main_async(parser.parse_args()))
 
 

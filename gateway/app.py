@@ -475,7 +475,13 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     runner = GatewayRunner(create_app(settings, pool, redis, nc), access_log=None, shutdown_timeout=DRAIN_SECONDS)
     try:
         await runner.setup()
-        site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port, backlog=4096)
+        site = web.TCPSite(
+            runner,
+            settings.gateway_host,
+            settings.gateway_port,
+            backlog=4096,
+            reuse_port=settings.gateway_reuse_port or None,
+        )
         try:
             await site.start()
         except OSError as exc:

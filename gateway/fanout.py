@@ -128,7 +128,7 @@ class Hub:
         self._subscriptions: list[NatsSubscription] = []
         self._closers: set[asyncio.Task[bool]] = set()
         self._pending_alerts: list[Alert] = []
-        self._pending_metrics: list[MetricsSnapshot] = []
+        self._pending_metrics: list[Msg] = []
         self._flush_scheduled = False
         self.draining = False
         self.last_alert_at: float | None = None
@@ -233,15 +233,20 @@ class Hub:
             await asyncio.sleep(0)  # a long burst still lets HTTP requests and flushers run
 
     async def _on_metrics(self, msg: Msg) -> None:
+        self._registry.metrics_received.inc()
+        # Decoded at flush time, and only when a client wants metrics: a minute brings one event per
+        # symbol, and most connections (the web client's raw mode) never ask for them.
+        self._pending_metrics.append(msg)
+        if self._schedule_flush():
+            await asyncio.sleep(0)
+
+    def _decode_metrics(self, msg: Msg) -> MetricsSnapshot | None:
         try:
-            snapshot = parse_data(from_message(msg.headers, msg.data), MetricsSnapshot)
+            return parse_data(from_message(msg.headers, msg.data), MetricsSnapshot)
         except InvalidEvent as exc:
             self._registry.invalid_events.inc(subject="metrics")
             log.warning("ignoring undecodable metrics on %s: %s", msg.subject, exc)
-            return
-        self._registry.metrics_received.inc()
-        if self.broadcast_metrics(snapshot):
-            await asyncio.sleep(0)
+            return None
 
     def alert_frames(self, alert: Alert) -> tuple[bytes, bytes]:
         """Return the raw frame (api.md's alert object) and the protocol-v2 envelope frame of ``alert``."""
@@ -259,11 +264,6 @@ class Hub:
         self._pending_alerts.append(alert)
         return self._schedule_flush()
 
-    def broadcast_metrics(self, snapshot: MetricsSnapshot) -> bool:
-        """Queue a metrics snapshot for every protocol-v2 client subscribed to it; True if flushed."""
-        self._pending_metrics.append(snapshot)
-        return self._schedule_flush()
-
     def _schedule_flush(self) -> bool:
         if len(self._pending_alerts) + len(self._pending_metrics) >= MAX_BATCH:
             self.flush()
@@ -277,13 +277,13 @@ class Hub:
         """Hand every pending event to the clients that want it."""
         self._flush_scheduled = False
         alerts, self._pending_alerts = self._pending_alerts, []
-        snapshots, self._pending_metrics = self._pending_metrics, []
+        metrics, self._pending_metrics = self._pending_metrics, []
         if alerts:
             started = time.perf_counter()
             self._flush_alerts(alerts)
             self._registry.fanout.observe(time.perf_counter() - started)
-        if snapshots:
-            self._flush_metrics(snapshots)
+        if metrics:
+            self._flush_metrics(metrics)
 
     def _flush_alerts(self, alerts: list[Alert]) -> None:
         framed = [(alert, *self.alert_frames(alert)) for alert in alerts]
@@ -313,20 +313,24 @@ class Hub:
                 self._write(client, data)
         self._registry.frames_sent.inc(sent, type="alert")
 
-    def _flush_metrics(self, snapshots: list[MetricsSnapshot]) -> None:
-        frames: dict[str, bytes] = {}
+    def _flush_metrics(self, messages: list[Msg]) -> None:
+        watchers = [c for c in self.clients if c.protocol == 2 and c.filters.metrics]
+        if not watchers:
+            return
+        snapshots = [s for s in map(self._decode_metrics, messages) if s is not None]
+        # Framed once each, when a first client wants it. Keyed by position, not symbol: one flush may
+        # hold two snapshots of a symbol (a provisional one and the closed minute).
+        frames: dict[int, bytes] = {}
         sent = 0
-        for client in list(self.clients):
-            if client.protocol != 2 or not client.filters.metrics:
-                continue
+        for client in watchers:
             parts = []
-            for snapshot in snapshots:
+            for index, snapshot in enumerate(snapshots):
                 if not client.filters.wants_metrics(snapshot.symbol):
                     continue
-                frame = frames.get(snapshot.symbol)
+                frame = frames.get(index)
                 if frame is None:
                     message = {"type": "metrics", "data": metrics_view(snapshot)}
-                    frame = frames[snapshot.symbol] = text_frame(json.dumps(message, separators=(",", ":")))
+                    frame = frames[index] = text_frame(json.dumps(message, separators=(",", ":")))
                 parts.append(frame)
             if parts:
                 self._write(client, b"".join(parts))

@@ -179,6 +179,11 @@ class Settings(BaseModel):
     # --- gateway -----------------------------------------------------------------------------------
     gateway_host: str = Field(default="127.0.0.1", description="gateway listen address")
     gateway_port: int = Field(default=8080, ge=0, le=65535, description="gateway listen port")
+    gateway_reuse_port: bool = Field(
+        default=False,
+        description="listen with SO_REUSEPORT, so several gateway processes share one port (the kernel "
+        "spreads connections; each process fans every alert out to its own clients)",
+    )
     jwt_secret: str | None = Field(
         default=None,
         description="HS256 secret of the tokens the gateway issues and accepts (Supabase's JWT secret works); "

@@ -85,6 +85,7 @@ class Calculator:
     """Compute metrics.md's metrics for every candle event; a ``screener.runtime.function.Function``."""
 
     consumer: ConsumerSpec = CONSUMER_CALCULATOR
+    parses_json_bytes = True  # parse reads data only through parse_data (screener.runtime.function)
 
     def __init__(
         self,

@@ -151,6 +151,7 @@ class RulesFunction:
     """Evaluate the rules on metrics events; persist and emit the alerts."""
 
     consumer = CONSUMER_RULES
+    parses_json_bytes = True  # parse reads data only through parse_data (screener.runtime.function)
 
     def __init__(
         self,

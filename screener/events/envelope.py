@@ -62,11 +62,17 @@ def nats_subject(event: BaseCloudEvent) -> str:
 
 
 def parse_data(event: BaseCloudEvent, model: type[ModelT]) -> ModelT:
-    """Validate ``event``'s data as ``model``; raise ``InvalidEvent`` naming the bad fields."""
+    """Validate ``event``'s data as ``model``; raise ``InvalidEvent`` naming the bad fields.
+
+    The data is a decoded JSON object, or the JSON itself (bytes) when the event was read with
+    ``from_message(..., decode_json=False)``: then pydantic parses and validates in one pass.
+    """
     data = event.get_data()
-    if not isinstance(data, dict):
-        raise InvalidEvent(f"data is {type(data).__name__}, expected a JSON object", event.get_id())
     try:
+        if isinstance(data, bytes) and (event.get_datacontenttype() or "").startswith(JSON):
+            return model.model_validate_json(data)
+        if not isinstance(data, dict):
+            raise InvalidEvent(f"data is {type(data).__name__}, expected a JSON object", event.get_id())
         return model.model_validate(data)
     except ValidationError as exc:
         fields = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<data>'}: {e['msg']}" for e in exc.errors())

@@ -66,16 +66,19 @@ def to_structured(event: BaseCloudEvent) -> tuple[dict[str, str], bytes]:
     return {CONTENT_TYPE: STRUCTURED_JSON}, _FORMAT.write(event)
 
 
-def from_message(headers: dict[str, str] | None, payload: bytes) -> CloudEvent:
+def from_message(headers: dict[str, str] | None, payload: bytes, *, decode_json: bool = True) -> CloudEvent:
     """Read a CloudEvent from a NATS message in either content mode.
 
+    With ``decode_json`` False, a binary-mode event's JSON data is left as the payload's bytes:
+    ``screener.events.envelope.parse_data`` then validates the model straight from them, in one pass
+    instead of decoding to Python objects and validating those (a tenth less for a metrics event).
     Raise ``InvalidEvent`` with the reason when the message is not a valid CloudEvent.
     """
     headers = headers or {}
     lowered = {k.lower(): v for k, v in headers.items()}
     try:
         if any(k.startswith(CE_PREFIX) for k in lowered):
-            return _from_binary(lowered, payload)
+            return _from_binary(lowered, payload, decode_json)
         if lowered.get("content-type", "").split(";")[0].strip() == STRUCTURED_JSON:
             return _from_structured(payload)
     except BaseCloudEventException as exc:
@@ -83,7 +86,7 @@ def from_message(headers: dict[str, str] | None, payload: bytes) -> CloudEvent:
     raise InvalidEvent("not a CloudEvent: no ce- headers and not application/cloudevents+json")
 
 
-def _from_binary(headers: dict[str, str], payload: bytes) -> CloudEvent:
+def _from_binary(headers: dict[str, str], payload: bytes, decode_json: bool = True) -> CloudEvent:
     attributes: dict[str, Any] = {}
     for name, raw in headers.items():
         if not name.startswith(CE_PREFIX):
@@ -95,9 +98,11 @@ def _from_binary(headers: dict[str, str], payload: bytes) -> CloudEvent:
     if "datacontenttype" not in attributes and "content-type" in headers:
         attributes["datacontenttype"] = headers["content-type"]
     content_type = attributes.get("datacontenttype")
-    if content_type and content_type.startswith("application/json") and payload:
+    if content_type and content_type.startswith("application/json") and payload and not decode_json:
+        data: Any = bytes(payload)  # validated by parse_data, straight from the JSON
+    elif content_type and content_type.startswith("application/json") and payload:
         try:
-            data: Any = orjson.loads(payload)
+            data = orjson.loads(payload)
         except orjson.JSONDecodeError as exc:
             raise InvalidEvent(f"data is not valid JSON: {exc}", attributes.get("id")) from None
     else:

@@ -133,6 +133,9 @@ class Worker:
         self._crashes: OrderedDict[int, int] = OrderedDict()
         # Events waiting for an earlier one of their symbol, kept in progress (see _settle).
         self._parked: list[_Item] = []
+        # A function whose parse reads data only through parse_data says so: the JSON is then
+        # validated straight from the message's bytes (screener.runtime.function.RawJsonParser).
+        self._decode_json = not getattr(function, "parses_json_bytes", False)
 
     @property
     def name(self) -> str:
@@ -385,7 +388,7 @@ class Worker:
     async def _parse(self, msg: Msg) -> _Item | None:
         event: BaseCloudEvent | None = None
         try:
-            event = nats_binding.from_message(msg.headers, msg.data)
+            event = nats_binding.from_message(msg.headers, msg.data, decode_json=self._decode_json)
             payload = self.function.parse(event)
         except InvalidEvent as exc:
             await self._dead_letter(msg, exc.reason, event)

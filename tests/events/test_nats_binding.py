@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from screener.events import nats_binding
-from screener.events.envelope import InvalidEvent, make_event
+from screener.events.envelope import InvalidEvent, make_event, parse_data
 from screener.events.models import Candle, candle_event_id
 from screener.names import TYPE_CANDLE_CLOSED
 
@@ -119,3 +119,27 @@ def test_header_encoding_equals_the_specs_percent_encoding_for_any_text() -> Non
     for _ in range(5000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 16)))
         assert nats_binding.encode_header_value(text) == quote(text, safe=safe), text
+
+
+def test_json_data_left_undecoded_validates_to_the_same_model() -> None:
+    event = candle_event()
+    headers, body = nats_binding.to_binary(event)
+    raw = nats_binding.from_message(headers, body, decode_json=False)
+    assert raw.get_data() == body
+    assert raw.get_attributes() == nats_binding.from_message(headers, body).get_attributes()
+    assert parse_data(raw, Candle) == parse_data(nats_binding.from_message(headers, body), Candle)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"{broken", r"invalid Candle: <data>: Invalid JSON"),
+        (b"[1, 2]", r"invalid Candle: <data>: Input should be an object"),
+        (b'{"symbol": "BTCUSDT"}', r"invalid Candle: open_time: Field required"),
+    ],
+)
+def test_undecoded_json_that_is_not_the_model_raises_invalid_event_naming_the_problem(body: bytes, reason: str) -> None:
+    headers, _ = nats_binding.to_binary(candle_event())
+    raw = nats_binding.from_message(headers, body, decode_json=False)
+    with pytest.raises(InvalidEvent, match=reason):
+        parse_data(raw, Candle)
