@@ -47,9 +47,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-import nats
 import orjson
-import redis.asyncio as aioredis
 from nats.aio.msg import Msg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,16 +55,15 @@ sys.path.insert(0, str(REPO))
 
 from bench.calculator_burst import prepare, symbol_name  # noqa: E402
 from bench.fanout import BenchClient, raise_fd_limit  # noqa: E402
+from bench.fresh_pipeline import fresh_pipeline  # noqa: E402
 from collector.emitter import CandleEmitter  # noqa: E402
 from functions.rules.ruleset import Rule  # noqa: E402
-from functions.rules.store import RULE_COLUMNS, seed_rules  # noqa: E402
+from functions.rules.store import RULE_COLUMNS  # noqa: E402
 from screener.config import Settings, load_settings  # noqa: E402
-from screener.db.migrate import migrate  # noqa: E402
 from screener.embedded.servers import free_port, start_nats, start_postgres, start_redis  # noqa: E402
 from screener.events.models import MINUTE_MS  # noqa: E402
-from screener.names import CONSUMER_CALCULATOR, CONSUMER_RULES, STREAM_METRICS, STREAMS  # noqa: E402
+from screener.names import CONSUMER_RULES, STREAM_METRICS  # noqa: E402
 from screener.runtime.publisher import Publisher  # noqa: E402
-from screener.streams import ensure_consumer, ensure_streams  # noqa: E402
 
 ID_KEY = b'"id":"'
 SERVERS = ("nats-server", "redis-server", "postgres")
@@ -364,23 +361,7 @@ async def measure(
     args: argparse.Namespace, settings: Settings, servers: dict[str, int], variant: Variant
 ) -> list[float]:
     """Run the bursts on ``variant``; print them; return the warm figures (ms)."""
-    conn = await asyncpg.connect(settings.postgres_dsn)
-    await migrate(conn)
-    await seed_rules(conn)
-    await add_bench_rule(conn, args.rule)
-    # A fresh start: the rules' durable positions would otherwise say the minutes are done already.
-    await conn.execute("TRUNCATE alert_history, stream_positions")
-    await conn.close()
-    redis = aioredis.from_url(settings.redis_url)
-    await redis.flushdb()
-    nc = await nats.connect(settings.nats_url)
-    js = nc.jetstream()
-    for stream in STREAMS:
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await js.delete_stream(stream.name)
-    await ensure_streams(js, settings)
-    for consumer in (CONSUMER_CALCULATOR, CONSUMER_RULES):
-        await ensure_consumer(js, consumer, settings)
+    redis, nc, js = await fresh_pipeline(settings, lambda conn: add_bench_rule(conn, args.rule))
     count = args.symbols
     future, last_history = await prepare(redis, count, args.bursts + args.steady_minutes + 1)
     minute_of_alert: dict[str, int] = {}

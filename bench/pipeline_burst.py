@@ -14,28 +14,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import asyncpg
 import nats
 import redis.asyncio as aioredis
 
 from bench.calculator_burst import MetricsCounter, minute_events, prepare
+from bench.fresh_pipeline import fresh_pipeline
 from functions.calculator.function import Calculator
 from functions.rules.function import create as create_rules
-from functions.rules.store import seed_rules
 from screener.config import Settings, load_settings
-from screener.db.migrate import migrate
 from screener.embedded.servers import start_nats, start_postgres, start_redis
 from screener.events.models import MINUTE_MS
-from screener.names import CONSUMER_CALCULATOR, CONSUMER_RULES, STREAM_ALERTS, STREAMS
+from screener.names import CONSUMER_RULES, STREAM_ALERTS
 from screener.runtime.publisher import Publisher
 from screener.runtime.worker import Worker
-from screener.streams import ensure_consumer, ensure_streams
 
 
 async def rules_caught_up(js: nats.js.JetStreamContext, delivered_at_least: int) -> float:
@@ -48,21 +44,7 @@ async def rules_caught_up(js: nats.js.JetStreamContext, delivered_at_least: int)
 
 
 async def measure(args: argparse.Namespace, settings: Settings) -> None:
-    conn = await asyncpg.connect(settings.postgres_dsn)
-    await migrate(conn)
-    await seed_rules(conn)
-    await conn.execute("TRUNCATE alert_history")
-    await conn.close()
-    redis = aioredis.from_url(settings.redis_url)
-    await redis.flushdb()
-    nc = await nats.connect(settings.nats_url)
-    js = nc.jetstream()
-    for stream in STREAMS:
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await js.delete_stream(stream.name)
-    await ensure_streams(js, settings)
-    for consumer in (CONSUMER_CALCULATOR, CONSUMER_RULES):
-        await ensure_consumer(js, consumer, settings)
+    redis, nc, js = await fresh_pipeline(settings)
     count = args.symbols
     future, last_history = await prepare(redis, count, args.bursts + 1)
     counter = MetricsCounter()
