@@ -2,7 +2,8 @@
 
 Only closed bars are stored: the forming bar of each timeframe is the calculator's to build from
 the 1-minute candles. The live source seeds them from Binance's native intervals; the replay
-aggregates them from the recorded minutes it writes before streaming.
+aggregates them from the recorded minutes it writes before streaming; the recorder rolls up the
+later ones as their minutes are stored (``screener.db.bars``).
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import asyncpg
 import numpy as np
 
 from marketdata.klines import FloatArray, IntArray
+from screener.db.bars import INTERVAL_MINUTES
 from screener.events.models import MINUTE_MS
 
 # Timeframes seeded at start (1m bars are the candles themselves) and how many closed bars each
 # keeps: at least 250 for exact indicators, 1h more because change_14d looks 336 hours back.
 SEED_BARS: dict[str, int] = {"5m": 300, "15m": 300, "1h": 400, "4h": 300, "8h": 300, "1d": 300}
-INTERVAL_MINUTES: dict[str, int] = {"5m": 5, "15m": 15, "1h": 60, "4h": 240, "8h": 480, "1d": 1440}
 
 
 class Bar(NamedTuple):

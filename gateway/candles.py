@@ -17,8 +17,8 @@ from typing import Any
 
 import asyncpg
 
-from collector.bars import INTERVAL_MINUTES
 from gateway.precision import Formatter, percent
+from screener.db.bars import INTERVAL_MINUTES
 from screener.events.models import MINUTE_MS
 
 # Binance's kline intervals from 1m to 1d, in minutes.

@@ -69,13 +69,15 @@ async def warm_start(
     *,
     force: bool = False,
     until: Mapping[str, int] | None = None,
+    bars_as_of: Mapping[str, int] | None = None,
 ) -> dict[str, int]:
     """Rebuild the rings of ``symbols`` (None: those with recent candles) that Redis lacks.
 
     With ``force``, rebuild even symbols that have rings (writes are idempotent). ``until`` caps a
     symbol's newest minute loaded: the recorder may have stored minutes the calculator has not
-    computed yet, and rings pushed past them would change what those minutes read. Return the number
-    of minutes written per rebuilt symbol.
+    computed yet, and rings pushed past them would change what those minutes read. The stored bars
+    loaded are those closed before the bar of the newest minute loaded, or of ``bars_as_of``'s
+    minute for the symbols it names. Return the number of minutes written per rebuilt symbol.
     """
     names = list(symbols) if symbols is not None else await recent_symbols(conn)
     todo = names if force else await missing_symbols(redis, names)
@@ -84,20 +86,22 @@ async def warm_start(
     newest = {r["symbol"]: _ms(r["newest"]) for r in await conn.fetch(_NEWEST, todo)}
     if until is not None:
         newest = {s: min(ms, until[s]) if s in until else ms for s, ms in newest.items()}
+    as_of = {**newest, **(bars_as_of or {})}
     store = CandleStore(redis)
     written: dict[str, int] = {}
     for start in range(0, len(todo), SYMBOLS_PER_ROUND_TRIP):
-        chunk = [s for s in todo[start : start + SYMBOLS_PER_ROUND_TRIP] if s in newest]
+        chunk = [s for s in todo[start : start + SYMBOLS_PER_ROUND_TRIP] if s in as_of]
         candles: list[Candle] = []
         seeds: list[tuple[str, SeedBar]] = []
         for symbol in chunk:
-            last = newest[symbol]
-            rows = await conn.fetch(
-                _CANDLES, symbol, _instant(last - _LAPS_OF_MINUTES * layout.CAPACITY * MINUTE_MS), _instant(last)
-            )
+            rows = []
+            if (last := newest.get(symbol)) is not None:
+                rows = await conn.fetch(
+                    _CANDLES, symbol, _instant(last - _LAPS_OF_MINUTES * layout.CAPACITY * MINUTE_MS), _instant(last)
+                )
             candles += [_candle(symbol, row) for row in rows]
             written[symbol] = len(rows)
-            seeds += [(symbol, bar) for bar in await _seed_bars(conn, symbol, last)]
+            seeds += [(symbol, bar) for bar in await _seed_bars(conn, symbol, as_of[symbol])]
         await store.write(candles, read_back=False, seeds=seeds)
     log.info("warm start: rebuilt %d symbols from PostgreSQL (%d minutes)", len(written), sum(written.values()))
     return written

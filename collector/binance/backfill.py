@@ -14,10 +14,11 @@ from typing import Never
 
 from tqdm import tqdm
 
-from collector.bars import INTERVAL_MINUTES, SEED_BARS, Bar
+from collector.bars import SEED_BARS, Bar
 from collector.binance.ledger import MinuteLedger
 from collector.binance.models import BinanceKline, MalformedFrame, to_candle
 from collector.binance.rest import KLINES_MAX_LIMIT, BinanceRest
+from screener.db.bars import INTERVAL_MINUTES
 from screener.events.models import MINUTE_MS, Candle
 
 log = logging.getLogger(__name__)
@@ -113,24 +114,24 @@ async def seed_bars(rest: BinanceRest, symbols: Sequence[str], now_ms: int, *, c
     """Fetch the closed higher-timeframe bars of ``symbols`` from Binance's native intervals.
 
     One request per symbol and timeframe (``SEED_BARS`` bars, weight 2 each), in the background
-    half of the weight budget so gap fills of live minutes are never delayed by it.
+    half of the weight budget so gap fills of live minutes are never delayed by it. The live
+    collector seeds each symbol just before its first backfilled minutes (the backfill's progress
+    covers it).
     """
     semaphore = asyncio.Semaphore(concurrency)
     bars: list[Bar] = []
-    with _progress(len(symbols) * len(SEED_BARS), "seed bars", "req") as bar:
 
-        async def one(symbol: str, interval: str) -> None:
-            async with semaphore:
-                rows = await rest.klines(symbol, interval, limit=SEED_BARS[interval] + 1, background=True)
-            span = INTERVAL_MINUTES[interval] * MINUTE_MS
-            for row in rows:
-                if int(row[0]) + span <= now_ms:  # closed bars only
-                    bars.append(
-                        Bar(symbol, interval, int(row[0]), float(row[1]), float(row[2]), float(row[3]),
-                            float(row[4]), float(row[5]), float(row[7]))
-                    )  # fmt: skip
-            bar.update(1)
+    async def one(symbol: str, interval: str) -> None:
+        async with semaphore:
+            rows = await rest.klines(symbol, interval, limit=SEED_BARS[interval] + 1, background=True)
+        span = INTERVAL_MINUTES[interval] * MINUTE_MS
+        for row in rows:
+            if int(row[0]) + span <= now_ms:  # closed bars only
+                bars.append(
+                    Bar(symbol, interval, int(row[0]), float(row[1]), float(row[2]), float(row[3]),
+                        float(row[4]), float(row[5]), float(row[7]))
+                )  # fmt: skip
 
-        await asyncio.gather(*(one(s, i) for s in symbols for i in SEED_BARS))
-    log.info("seeded %d bars of %d symbols", len(bars), len(symbols))
+    await asyncio.gather(*(one(s, i) for s in symbols for i in SEED_BARS))
+    log.debug("seeded %d bars of %d symbols", len(bars), len(symbols))
     return bars

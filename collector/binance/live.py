@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -106,6 +106,7 @@ class LiveCollector:
         self.rest = rest or BinanceRest(session, settings.binance_rest_url, clock)
         self.symbols: set[str] = set()
         self.ready = asyncio.Event()  # set once the first backfill is done
+        self._seeded: set[str] = set()  # symbols whose bars were seeded (or tried) by this process
         self._emitter = emitter
         self._session = session
         self._clock = clock
@@ -130,7 +131,7 @@ class LiveCollector:
         """Collect until cancelled."""
         symbols = await fetch_symbols(self.rest, fixed=self.settings.symbols, top_n=self.settings.top_n)
         log.info("collecting %d symbols", len(symbols))
-        await self.apply_symbols(symbols, seed=False)
+        await self.apply_symbols(symbols)
         self._tasks = [
             asyncio.create_task(self._publish_loop(), name="collector-publish"),
             asyncio.create_task(self._sweep_loop(), name="collector-sweep"),
@@ -143,7 +144,6 @@ class LiveCollector:
             except BinanceRestError as exc:
                 log.warning("initial backfill failed, retrying on the next sweep: %s", exc)
             self.ready.set()
-            await self._seed(sorted(self.symbols))
             await asyncio.gather(*self._tasks)
         finally:
             await self.close()
@@ -163,7 +163,7 @@ class LiveCollector:
 
     # --- symbols ---------------------------------------------------------------------------------
 
-    async def apply_symbols(self, wanted: Sequence[str], *, seed: bool = True) -> None:
+    async def apply_symbols(self, wanted: Sequence[str]) -> None:
         """Follow a new symbol list: subscribe the additions, unsubscribe the removals."""
         added = sorted(set(wanted) - self.symbols)
         removed = sorted(self.symbols - set(wanted))
@@ -189,8 +189,6 @@ class LiveCollector:
             log.info("symbols: +%d %s, -%d %s", len(added), added[:10], len(removed), removed[:10])
         if added:
             self._sweep_now.set()
-            if seed:
-                await self._seed(added)
 
     async def _track(self, symbols: Sequence[str]) -> None:
         first = last_closed_minute(self._clock.now_ms()) - (self.settings.backfill_minutes - 1) * MINUTE_MS
@@ -264,13 +262,23 @@ class LiveCollector:
                 s.rotations, rest.requests, rest.throttled, rest.banned,
             )  # fmt: skip
 
-    async def _seed(self, symbols: Sequence[str]) -> None:
-        if self._pool is None or not symbols:
+    async def _seed(self, symbols: Iterable[str]) -> None:
+        """Store the closed higher-timeframe bars of the ``symbols`` not seeded yet by this process.
+
+        Called before a symbol's first backfilled minutes are published: the calculator rebuilds a
+        symbol's rings from ``bars`` when its first minutes arrive, so bars stored later would never
+        reach them, and whether they had would depend on timing (two identical pipelines computed
+        different metrics). Tried once per symbol: a failure is logged and its metrics start from
+        the minutes alone rather than holding them back.
+        """
+        todo = sorted(set(symbols) - self._seeded)
+        if self._pool is None or not todo:
             return
+        self._seeded.update(todo)
         try:
-            bars = await seed_bars(self.rest, symbols, self._clock.now_ms())
+            bars = await seed_bars(self.rest, todo, self._clock.now_ms())
         except BinanceRestError as exc:
-            log.warning("seeding bars failed: %s", exc)
+            log.warning("seeding bars of %d symbols failed: %s", len(todo), exc)
             return
         async with self._pool.acquire() as conn:
             await upsert_bars(conn, bars)
@@ -474,6 +482,7 @@ class LiveCollector:
             self.ledger.done(candle.symbol, [candle.open_time])
 
     async def _publish_backfill(self, candles: Sequence[Candle]) -> None:
+        await self._seed({c.symbol for c in candles})
         # Held stream candles older than the newest filled minute go out in the same batch, in
         # time order: a REST span can straddle a minute the stream delivered while it was held.
         items: list[tuple[Candle, int | None]] = [(c, None) for c in candles]

@@ -20,9 +20,10 @@ import logging
 
 import asyncpg
 
-from collector.bars import INTERVAL_MINUTES, SEED_BARS, aggregate_bars, upsert_bars
+from collector.bars import SEED_BARS, aggregate_bars, upsert_bars
 from collector.replay.market import ReplayMarket
 from functions.recorder.store import insert_records
+from screener.db.bars import INTERVAL_MINUTES
 from screener.db.partitions import PartitionCache
 from screener.events.models import MINUTE_MS
 

@@ -277,15 +277,21 @@ class Calculator:
         assert self._postgres is not None
         positions = await self.sequencer.positions(missing)
         until: dict[str, int] = {}
+        first: dict[str, int] = {}
         for candle in candles:
             until[candle.symbol] = max(until.get(candle.symbol, 0), candle.open_time)
+            first[candle.symbol] = min(first.get(candle.symbol, candle.open_time), candle.open_time)
         for symbol, position in positions.items():
             if position is not None:
                 until[symbol] = max(until.get(symbol, 0), position.minute)
+        # A symbol never computed gets the stored bars closed before the bar of its first minute;
+        # later bars are built from its minutes. Anchored at the end of its first batch instead,
+        # its rings would depend on how the stream fell into batches, which varies with timing.
+        bars_as_of = {s: minute for s, minute in first.items() if positions.get(s) is None}
         # A symbol with neither is not loaded: nothing says how far it may go (its first batch will).
         if until:
             async with self._postgres.acquire() as conn:
-                await warm_start(self._redis, conn, sorted(until), force=True, until=until)
+                await warm_start(self._redis, conn, sorted(until), force=True, until=until, bars_as_of=bars_as_of)
         self.candles.forget()
         # A symbol PostgreSQL has never seen gets new rings with its batch's candles; one with no
         # candles here (a forming minute, a preload) stays absent until its first closed minute.

@@ -1,4 +1,8 @@
-"""Write candles into ``candles_1m``: batched through COPY, idempotent through ON CONFLICT DO NOTHING."""
+"""Write candles into ``candles_1m``: batched through COPY, idempotent through ON CONFLICT DO NOTHING.
+
+The recorder also rolls the ``bars`` they close up from them, in the same transaction
+(``screener.db.bars``).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from collections.abc import Iterable, Sequence
 
 import asyncpg
 
+from screener.db.bars import roll_up_statements
 from screener.db.partitions import PartitionCache
 from screener.events.models import Candle
 
@@ -30,6 +35,7 @@ SELECT symbol, to_timestamp(open_time / 1000.0), open, high, low, close, volume,
 FROM {_STAGE}
 ON CONFLICT (symbol, open_time) DO NOTHING
 """
+_ROLL_UPS = roll_up_statements(_STAGE)
 
 
 def unique_candles(candles: Iterable[Candle]) -> list[Candle]:
@@ -52,18 +58,23 @@ def candle_record(c: Candle) -> CandleRecord:
 
 
 async def insert_candles(conn: asyncpg.Connection, candles: Sequence[Candle], partitions: PartitionCache) -> int:
-    """Insert ``candles`` that are not stored yet; return how many rows were new.
+    """Insert ``candles`` that are not stored yet and roll up the bars they close; return how many rows were new.
 
     A candle already stored is left as it is: a closed minute is final, so a second copy (a
     redelivery, a REST backfill of a minute the stream delivered) is equal to the first.
     """
-    return await insert_records(conn, [candle_record(c) for c in unique_candles(candles)], partitions)
+    records = [candle_record(c) for c in unique_candles(candles)]
+    return await insert_records(conn, records, partitions, roll_up_bars=True)
 
 
-async def insert_records(conn: asyncpg.Connection, records: Sequence[CandleRecord], partitions: PartitionCache) -> int:
+async def insert_records(
+    conn: asyncpg.Connection, records: Sequence[CandleRecord], partitions: PartitionCache, *, roll_up_bars: bool = False
+) -> int:
     """Insert rows of ``CANDLE_COLUMNS`` (unique per symbol and open time); return how many were new.
 
-    The bulk path of the replay warm-up, which has rows rather than ``Candle`` objects.
+    The bulk path of the replay warm-up, which has rows rather than ``Candle`` objects (and writes
+    its bars itself). With ``roll_up_bars``, every bar of ``bars`` the rows touch is rolled up
+    again once whole, in the same transaction: a redelivered batch writes the same bars.
     """
     if not records:
         return 0
@@ -72,4 +83,7 @@ async def insert_records(conn: asyncpg.Connection, records: Sequence[CandleRecor
         await conn.execute(_CREATE_STAGE)
         await conn.copy_records_to_table(_STAGE, records=records, columns=CANDLE_COLUMNS)
         status = await conn.execute(_INSERT)
+        if roll_up_bars:
+            for statement, roll_up in _ROLL_UPS:
+                await conn.execute(statement, *roll_up.arguments)
     return int(status.rsplit(" ", 1)[-1])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 from nats.js import JetStreamContext
 
+from collector.bars import SEED_BARS
 from collector.binance.connection import KlineConnection
 from collector.binance.live import LiveCollector, LiveTuning
 from collector.binance.models import BinanceKlineEvent
@@ -290,7 +291,7 @@ async def test_start_fetches_only_the_minutes_not_already_stored(
         try:
             async with asyncio.timeout(30):
                 await collector.ready.wait()
-            await until(lambda: bar_series(pg, 5 * 6))  # seeded after the backfill
+            await until(lambda: bar_series(pg, 5 * 6))  # seeded with the backfill
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -300,6 +301,54 @@ async def test_start_fetches_only_the_minutes_not_already_stored(
     missing_tail = {first + 7 * MINUTE_MS, first + 8 * MINUTE_MS}
     expected = {(s, t) for s in symbols for t in missing_tail} | {(symbols[0], first + 3 * MINUTE_MS)}
     assert emitted == expected
+
+
+class SeedCheckingEmitter(CandleEmitter):
+    """The collector's emitter, noting per symbol whether its bars were stored before its first candle."""
+
+    def __init__(self, publisher: Publisher, pool: asyncpg.Pool) -> None:
+        super().__init__(publisher)
+        self._pool = pool
+        self.seeded_first: dict[str, bool] = {}
+
+    async def emit_closed(self, candles: Sequence[Candle], event_times: Sequence[int | None] | None = None) -> int:
+        for symbol in sorted({c.symbol for c in candles} - self.seeded_first.keys()):
+            intervals = await self._pool.fetchval("SELECT count(DISTINCT interval) FROM bars WHERE symbol = $1", symbol)
+            self.seeded_first[symbol] = intervals == len(SEED_BARS)
+        return await super().emit_closed(candles, event_times)
+
+
+async def test_each_symbols_bars_are_stored_before_its_first_candle_is_published(
+    series_2026: dict[str, KlineSeries],
+    fake_binance: FakeFactory,
+    jetstream: JetStreamContext,
+    nats_url: str,
+    postgres_dsn: str,
+) -> None:
+    """The calculator rebuilds a new symbol's rings from ``bars`` when its first minutes arrive: bars
+    stored after that never reach the rings, and whether they had depended on timing."""
+    market = ReplayMarket(series_2026, virtual_symbols=5)
+    clock = market_clock(market)
+    server = await fake_binance(market, clock)
+    settings = load_settings(
+        {}, nats_url=nats_url, postgres_dsn=postgres_dsn, binance_rest_url=server.rest_url,
+        binance_ws_url=server.ws_url, backfill_minutes=30,
+    )  # fmt: skip
+    await ensure_streams(jetstream, settings)
+    pool = await asyncpg.create_pool(postgres_dsn, min_size=1, max_size=3)
+    assert pool is not None
+    emitter = SeedCheckingEmitter(Publisher(jetstream), pool)
+    async with aiohttp.ClientSession() as session:
+        collector = LiveCollector(settings, emitter, session, clock, pool=pool, tuning=FAST)
+        task = asyncio.create_task(collector.run())
+        try:
+            async with asyncio.timeout(30):
+                await collector.ready.wait()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await pool.close()
+    assert emitter.seeded_first == dict.fromkeys(sorted(market.symbols), True)
 
 
 async def test_a_new_listing_is_backfilled_from_its_first_minute_and_not_asked_for_before_it(

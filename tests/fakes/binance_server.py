@@ -30,10 +30,11 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from collector.bars import INTERVAL_MINUTES, aggregate_bars
+from collector.bars import aggregate_bars
 from collector.binance.rest import klines_weight
 from collector.clock import SimulatedClock
 from collector.replay.market import ReplayMarket, Track
+from screener.db.bars import INTERVAL_MINUTES
 from screener.events.models import MINUTE_MS, Candle
 
 WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"

@@ -6,12 +6,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
+import numpy as np
 import pytest
 import redis.asyncio as aioredis
 from cloudevents.core.base import BaseCloudEvent
 
+from collector.bars import aggregate_bars, upsert_bars
 from functions.calculator.compute import compute_snapshots
 from functions.calculator.function import Calculator
+from screener.db.bars import INTERVAL_MINUTES
 from screener.events.envelope import InvalidEvent, make_event
 from screener.events.models import MINUTE_MS, Candle, MetricsSnapshot, candle_event_id, metrics_event_id
 from screener.names import (
@@ -230,6 +233,31 @@ async def test_a_restart_rebuilds_lost_rings_only_up_to_the_last_durable_minute(
     finally:
         await pool.close()
     assert MetricsSnapshot.model_validate(event.get_data()) == MetricsSnapshot.model_validate(expected.get_data())
+
+
+async def test_a_new_symbols_first_metrics_do_not_depend_on_how_far_the_recorder_has_got(
+    redis_client: aioredis.Redis, pg: asyncpg.Connection, postgres_dsn: str, near: list[Candle]
+) -> None:
+    # A live start: ``bars`` holds the seeded bars before the first minute; the calculator's first
+    # batch rebuilds the rings while the recorder stores the same minutes. Whether it has stored none
+    # of them yet or all, the rings get the same seeds (two identical pipelines computed different
+    # metrics: with no stored minute, no seed was loaded at all).
+    history, stream = near[:1000], near[1000:1060]
+    times = np.array([c.open_time for c in history], dtype=np.int64)
+    values = np.array([[c.open, c.high, c.low, c.close, c.volume, c.quote_volume] for c in history])
+    end = stream[0].open_time
+    await upsert_bars(pg, [b for i in INTERVAL_MINUTES for b in aggregate_bars("NEARUSDT", i, times, values, end)])
+    pool = await asyncpg.create_pool(postgres_dsn, min_size=1, max_size=2)
+    try:
+        before_recorder = await handled(Calculator(redis_client, postgres=pool), stream)
+        await redis_client.flushdb()
+        await record(pg, stream)
+        after_recorder = await handled(Calculator(redis_client, postgres=pool), stream)
+    finally:
+        await pool.close()
+    assert len(before_recorder) == len(stream)
+    assert [e.get_data() for e in before_recorder] == [e.get_data() for e in after_recorder]
+    assert MetricsSnapshot.model_validate(before_recorder[-1].get_data()).timeframes["1h"].rsi_14 is not None
 
 
 async def test_a_batch_spanning_hours_gives_the_metrics_of_minute_by_minute_batches(

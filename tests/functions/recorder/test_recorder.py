@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,12 +11,14 @@ import asyncpg
 import pytest
 from nats.js import JetStreamContext
 
+from collector.bars import aggregate_bars
 from collector.emitter import CandleEmitter, closed_candle_event
 from functions.recorder.function import Recorder
 from marketdata.klines import read_klines
 from screener.config import load_settings
+from screener.db.bars import INTERVAL_MINUTES
 from screener.events.envelope import InvalidEvent, make_event
-from screener.events.models import Candle
+from screener.events.models import MINUTE_MS, Candle
 from screener.names import EVENT_SOURCE_COLLECTOR, TYPE_CANDLE_FORMING
 from screener.runtime.function import Delivery
 from screener.runtime.publisher import Publisher
@@ -153,3 +156,35 @@ async def test_concurrent_writers_creating_the_same_day_partition_both_succeed(
         for recorder in recorders:
             await recorder.close()
     assert await pg.fetchval("SELECT count(*) FROM candles_1m") == 5 * 8
+
+
+BAR_COLUMNS = "interval, (extract(epoch from open_time) * 1000)::bigint AS open_time, open, high, low, close, volume"
+
+
+async def test_bars_are_rolled_up_as_their_minutes_are_stored_in_any_order(
+    recorder: Recorder, pg: asyncpg.Connection, klines_dir: Path
+) -> None:
+    """Two days of minutes, from mid-bar, stored in shuffled batches with redeliveries: every bar whose
+    first and last minutes are stored is in ``bars``, equal to the bar the replay aggregates from
+    the same minutes (a Redis flush days into a run rebuilds its rings from these), and no other."""
+    series = read_klines(klines_dir / "binance-um-2026-02" / "ALGOUSDT-1m-2026-02.csv.gz")
+    start = series.first_open_time + 1440 * MINUTE_MS + 37 * MINUTE_MS  # inside every kind of bar
+    minutes = list(series.candles(start, start + 2 * 1440 * MINUTE_MS))
+    batches = [minutes[i : i + 97] for i in range(0, len(minutes), 97)]
+    random.Random(7).shuffle(batches)
+    for batch in batches + batches[:5]:  # the last five again: redeliveries
+        await recorder.handle(deliveries(recorder, batch))
+
+    first, last = minutes[0].open_time, minutes[-1].open_time
+    index = slice(series.index_of(first), (series.index_of(last) or 0) + 1)
+    expected = {
+        (bar.interval, bar.open_time): (bar.open, bar.high, bar.low, bar.close, bar.volume)
+        for interval in INTERVAL_MINUTES
+        for bar in aggregate_bars("ALGOUSDT", interval, series.open_time[index], series.values[index], last + MINUTE_MS)
+    }
+    rows = await pg.fetch(f"SELECT {BAR_COLUMNS} FROM bars WHERE symbol = 'ALGOUSDT'")
+    got = {(r["interval"], r["open_time"]): (r["open"], r["high"], r["low"], r["close"], r["volume"]) for r in rows}
+    assert got.keys() == expected.keys()
+    assert {k: v[:4] for k, v in got.items()} == {k: v[:4] for k, v in expected.items()}  # open, high, low, close
+    assert all(got[k][4] == pytest.approx(v[4], rel=1e-12) for k, v in expected.items())  # sums in another order
+    assert {interval for interval, _ in got} == set(INTERVAL_MINUTES)
