@@ -154,7 +154,9 @@ class Notifier:
         """Log a pending delivery per recipient webhook and queue it; emit nothing."""
         alerts = list({d.payload.id: d.payload for d in batch}.values())
         try:
-            jobs = await store.find_recipients(self._db, alerts, self._monotonic())
+            jobs = await store.find_recipients(
+                self._db, alerts, self._monotonic(), paid_only=self._settings.billing_enabled, now=self._clock()
+            )
             owned = await store.claim_new(self._db, [job.key for job in jobs], self._clock(), self._lease)
         except Exception as exc:
             if store.is_unavailable(exc):
@@ -176,11 +178,18 @@ class Notifier:
         claims = await store.claim_stale(
             self._db, self._clock(), self._lease, self._redrive_limit, observed_at=self._monotonic()
         )
+        jobs = claims.jobs
+        if self._settings.billing_enabled and jobs:
+            # A plan may have ended while the delivery waited for a dead process's lease to run out.
+            allowed = await store.entitled_owners(self._db, (job.webhook.user_id for job in jobs), self._clock())
+            ended = [job for job in jobs if job.webhook.user_id not in allowed]
+            claims.unusable.extend((job.key, "the owner's plan has ended") for job in ended)
+            jobs = [job for job in jobs if job.webhook.user_id in allowed]
         for key, reason in claims.unusable:
             await store.record_result(self._db, key, DeliveryResult("skipped", 0, None, reason), self._clock())
         if claims.missing:
             log.warning("notifier: %d pending deliveries wait for their alert in alert_history", len(claims.missing))
-        queued = sum(self._dispatcher.submit(job) for job in claims.jobs)
+        queued = sum(self._dispatcher.submit(job) for job in jobs)
         if queued:
             log.info("notifier: re-driving %d pending deliveries", queued)
         return queued
