@@ -23,7 +23,8 @@ it also plays Whop's hosted checkout for a browser: ``purchase_url`` points at t
 browser (303) to the configuration's ``redirect_url``, as Whop does after a hosted checkout. The
 webhook events of a payment go to ``--webhook-url`` (unless ``--payment-webhooks never``: Whop's
 webhook lost, only the client's confirm activates the buyer). The back office is a small JSON API
-under ``/_fake/`` (``GET /_fake/state``; ``POST /_fake/memberships/<id>/{cancel,resume,deactivate,renew}``,
+under ``/_fake/`` (``GET /_fake/state``; ``POST /_fake/memberships/<id>/<action>``, the action one of
+``cancel, resume, deactivate, renew, activate, went_valid, went_invalid``;
 ``POST /_fake/payments/<id>/refund``), each action delivering its event and answering the delivery.
 """
 
@@ -216,10 +217,12 @@ class FakeWhop:
 
     # --- the back office (standalone) -------------------------------------------------------------
     async def _state(self, request: web.Request) -> web.Response:
-        deliveries = [
-            {"webhook_id": d.webhook_id, "type": json.loads(d.body)["type"] if d.body else None, "status": d.status}
-            for d in self.deliveries
-        ]
+        deliveries = []
+        for d in self.deliveries:
+            event = json.loads(d.body) if d.body else {}
+            deliveries.append(
+                {"webhook_id": d.webhook_id, "type": event.get("type") or event.get("action"), "status": d.status}
+            )
         return web.json_response(
             {
                 "checkouts": list(self.checkouts.values()),
@@ -237,6 +240,8 @@ class FakeWhop:
             "deactivate": lambda: self.deactivate(membership_id),
             "renew": lambda: self.renew(membership_id),
             "activate": lambda: self.activate(membership_id),
+            "went_valid": lambda: self.legacy_event("membership.went_valid", membership_id),
+            "went_invalid": lambda: self.legacy_event("membership.went_invalid", membership_id),
         }
         action = actions.get(request.match_info["action"])
         if membership_id not in self.memberships or action is None:
@@ -359,6 +364,36 @@ class FakeWhop:
             },
         }
         return self.event("refund.created", refund)
+
+    def legacy_event(self, event_type: str, membership_id: str) -> dict[str, Any]:
+        """Return a v2 (legacy) membership event, ``membership.went_valid`` or ``went_invalid``.
+
+        The v2 body names its event ``action`` and its membership differs from v1's: ``plan``,
+        ``product`` and ``user`` are id strings, ``valid`` says whether it grants access, instants are
+        Unix seconds. The delivery is signed like any other.
+        """
+        membership = self.memberships[membership_id]
+
+        def seconds(text: str) -> int:
+            return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
+
+        data = {
+            "id": membership_id,
+            "plan": membership["plan"]["id"],
+            "product": membership["product"]["id"],
+            "user": membership["user"]["id"],
+            "status": membership["status"],
+            "valid": membership["status"] in ("trialing", "active", "past_due", "canceling"),
+            "cancel_at_period_end": membership["cancel_at_period_end"],
+            "renewal_period_start": seconds(membership["renewal_period_start"]),
+            "renewal_period_end": seconds(membership["renewal_period_end"]),
+            "expires_at": None,
+            "created_at": seconds(membership["created_at"]),
+            "manage_url": membership["manage_url"],
+            "metadata": dict(membership["metadata"]),
+            "quantity": 1,
+        }
+        return {"id": self._id("msg"), "action": event_type, "api_version": "v2", "data": data}
 
     def event(self, event_type: str, data: dict[str, Any], *, at: datetime | None = None) -> dict[str, Any]:
         """Return a webhook event as Whop's v1 payload has it."""
