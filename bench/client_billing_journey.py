@@ -13,7 +13,9 @@ and the client built by Vite against that gateway and served on its own origin. 
    (Whop's payment webhooks are held back, so only the client's confirm can activate the buyer);
 3. the billing page shows the plan and the "Manage on Whop" link; the screener opens, a watchlist
    star is saved (no 403) and is still there after a reload;
-4. Whop's back office: a cancellation at the period's end (webhook) gives the client's "canceled"
+4. the TradingView add-on is bought from the billing page the same way, and the TradingView
+   username saved;
+5. Whop's back office: a cancellation at the period's end (webhook) gives the client's "canceled"
    banner; the membership ending (webhook) sends the client back to its pricing page and the API
    refuses the watchlist again.
 
@@ -323,10 +325,34 @@ async def drive(journey: Journey) -> None:
             f"{status} {saved}, no 403 ({await _shot(page, journey, 'screener')})",
         )
 
-        # 5. Whop's back office: cancel at the period's end, then the membership ends.
+        # 5. The TradingView add-on, bought from the billing page while the plan runs.
+        await page.goto(journey.client + "/billing")
+        async with page.expect_navigation(url=f"{journey.whop}/checkout/**"):
+            await page.get_by_role("button", name="$19.99/mo").click()
+        async with page.expect_response(lambda r: r.url.startswith(journey.gateway + "/api/refresh"), timeout=30_000):
+            await page.click("#pay")
+        username = page.get_by_placeholder("Your TradingView username")
+        await username.wait_for(timeout=20_000)
+        await username.fill("journey_trader")
+        async with page.expect_response(lambda r: "/api/settings/tv-username" in r.url) as saved_name:
+            await page.get_by_role("button", name="Save").click()
+        status, with_addon = await _api(page, "GET", "/api/billing", journey.gateway)
+        wanted = {"status": "active", "plan": "monthly", "tv_addon_active": True, "tv_username": "journey_trader"}
+        if {key: with_addon.get(key) for key in wanted} != wanted:
+            raise JourneyFailed(f"after the add-on's checkout, /api/billing says {with_addon}")
+        journey.step(
+            "TradingView add-on from the billing page",
+            f"POST /api/checkout {journey.calls('POST', '/api/checkout')}, POST /api/billing/confirm "
+            f"{journey.calls('POST', '/api/billing/confirm')}, GET /api/billing {status}: plan "
+            f"{with_addon['plan']!r} tv_addon_active {with_addon['tv_addon_active']}, "
+            f"PUT /api/settings/tv-username {(await saved_name.value).status} "
+            f"({await _shot(page, journey, 'tv-addon')})",
+        )
+
+        # 6. Whop's back office: the screener plan is canceled at the period's end, then it ends.
         membership = billing["whop_membership_id"]
         canceled = _get_json(f"{journey.whop}/_fake/memberships/{membership}/cancel", "POST")
-        await page.reload()
+        await page.goto(journey.client + "/app")
         await _text(page, "Your subscription is canceled")
         # The client draws this banner above its app, whose header is fixed at the top: say whether it is seen.
         covered = await page.get_by_text("Your subscription is canceled").first.evaluate(
