@@ -146,7 +146,11 @@ async def test_an_expired_owners_webhook_gets_no_alert_when_billing_is_on(
 
 
 async def test_a_pending_delivery_of_an_owner_whose_plan_ended_is_skipped_on_redrive(
-    postgres_dsn: str, pool: asyncpg.Pool, http: aiohttp.ClientSession, pg: asyncpg.Connection, receiver: WebhookReceiver
+    postgres_dsn: str,
+    pool: asyncpg.Pool,
+    http: aiohttp.ClientSession,
+    pg: asyncpg.Connection,
+    receiver: WebhookReceiver,
 ) -> None:
     paying = await _account(pg, "active")
     lapsed = await _account(pg, "canceled_and_over")
