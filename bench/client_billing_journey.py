@@ -9,8 +9,10 @@ and the client built by Vite against that gateway and served on its own origin. 
 
 1. signs up: the client shows its pricing page, and the API refuses the watchlist (403);
 2. picks a plan: the browser goes to the checkout page, pays, and Whop sends it back to
-   ``/billing?session=<ref>``; the client calls ``POST /api/billing/confirm`` then ``POST /api/refresh``
-   (Whop's payment webhooks are held back, so only the client's confirm can activate the buyer);
+   ``/billing?session=<ref>`` (``--return-path /app``: to the screener, whose guard confirms); the
+   client calls ``POST /api/billing/confirm`` then ``POST /api/refresh``. Whop's payment webhooks are
+   held back, so only the client's confirm can activate the buyer (``--payment-webhooks now``: they
+   race the confirm);
 3. the billing page shows the plan and the "Manage on Whop" link; the screener opens, a watchlist
    star is saved (no 403) and is still there after a reload;
 4. the TradingView add-on is bought from the billing page the same way, and the TradingView
@@ -76,6 +78,8 @@ class Journey:
     shots: Path
     responses: list[tuple[str, str, int]] = field(default_factory=list)  # method, path, status
     step_number: int = 0
+    return_path: str = "/billing"  # where Whop sends the buyer back (client.md: /billing or /app)
+    payment_webhooks: bool = False  # whether Whop's payment webhooks reach the gateway (else only confirm)
     email: str = field(default_factory=lambda: f"buyer-{secrets.token_hex(4)}@example.com")
 
     def step(self, title: str, result: str) -> None:
@@ -273,11 +277,14 @@ async def drive(journey: Journey) -> None:
             f"({await _shot(page, journey, 'whop-checkout')})",
         )
 
-        # 3. Pay: Whop sends the browser back to /billing?session=<ref>; the client confirms and refreshes.
+        # 3. Pay: Whop sends the browser back to <return path>?session=<ref>; the client confirms and refreshes.
         async with page.expect_response(lambda r: r.url.startswith(journey.gateway + "/api/refresh"), timeout=30_000):
             await page.click("#pay")
         landed = page.url
-        await _text(page, "Manage on Whop")
+        if journey.return_path == "/app":  # SubscriptionGuard confirmed: the screener opens
+            await page.locator("[aria-label='Add to watchlist']:visible").first.wait_for(timeout=60_000)
+        else:
+            await _text(page, "Manage on Whop")
         confirms = journey.calls("POST", "/api/billing/confirm")
         refreshes = journey.calls("POST", "/api/refresh")
         if not confirms or confirms[-1] != 200 or not refreshes or refreshes[-1] != 200:
@@ -285,15 +292,18 @@ async def drive(journey: Journey) -> None:
         status, me = await _api(page, "GET", "/api/me", journey.gateway)
         if me.get("status") != "active" or me.get("plan") != "monthly":
             raise JourneyFailed(f"after confirm, /api/me says {me}")
+        webhooks = [(d["type"], d["status"]) for d in _get_json(journey.whop + "/_fake/state")["deliveries"]]
+        if bool(webhooks[delivered_before:]) != journey.payment_webhooks:
+            raise JourneyFailed(f"Whop's payment webhooks (wanted: {journey.payment_webhooks}): {webhooks}")
         journey.step(
             "pay and come back",
             f"back at {landed}, POST /api/billing/confirm {confirms}, POST /api/refresh {refreshes}, "
-            f"user {me['status']!r} plan {me['plan']!r} until {me['plan_expires_at']} "
-            f"({await _shot(page, journey, 'billing-page')})",
+            f"Whop's webhooks {webhooks[delivered_before:] or 'held back'}, user {me['status']!r} plan "
+            f"{me['plan']!r} until {me['plan_expires_at']} ({await _shot(page, journey, 'back-from-whop')})",
         )
-        state = _get_json(journey.whop + "/_fake/state")
-        if state["deliveries"][delivered_before:]:
-            raise JourneyFailed(f"Whop's payment webhooks were to be held back: {state['deliveries']}")
+        if journey.return_path == "/app":
+            await page.goto(journey.client + "/billing")
+            await _text(page, "Manage on Whop")
         status, billing = await _api(page, "GET", "/api/billing", journey.gateway)
         journey.step(
             "billing page",
@@ -331,6 +341,9 @@ async def drive(journey: Journey) -> None:
             await page.get_by_role("button", name="$19.99/mo").click()
         async with page.expect_response(lambda r: r.url.startswith(journey.gateway + "/api/refresh"), timeout=30_000):
             await page.click("#pay")
+        if journey.return_path == "/app":  # back on the screener: the username is set on the billing page
+            await page.locator("[aria-label='Remove from watchlist']:visible").first.wait_for(timeout=60_000)
+            await page.goto(journey.client + "/billing")
         username = page.get_by_placeholder("Your TradingView username")
         await username.wait_for(timeout=20_000)
         await username.fill("journey_trader")
@@ -383,25 +396,31 @@ async def drive(journey: Journey) -> None:
         await browser.close()
 
 
-async def run(frontend: Path, shots: Path, dist: Path | None = None) -> Journey:
+async def run(frontend: Path, shots: Path, *, return_path: str = "/billing", payment_webhooks: bool = False) -> Journey:
     """Start the fake Whop, ``screener up`` and the client; drive the journey; stop everything."""
     await asyncio.to_thread(shots.mkdir, parents=True, exist_ok=True)
     gateway_port, client_port, whop_port = free_port(), free_port(), free_port()
     journey = Journey(
-        f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{client_port}", f"http://127.0.0.1:{whop_port}", shots
+        f"http://127.0.0.1:{gateway_port}",
+        f"http://127.0.0.1:{client_port}",
+        f"http://127.0.0.1:{whop_port}",
+        shots,
+        return_path=return_path,
+        payment_webhooks=payment_webhooks,
     )
     with tempfile.TemporaryDirectory(prefix="billing-journey-") as tmp:
         work = Path(tmp)
         started = time.monotonic()
-        out = dist or work / "dist"
-        if dist is None:
-            await asyncio.to_thread(build_client, frontend, journey.gateway, out)
+        out = work / "dist"
+        await asyncio.to_thread(build_client, frontend, journey.gateway, out)
         journey.step("build the client", f"vite build against {journey.gateway} in {time.monotonic() - started:.0f} s")
         whop_args = [sys.executable, "-m", "tests.fakes.whop_server", "--port", str(whop_port)]
-        whop_args += ["--webhook-url", journey.gateway + "/api/billing/webhook", "--payment-webhooks", "never"]
+        whop_args += ["--webhook-url", journey.gateway + "/api/billing/webhook"]
+        whop_args += ["--payment-webhooks", "now" if payment_webhooks else "never"]
         with _process(whop_args, shots / "whop.log"):
             await asyncio.to_thread(_wait_http, journey.whop + "/_fake/state", 30)
             env = gateway_env(work / "state", journey.whop + "/api/v1", journey.client)
+            env["SCREENER_WHOP_RETURN_URL"] = journey.client + return_path
             up = [sys.executable, "-m", "screener.cli", "up", "--port", str(gateway_port)]
             with _process(up, shots / "screener-up.log", env):
                 await asyncio.to_thread(_wait_http, journey.gateway + "/api/health", 180)
@@ -419,9 +438,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frontend", type=Path, required=True, help="the client's source with node_modules")
     parser.add_argument("--shots", type=Path, default=Path("/tmp/billing-journey"), help="screenshots and logs")
+    parser.add_argument(
+        "--return-path", choices=("/billing", "/app"), default="/billing", help="where Whop sends the buyer back"
+    )
+    parser.add_argument(
+        "--payment-webhooks",
+        choices=("never", "now"),
+        default="never",
+        help="never: Whop's payment webhooks are lost, only the client's confirm activates; now: both race",
+    )
     args = parser.parse_args()
     try:
-        asyncio.run(run(args.frontend, args.shots))
+        asyncio.run(
+            run(
+                args.frontend,
+                args.shots,
+                return_path=args.return_path,
+                payment_webhooks=args.payment_webhooks == "now",
+            )
+        )
     except JourneyFailed as exc:
         print(f"FAILED: {exc}", flush=True)
         sys.exit(1)

@@ -27,8 +27,15 @@ pytestmark = [
 ]
 
 
-async def test_the_web_client_goes_from_expired_through_checkout_to_the_screener(tmp_path: Path) -> None:
-    journey = await run(CLIENT_SRC, tmp_path / "shots")
+@pytest.mark.parametrize(
+    ("return_path", "payment_webhooks"),
+    [("/billing", False), ("/app", True)],
+    ids=["billing_page_confirm_only", "screener_confirm_and_webhooks"],
+)
+async def test_the_web_client_goes_from_expired_through_checkout_to_the_screener(
+    tmp_path: Path, return_path: str, payment_webhooks: bool
+) -> None:
+    journey = await run(CLIENT_SRC, tmp_path / "shots", return_path=return_path, payment_webhooks=payment_webhooks)
     assert journey.step_number == 11
     assert journey.calls("POST", "/api/billing/confirm")[-1] == 200
     assert journey.calls("POST", "/api/refresh")[-1] == 200
