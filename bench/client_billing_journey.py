@@ -410,6 +410,9 @@ async def run(frontend: Path, shots: Path, *, return_path: str = "/billing", pay
     )
     with tempfile.TemporaryDirectory(prefix="billing-journey-") as tmp:
         work = Path(tmp)
+        # Run as root, the embedded PostgreSQL runs as nobody: a folder it can reach keeps its data in here,
+        # so it goes away with the rest (else it falls back to a folder of its own under /tmp, left behind).
+        await asyncio.to_thread(work.chmod, 0o755)
         started = time.monotonic()
         out = work / "dist"
         await asyncio.to_thread(build_client, frontend, journey.gateway, out)
