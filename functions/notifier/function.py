@@ -178,14 +178,13 @@ class Notifier:
         claims = await store.claim_stale(
             self._db, self._clock(), self._lease, self._redrive_limit, observed_at=self._monotonic()
         )
-        jobs = claims.jobs
+        jobs, unusable = claims.jobs, list(claims.unusable)
         if self._settings.billing_enabled and jobs:
             # A plan may have ended while the delivery waited for a dead process's lease to run out.
             allowed = await store.entitled_owners(self._db, (job.webhook.user_id for job in jobs), self._clock())
-            ended = [job for job in jobs if job.webhook.user_id not in allowed]
-            claims.unusable.extend((job.key, "the owner's plan has ended") for job in ended)
+            unusable += [(job.key, "the owner's plan has ended") for job in jobs if job.webhook.user_id not in allowed]
             jobs = [job for job in jobs if job.webhook.user_id in allowed]
-        for key, reason in claims.unusable:
+        for key, reason in unusable:
             await store.record_result(self._db, key, DeliveryResult("skipped", 0, None, reason), self._clock())
         if claims.missing:
             log.warning("notifier: %d pending deliveries wait for their alert in alert_history", len(claims.missing))
