@@ -13,6 +13,9 @@ per webhook, ``webhook_rate_per_minute``) would make it wait more than ``max_rat
 otherwise the request is sent with retries (``delivery.deliver``) and
 the outcome logged. A failed alert counts against the webhook and enough of them in a row pause it
 (``store.PausePolicy``); a delivered one clears the count.
+
+With billing on (``Settings.billing_enabled``), only owners with a live plan are recipients, and a
+re-driven delivery whose owner's plan ended meanwhile is ``skipped`` (``store.entitled_owners``).
 """
 
 from __future__ import annotations
