@@ -12,7 +12,7 @@ and the client built by Vite against that gateway and served on its own origin. 
    ``/billing?session=<ref>`` (``--return-path /app``: to the screener, whose guard confirms); the
    client calls ``POST /api/billing/confirm`` then ``POST /api/refresh``. Whop's payment webhooks are
    held back, so only the client's confirm can activate the buyer (``--payment-webhooks now``: they
-   race the confirm);
+   arrive before the browser is sent back; ``after``: while it comes back, racing the confirm);
 3. the billing page shows the plan and the "Manage on Whop" link; the screener opens, a watchlist
    star is saved (no 403) and is still there after a reload;
 4. the TradingView add-on is bought from the billing page the same way, and the TradingView
@@ -79,7 +79,7 @@ class Journey:
     responses: list[tuple[str, str, int]] = field(default_factory=list)  # method, path, status
     step_number: int = 0
     return_path: str = "/billing"  # where Whop sends the buyer back (client.md: /billing or /app)
-    payment_webhooks: bool = False  # whether Whop's payment webhooks reach the gateway (else only confirm)
+    payment_webhooks: str = "never"  # Whop's payment webhooks: "never" (only confirm), "now" or "after" (racing)
     email: str = field(default_factory=lambda: f"buyer-{secrets.token_hex(4)}@example.com")
 
     def step(self, title: str, result: str) -> None:
@@ -292,9 +292,15 @@ async def drive(journey: Journey) -> None:
         status, me = await _api(page, "GET", "/api/me", journey.gateway)
         if me.get("status") != "active" or me.get("plan") != "monthly":
             raise JourneyFailed(f"after confirm, /api/me says {me}")
-        webhooks = [(d["type"], d["status"]) for d in _get_json(journey.whop + "/_fake/state")["deliveries"]]
-        if bool(webhooks[delivered_before:]) != journey.payment_webhooks:
-            raise JourneyFailed(f"Whop's payment webhooks (wanted: {journey.payment_webhooks}): {webhooks}")
+        delivered = [("payment.succeeded", 200), ("membership.activated", 200)]
+        expected = [] if journey.payment_webhooks == "never" else delivered
+        for _ in range(100):  # "after": they may still be on their way
+            webhooks = [(d["type"], d["status"]) for d in _get_json(journey.whop + "/_fake/state")["deliveries"]]
+            if webhooks[delivered_before:] == expected:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise JourneyFailed(f"Whop's payment webhooks ({journey.payment_webhooks}): {webhooks}")
         journey.step(
             "pay and come back",
             f"back at {landed}, POST /api/billing/confirm {confirms}, POST /api/refresh {refreshes}, "
@@ -396,7 +402,9 @@ async def drive(journey: Journey) -> None:
         await browser.close()
 
 
-async def run(frontend: Path, shots: Path, *, return_path: str = "/billing", payment_webhooks: bool = False) -> Journey:
+async def run(
+    frontend: Path, shots: Path, *, return_path: str = "/billing", payment_webhooks: str = "never"
+) -> Journey:
     """Start the fake Whop, ``screener up`` and the client; drive the journey; stop everything."""
     await asyncio.to_thread(shots.mkdir, parents=True, exist_ok=True)
     gateway_port, client_port, whop_port = free_port(), free_port(), free_port()
@@ -419,7 +427,7 @@ async def run(frontend: Path, shots: Path, *, return_path: str = "/billing", pay
         journey.step("build the client", f"vite build against {journey.gateway} in {time.monotonic() - started:.0f} s")
         whop_args = [sys.executable, "-m", "tests.fakes.whop_server", "--port", str(whop_port)]
         whop_args += ["--webhook-url", journey.gateway + "/api/billing/webhook"]
-        whop_args += ["--payment-webhooks", "now" if payment_webhooks else "never"]
+        whop_args += ["--payment-webhooks", payment_webhooks]
         with _process(whop_args, shots / "whop.log"):
             await asyncio.to_thread(_wait_http, journey.whop + "/_fake/state", 30)
             env = gateway_env(work / "state", journey.whop + "/api/v1", journey.client)
@@ -446,9 +454,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--payment-webhooks",
-        choices=("never", "now"),
+        choices=("never", "now", "after"),
         default="never",
-        help="never: Whop's payment webhooks are lost, only the client's confirm activates; now: both race",
+        help="never: Whop's payment webhooks are lost, only the client's confirm activates; now: they come "
+        "before the browser is sent back; after: while it comes back, racing the confirm",
     )
     args = parser.parse_args()
     try:
@@ -457,7 +466,7 @@ def main() -> None:
                 args.frontend,
                 args.shots,
                 return_path=args.return_path,
-                payment_webhooks=args.payment_webhooks == "now",
+                payment_webhooks=args.payment_webhooks,
             )
         )
     except JourneyFailed as exc:

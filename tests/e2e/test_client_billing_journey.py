@@ -29,11 +29,11 @@ pytestmark = [
 
 @pytest.mark.parametrize(
     ("return_path", "payment_webhooks"),
-    [("/billing", False), ("/app", True)],
-    ids=["billing_page_confirm_only", "screener_confirm_and_webhooks"],
+    [("/billing", "never"), ("/app", "after")],
+    ids=["billing_page_confirm_only", "screener_confirm_racing_webhooks"],
 )
 async def test_the_web_client_goes_from_expired_through_checkout_to_the_screener(
-    tmp_path: Path, return_path: str, payment_webhooks: bool
+    tmp_path: Path, return_path: str, payment_webhooks: str
 ) -> None:
     journey = await run(CLIENT_SRC, tmp_path / "shots", return_path=return_path, payment_webhooks=payment_webhooks)
     assert journey.step_number == 11

@@ -21,11 +21,12 @@ Run alone (``python -m tests.fakes.whop_server --port 8790 --webhook-url http://
 it also plays Whop's hosted checkout for a browser: ``purchase_url`` points at this server's
 ``/checkout/<plan_id>/?session=<ch_id>``, a page whose "Pay" button pays the checkout and sends the
 browser (303) to the configuration's ``redirect_url``, as Whop does after a hosted checkout. The
-webhook events of a payment go to ``--webhook-url`` (unless ``--payment-webhooks never``: Whop's
-webhook lost, only the client's confirm activates the buyer). The back office is a small JSON API
-under ``/_fake/`` (``GET /_fake/state``; ``POST /_fake/memberships/<id>/<action>``, the action one of
-``cancel, resume, deactivate, renew, activate, went_valid, went_invalid``;
-``POST /_fake/payments/<id>/refund``), each action delivering its event and answering the delivery.
+webhook events of a payment go to ``--webhook-url`` before the redirect (``--payment-webhooks after``:
+while the browser comes back, racing the client's confirm; ``never``: lost, only the confirm
+activates). The back office is a small JSON API under ``/_fake/``: ``GET /_fake/state``;
+``POST /_fake/memberships/<id>/<action>``, the action one of ``cancel, resume, deactivate, renew,
+activate, went_valid, went_invalid``; ``POST /_fake/payments/<id>/refund``. Each action delivers its
+event and answers the delivery.
 """
 
 from __future__ import annotations
@@ -100,7 +101,10 @@ class FakeWhop:
     checkout_base: str = "https://whop.com"
     # Standalone only: where events are delivered, and whether a payment's events are sent at all.
     webhook_url: str | None = None
-    payment_webhooks: bool = True
+    # "now": before the browser is sent back; "after": while it comes back (racing the client's
+    # confirm); "never": lost (only the confirm activates the buyer).
+    payment_webhooks: str = "now"
+    _sending: set[asyncio.Task[None]] = field(default_factory=set)
     deliveries: list[Delivery] = field(default_factory=list)
     _idempotent: dict[str, str] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -194,15 +198,27 @@ class FakeWhop:
 
     async def _checkout_pay(self, request: web.Request) -> web.Response:
         configuration = self._configuration_of(request)
-        event = self.pay(configuration["id"])
-        if self.payment_webhooks:
-            membership_id = event["data"]["membership"]["id"]
-            await self._send(event)
-            await self._send(self.activate(membership_id))
+        paid = self.pay(configuration["id"])
+        events = [paid, self.activate(paid["data"]["membership"]["id"])]
+        if self.payment_webhooks == "now":
+            await self._send_all(events)
+        elif self.payment_webhooks == "after":
+            task = asyncio.get_running_loop().create_task(self._send_all(events, delay_seconds=0.05))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
         redirect_url = configuration.get("redirect_url")
         if not isinstance(redirect_url, str) or not redirect_url:
             return web.Response(text="Paid. This checkout has no redirect_url.")
         raise web.HTTPSeeOther(redirect_url)
+
+    async def sent(self) -> None:
+        """Return once the deliveries sent in the background (``payment_webhooks="after"``) are done."""
+        await asyncio.gather(*self._sending)
+
+    async def _send_all(self, events: list[dict[str, Any]], delay_seconds: float = 0.0) -> None:
+        await asyncio.sleep(delay_seconds)
+        for event in events:
+            await self._send(event)
 
     async def _send(self, event: dict[str, Any]) -> Delivery | None:
         """Deliver ``event`` to the configured webhook URL (standalone); None when there is none."""
@@ -465,13 +481,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--webhook-url", help="where webhook events are delivered (the gateway's /api/billing/webhook)")
     parser.add_argument(
         "--payment-webhooks",
-        choices=("now", "never"),
+        choices=("now", "after", "never"),
         default="now",
-        help="deliver a payment's events when the checkout is paid (never: only the client's confirm activates)",
+        help="a payment's events: before the browser is sent back, while it comes back (racing the client's "
+        "confirm), or never (only the confirm activates)",
     )
     args = parser.parse_args(argv)
     base = f"http://{args.host}:{args.port}"
-    fake = FakeWhop(checkout_base=base, webhook_url=args.webhook_url, payment_webhooks=args.payment_webhooks == "now")
+    fake = FakeWhop(checkout_base=base, webhook_url=args.webhook_url, payment_webhooks=args.payment_webhooks)
     settings = {
         "SCREENER_WHOP_API_URL": f"{base}/api/v1",
         "SCREENER_WHOP_API_KEY": fake.api_key,
