@@ -13,6 +13,9 @@ per webhook, ``webhook_rate_per_minute``) would make it wait more than ``max_rat
 otherwise the request is sent with retries (``delivery.deliver``) and
 the outcome logged. A failed alert counts against the webhook and enough of them in a row pause it
 (``store.PausePolicy``); a delivered one clears the count.
+
+With billing on (``Settings.billing_enabled``), only owners with a live plan are recipients, and a
+re-driven delivery whose owner's plan ended meanwhile is ``skipped`` (``store.entitled_owners``).
 """
 
 from __future__ import annotations
@@ -154,7 +157,9 @@ class Notifier:
         """Log a pending delivery per recipient webhook and queue it; emit nothing."""
         alerts = list({d.payload.id: d.payload for d in batch}.values())
         try:
-            jobs = await store.find_recipients(self._db, alerts, self._monotonic())
+            jobs = await store.find_recipients(
+                self._db, alerts, self._monotonic(), paid_only=self._settings.billing_enabled, now=self._clock()
+            )
             owned = await store.claim_new(self._db, [job.key for job in jobs], self._clock(), self._lease)
         except Exception as exc:
             if store.is_unavailable(exc):
@@ -176,11 +181,17 @@ class Notifier:
         claims = await store.claim_stale(
             self._db, self._clock(), self._lease, self._redrive_limit, observed_at=self._monotonic()
         )
-        for key, reason in claims.unusable:
+        jobs, unusable = claims.jobs, list(claims.unusable)
+        if self._settings.billing_enabled and jobs:
+            # A plan may have ended while the delivery waited for a dead process's lease to run out.
+            allowed = await store.entitled_owners(self._db, (job.webhook.user_id for job in jobs), self._clock())
+            unusable += [(job.key, "the owner's plan has ended") for job in jobs if job.webhook.user_id not in allowed]
+            jobs = [job for job in jobs if job.webhook.user_id in allowed]
+        for key, reason in unusable:
             await store.record_result(self._db, key, DeliveryResult("skipped", 0, None, reason), self._clock())
         if claims.missing:
             log.warning("notifier: %d pending deliveries wait for their alert in alert_history", len(claims.missing))
-        queued = sum(self._dispatcher.submit(job) for job in claims.jobs)
+        queued = sum(self._dispatcher.submit(job) for job in jobs)
         if queued:
             log.info("notifier: re-driving %d pending deliveries", queued)
         return queued

@@ -10,7 +10,11 @@ Who receives an alert on their webhooks (rules.md, "Behaviour every rule shares"
 3. and only on webhooks that are enabled, whose ``rule_types`` / ``symbols`` filters (NULL = all)
    admit the alert, and, for Telegram, that have a ``chat_id``;
 4. a webhook of scope ``watchlist`` only gets alerts whose symbol is on its user's watchlist: an
-   entry matches the pair or its base asset, case-insensitively (``BTC`` matches BTCUSDT).
+   entry matches the pair or its base asset, case-insensitively (``BTC`` matches BTCUSDT);
+5. with billing on (``paid_only``), only webhooks whose owner may use the paid features now: an
+   account that is not disabled and is an admin, ``active``, on a running trial or ``canceled`` with
+   time left (``LIVE_PLAN_SQL``, the gateway's ``plans.entitled``). An owner without an account row
+   receives nothing: the gateway makes the row at their first call, and decides their plan then.
 
 The delivery log ``webhook_deliveries`` has one row per (webhook, alert). A row is written
 ``pending`` before anything is sent, then ends ``sent``, ``failed`` or ``skipped``; a final row is
@@ -32,9 +36,18 @@ import asyncpg
 
 from functions.notifier.models import DeliveryJob, DeliveryKey, DeliveryResult, InvalidWebhook, Webhook
 from screener.events.models import Alert, AlertAudience, base_asset, minute_close_iso
+from screener.subjects import user_uuid
 
 # asyncpg.Pool and asyncpg.Connection both offer fetch/execute.
 Executor = Any
+
+# Who may use the paid features at $2 (client.md decision 7): the rule of gateway.accounts.plans.entitled,
+# which tests/functions/notifier/test_plan_gating.py holds this to.
+LIVE_PLAN_SQL = """u.disabled_at IS NULL AND (
+    u.role = 'admin'
+    OR u.status = 'active'
+    OR (u.status = 'trial' AND (u.trial_ends_at IS NULL OR u.trial_ends_at > $2))
+    OR (u.status = 'canceled' AND u.plan_expires_at > $2))"""
 
 _WEBHOOK_COLUMNS = "w.id, w.user_id, w.kind, w.url, w.secret, w.chat_id, w.failure_count, w.paused_until"
 
@@ -124,8 +137,31 @@ class WebhookHealth:
     paused_until: datetime | None
 
 
-async def find_recipients(db: Executor, alerts: Sequence[Alert], observed_at: float = 0.0) -> list[DeliveryJob]:
-    """Return one job per (alert, webhook) that should receive it (rules in the module docstring)."""
+async def entitled_owners(db: Executor, owners: Iterable[str], now: datetime) -> set[str]:
+    """Return those of ``owners`` (webhook ``user_id``s, token subjects) whose account has a live plan at ``now``."""
+    by_id: dict[uuid.UUID, list[str]] = {}
+    for owner in set(owners):
+        by_id.setdefault(user_uuid(owner), []).append(owner)
+    if not by_id:
+        return set()
+    sql = f"SELECT u.id FROM users u WHERE u.id = ANY($1::uuid[]) AND {LIVE_PLAN_SQL}"
+    rows = await db.fetch(sql, list(by_id), now)
+    return {owner for row in rows for owner in by_id[row["id"]]}
+
+
+async def find_recipients(
+    db: Executor,
+    alerts: Sequence[Alert],
+    observed_at: float = 0.0,
+    *,
+    paid_only: bool = False,
+    now: datetime | None = None,
+) -> list[DeliveryJob]:
+    """Return one job per (alert, webhook) that should receive it (rules in the module docstring).
+
+    ``paid_only`` (billing on): only webhooks whose owner has a live plan at ``now`` (default: the
+    database's clock).
+    """
     if not alerts:
         return []
     listed = [(i, user) for i, alert in enumerate(alerts) for user in alert.audience.users]
@@ -140,6 +176,9 @@ async def find_recipients(db: Executor, alerts: Sequence[Alert], observed_at: fl
         [user for _, user in listed],
         [base_asset(a.symbol) for a in alerts],
     )
+    if paid_only and rows:
+        allowed = await entitled_owners(db, (row["user_id"] for row in rows), now or await db.fetchval("SELECT now()"))
+        rows = [row for row in rows if row["user_id"] in allowed]
     return [DeliveryJob(Webhook.from_row(row), alerts[row["idx"]], row["rule_name"], observed_at) for row in rows]
 
 

@@ -20,11 +20,12 @@ from gateway.accounts.billing import BillingProvider, billing_provider
 from gateway.accounts.errors import ShownError
 from gateway.accounts.mail import ResetMailer, parse_smtp_url
 from gateway.accounts.passwords import Passwords
-from gateway.accounts.tokens import ISSUER, TokenIssuer, user_uuid
+from gateway.accounts.tokens import ISSUER, TokenIssuer
 from gateway.accounts.users import User
 from gateway.context import identity, require_user
 from gateway.ratelimit import IPNetwork, RateLimiter, client_ip, parse_networks
 from screener.config import Settings
+from screener.subjects import user_uuid
 
 log = logging.getLogger(__name__)
 DRAIN_SECONDS = 5.0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 
 import jwt
@@ -12,16 +11,6 @@ from gateway.accounts.users import User
 
 # Marks the tokens this gateway issued, so a token of a deleted account is not re-provisioned.
 ISSUER = "screener-gateway"
-# Subjects of external issuers that are not UUIDs (JWKS providers like Auth0) map to stable UUIDs here.
-_SUBJECT_NAMESPACE = uuid.UUID("9f3c2b1e-5d7a-4c8e-b6f1-2a4d8e0c7b95")
-
-
-def user_uuid(subject: str) -> uuid.UUID:
-    """Return the user id of a token subject: the subject itself when it is a UUID, else a stable UUID of it."""
-    try:
-        return uuid.UUID(subject)
-    except ValueError:
-        return uuid.uuid5(_SUBJECT_NAMESPACE, subject)
 
 
 class TokenIssuer:

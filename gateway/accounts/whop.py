@@ -16,6 +16,7 @@ period) before anything is written, so a failing Whop leaves nothing half-done a
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import time
 import uuid
@@ -42,10 +43,21 @@ log = logging.getLogger(__name__)
 
 # Checkouts one user may start per hour: each one is a call to Whop and a row here.
 MAX_CHECKOUTS_PER_HOUR = 20
-MEMBERSHIP_EVENTS = ("membership.activated", "membership.deactivated", "membership.cancel_at_period_end_changed")
+# Events whose ``data`` is a v1 membership, applied as given (``membership.updated`` is the name newer
+# dated API versions send for any change of one).
+MEMBERSHIP_EVENTS = (
+    "membership.activated",
+    "membership.deactivated",
+    "membership.cancel_at_period_end_changed",
+    "membership.updated",
+)
+# Whop's v2 (legacy) names of a membership gaining or losing access. Their v2 payload (``plan`` a string,
+# ``valid``, ``expires_at``) is not v1's, so it is only a notice: the membership it names is read from API v1.
+LEGACY_MEMBERSHIP_EVENTS = ("membership.went_valid", "membership.went_invalid")
 # Refund statuses that give nothing back (RefundStatus in Whop's API); any other refund ends the access.
 _REFUND_VOID = frozenset({"failed", "canceled"})
-_WHOP_ID = 200  # longest id accepted from Whop
+# Whop's ids (``mem_...``, ``pay_...``): an id goes into an API path, so nothing but these characters.
+_WHOP_ID = re.compile(r"[A-Za-z0-9_]{1,200}")
 
 
 class WhopBilling:
@@ -178,6 +190,8 @@ class WhopBilling:
             event = orjson.loads(body)
         except orjson.JSONDecodeError:
             raise ShownError(400, "invalid_json", "The webhook body is not JSON", "the body must be JSON") from None
+        if isinstance(event, dict) and "type" not in event and isinstance(event.get("action"), str):
+            event["type"] = event["action"]  # a v2 (legacy) body names its event "action"
         if not isinstance(event, dict) or not isinstance(event.get("type"), str):
             raise ShownError(400, "invalid_event", "The webhook body is not an event", "parameter 'type': missing")
         event_type = event["type"]
@@ -207,6 +221,13 @@ class WhopBilling:
                     400, "invalid_event", "The webhook body is not an event", "parameter 'data': not a membership"
                 ) from None
             return _Change(facts, _metadata(data).get("screener_user_id")) if facts else None
+        if kind in LEGACY_MEMBERSHIP_EVENTS:
+            membership_id = _whop_id(data.get("id"))
+            if membership_id is None or not membership_id.startswith("mem_"):
+                return None
+            membership = await self.client.membership(membership_id)
+            facts = self._facts(membership, observed)
+            return _Change(facts, _metadata(membership).get("screener_user_id")) if facts else None
         if kind == "payment.succeeded":
             membership_id = _membership_id(data)
             if membership_id is None or not _paid(data):
@@ -262,7 +283,7 @@ class WhopBilling:
         status = membership.get("status")
         plan = membership.get("plan")
         plan_id = plan.get("id") if isinstance(plan, dict) else None
-        if not isinstance(membership_id, str) or not isinstance(status, str) or len(membership_id) > _WHOP_ID:
+        if not isinstance(membership_id, str) or not isinstance(status, str) or _whop_id(membership_id) is None:
             raise WhopError("a membership has no id or status")
         slug = self._slugs.get(plan_id) if isinstance(plan_id, str) else None
         if slug is None:
@@ -328,7 +349,12 @@ def _metadata(obj: Any) -> dict[str, Any]:
 def _membership_id(payment: Any) -> str | None:
     membership = payment.get("membership") if isinstance(payment, dict) else None
     membership_id = membership.get("id") if isinstance(membership, dict) else None
-    return membership_id if isinstance(membership_id, str) and 0 < len(membership_id) <= _WHOP_ID else None
+    return _whop_id(membership_id)
+
+
+def _whop_id(value: Any) -> str | None:
+    """Return ``value`` when it has the form of a Whop id, else None."""
+    return value if isinstance(value, str) and _WHOP_ID.fullmatch(value) else None
 
 
 def _paid(payment: Any) -> bool:
@@ -352,4 +378,4 @@ def _when(value: Any) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-__all__ = ["LIVE_STATUSES", "MEMBERSHIP_EVENTS", "WhopBilling"]
+__all__ = ["LEGACY_MEMBERSHIP_EVENTS", "LIVE_STATUSES", "MEMBERSHIP_EVENTS", "WhopBilling"]

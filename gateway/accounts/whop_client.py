@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -83,7 +84,8 @@ class WhopClient:
 
     async def membership(self, membership_id: str) -> Any:
         """Return the membership ``membership_id``."""
-        return await self._call("GET", f"/memberships/{membership_id}")
+        # Callers pass ids checked against Whop's form; quoting keeps any other id inside its path segment.
+        return await self._call("GET", f"/memberships/{quote(membership_id, safe='')}")
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         if self._session is None:

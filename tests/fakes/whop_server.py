@@ -16,14 +16,27 @@ inheriting its metadata), ``renew``, ``cancel_at_period_end``, ``deactivate``, `
 webhook event Whop would send; ``deliver`` posts it signed the Standard Webhooks way (``webhook-id``,
 ``webhook-timestamp``, ``webhook-signature: v1,<base64 HMAC-SHA256 of "<id>.<ts>.<body>">`` keyed by
 the raw bytes of the ``ws_`` secret). ``delay_seconds`` and ``fail_status`` make the API slow or failing.
+
+Run alone (``python -m tests.fakes.whop_server --port 8790 --webhook-url http://127.0.0.1:8080/api/billing/webhook``)
+it also plays Whop's hosted checkout for a browser: ``purchase_url`` points at this server's
+``/checkout/<plan_id>/?session=<ch_id>``, a page whose "Pay" button pays the checkout and sends the
+browser (303) to the configuration's ``redirect_url``, as Whop does after a hosted checkout. The
+webhook events of a payment go to ``--webhook-url`` before the redirect (``--payment-webhooks after``:
+while the browser comes back, racing the client's confirm; ``never``: lost, only the confirm
+activates). The back office is a small JSON API under ``/_fake/``: ``GET /_fake/state``;
+``POST /_fake/memberships/<id>/<action>``, the action one of ``cancel, resume, deactivate, renew,
+activate, went_valid, went_invalid``; ``POST /_fake/payments/<id>/refund``. Each action delivers its
+event and answers the delivery.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import hashlib
 import hmac
+import html
 import itertools
 import json
 import secrets
@@ -84,6 +97,15 @@ class FakeWhop:
     payments: dict[str, dict[str, Any]] = field(default_factory=dict)
     memberships: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: list[tuple[str, str, dict[str, str], Any]] = field(default_factory=list)
+    # Where the hosted checkout lives: Whop's site, or this server's own page when run alone.
+    checkout_base: str = "https://whop.com"
+    # Standalone only: where events are delivered, and whether a payment's events are sent at all.
+    webhook_url: str | None = None
+    # "now": before the browser is sent back; "after": while it comes back (racing the client's
+    # confirm); "never": lost (only the confirm activates the buyer).
+    payment_webhooks: str = "now"
+    _sending: set[asyncio.Task[None]] = field(default_factory=set)
+    deliveries: list[Delivery] = field(default_factory=list)
     _idempotent: dict[str, str] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -94,10 +116,18 @@ class FakeWhop:
         app.router.add_post("/api/v1/checkout_configurations", self._create_checkout)
         app.router.add_get("/api/v1/payments", self._list_payments)
         app.router.add_get("/api/v1/memberships/{id}", self._get_membership)
+        app.router.add_get("/checkout/{plan_id}/", self._checkout_page)
+        app.router.add_post("/checkout/{plan_id}/pay", self._checkout_pay)
+        app.router.add_get("/_fake/state", self._state)
+        app.router.add_post("/_fake/memberships/{id}/{action}", self._membership_action)
+        app.router.add_post("/_fake/payments/{id}/refund", self._refund_action)
         return app
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if not request.path.startswith("/api/v1/"):  # the hosted checkout and the back office: no API key
+            passed: web.StreamResponse = await handler(request)
+            return passed
         body = await request.json() if request.can_read_body else None
         self.calls.append((request.method, request.path_qs, dict(request.headers), body))
         if self.delay_seconds:
@@ -128,7 +158,7 @@ class FakeWhop:
             "affiliate_code": None,
             "metadata": body.get("metadata") or {},
             "redirect_url": body.get("redirect_url"),
-            "purchase_url": f"https://whop.com/checkout/{plan_id}/?session={checkout_id}",
+            "purchase_url": f"{self.checkout_base}/checkout/{plan_id}/?session={checkout_id}",
         }
         self.checkouts[checkout_id] = configuration
         if key:
@@ -146,6 +176,104 @@ class FakeWhop:
         if found is None:
             return web.json_response({"error": {"message": "Membership not found"}}, status=404)
         return web.json_response(found)
+
+    # --- the hosted checkout (standalone) ------------------------------------------------------
+    def _configuration_of(self, request: web.Request) -> dict[str, Any]:
+        configuration = self.checkouts.get(request.query.get("session", ""))
+        if configuration is None or configuration["plan"]["id"] != request.match_info["plan_id"]:
+            raise web.HTTPNotFound(text="This checkout does not exist.")
+        return configuration
+
+    async def _checkout_page(self, request: web.Request) -> web.Response:
+        configuration = self._configuration_of(request)
+        checkout_id = html.escape(configuration["id"])
+        plan_id = html.escape(configuration["plan"]["id"])
+        page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Whop checkout (local fake)</title></head>
+<body style="font-family: sans-serif; max-width: 30em; margin: 4em auto">
+<h1>Checkout</h1><p>Plan <code id="plan">{plan_id}</code>, checkout <code>{checkout_id}</code>.</p>
+<p>This is the local fake of Whop's hosted checkout: paying here charges nothing.</p>
+<form method="post" action="/checkout/{plan_id}/pay?session={checkout_id}">
+<button id="pay" type="submit">Pay</button></form></body></html>"""
+        return web.Response(text=page, content_type="text/html")
+
+    async def _checkout_pay(self, request: web.Request) -> web.Response:
+        configuration = self._configuration_of(request)
+        paid = self.pay(configuration["id"])
+        events = [paid, self.activate(paid["data"]["membership"]["id"])]
+        if self.payment_webhooks == "now":
+            await self._send_all(events)
+        elif self.payment_webhooks == "after":
+            task = asyncio.get_running_loop().create_task(self._send_all(events, delay_seconds=0.05))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+        redirect_url = configuration.get("redirect_url")
+        if not isinstance(redirect_url, str) or not redirect_url:
+            return web.Response(text="Paid. This checkout has no redirect_url.")
+        raise web.HTTPSeeOther(redirect_url)
+
+    async def sent(self) -> None:
+        """Return once the deliveries sent in the background (``payment_webhooks="after"``) are done."""
+        await asyncio.gather(*self._sending)
+
+    async def _send_all(self, events: list[dict[str, Any]], delay_seconds: float = 0.0) -> None:
+        await asyncio.sleep(delay_seconds)
+        for event in events:
+            await self._send(event)
+
+    async def _send(self, event: dict[str, Any]) -> Delivery | None:
+        """Deliver ``event`` to the configured webhook URL (standalone); None when there is none."""
+        if self.webhook_url is None:
+            return None
+        try:
+            delivery = await self.deliver(self.webhook_url, event)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            delivery = Delivery(event["id"], {}, b"", 0, f"not delivered: {type(exc).__name__}")
+        self.deliveries.append(delivery)
+        return delivery
+
+    # --- the back office (standalone) -------------------------------------------------------------
+    async def _state(self, request: web.Request) -> web.Response:
+        deliveries = []
+        for d in self.deliveries:
+            event = json.loads(d.body) if d.body else {}
+            deliveries.append(
+                {"webhook_id": d.webhook_id, "type": event.get("type") or event.get("action"), "status": d.status}
+            )
+        return web.json_response(
+            {
+                "checkouts": list(self.checkouts.values()),
+                "payments": list(self.payments.values()),
+                "memberships": list(self.memberships.values()),
+                "deliveries": deliveries,
+            }
+        )
+
+    async def _membership_action(self, request: web.Request) -> web.Response:
+        membership_id = request.match_info["id"]
+        actions = {
+            "cancel": lambda: self.cancel_at_period_end(membership_id),
+            "resume": lambda: self.cancel_at_period_end(membership_id, cancel=False),
+            "deactivate": lambda: self.deactivate(membership_id),
+            "renew": lambda: self.renew(membership_id),
+            "activate": lambda: self.activate(membership_id),
+            "went_valid": lambda: self.legacy_event("membership.went_valid", membership_id),
+            "went_invalid": lambda: self.legacy_event("membership.went_invalid", membership_id),
+        }
+        action = actions.get(request.match_info["action"])
+        if membership_id not in self.memberships or action is None:
+            raise web.HTTPNotFound(text="no such membership or action")
+        return await self._answer(action())
+
+    async def _refund_action(self, request: web.Request) -> web.Response:
+        payment_id = request.match_info["id"]
+        if payment_id not in self.payments:
+            raise web.HTTPNotFound(text="no such payment")
+        return await self._answer(self.refund(payment_id))
+
+    async def _answer(self, event: dict[str, Any]) -> web.Response:
+        delivery = await self._send(event)
+        delivered = None if delivery is None else {"status": delivery.status, "answer": delivery.answer}
+        return web.json_response({"event": event, "delivery": delivered})
 
     # --- the buyer and the back office ---------------------------------------------------------
     def pay(
@@ -253,6 +381,36 @@ class FakeWhop:
         }
         return self.event("refund.created", refund)
 
+    def legacy_event(self, event_type: str, membership_id: str) -> dict[str, Any]:
+        """Return a v2 (legacy) membership event, ``membership.went_valid`` or ``went_invalid``.
+
+        The v2 body names its event ``action`` and its membership differs from v1's: ``plan``,
+        ``product`` and ``user`` are id strings, ``valid`` says whether it grants access, instants are
+        Unix seconds. The delivery is signed like any other.
+        """
+        membership = self.memberships[membership_id]
+
+        def seconds(text: str) -> int:
+            return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
+
+        data = {
+            "id": membership_id,
+            "plan": membership["plan"]["id"],
+            "product": membership["product"]["id"],
+            "user": membership["user"]["id"],
+            "status": membership["status"],
+            "valid": membership["status"] in ("trialing", "active", "past_due", "canceling"),
+            "cancel_at_period_end": membership["cancel_at_period_end"],
+            "renewal_period_start": seconds(membership["renewal_period_start"]),
+            "renewal_period_end": seconds(membership["renewal_period_end"]),
+            "expires_at": None,
+            "created_at": seconds(membership["created_at"]),
+            "manage_url": membership["manage_url"],
+            "metadata": dict(membership["metadata"]),
+            "quantity": 1,
+        }
+        return {"id": self._id("msg"), "action": event_type, "api_version": "v2", "data": data}
+
     def event(self, event_type: str, data: dict[str, Any], *, at: datetime | None = None) -> dict[str, Any]:
         """Return a webhook event as Whop's v1 payload has it."""
         return {
@@ -313,3 +471,35 @@ async def serve(whop: FakeWhop | None = None) -> RunningWhop:
     await site.start()
     port = runner.addresses[0][1]
     return RunningWhop(fake, runner, f"http://127.0.0.1:{port}/api/v1")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve a fake Whop (API, hosted checkout, back office) until interrupted."""
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes.whop_server", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8790)
+    parser.add_argument("--webhook-url", help="where webhook events are delivered (the gateway's /api/billing/webhook)")
+    parser.add_argument(
+        "--payment-webhooks",
+        choices=("now", "after", "never"),
+        default="now",
+        help="a payment's events: before the browser is sent back, while it comes back (racing the client's "
+        "confirm), or never (only the confirm activates)",
+    )
+    args = parser.parse_args(argv)
+    base = f"http://{args.host}:{args.port}"
+    fake = FakeWhop(checkout_base=base, webhook_url=args.webhook_url, payment_webhooks=args.payment_webhooks)
+    settings = {
+        "SCREENER_WHOP_API_URL": f"{base}/api/v1",
+        "SCREENER_WHOP_API_KEY": fake.api_key,
+        "SCREENER_WHOP_WEBHOOK_SECRET": fake.secret,
+        **{f"SCREENER_WHOP_PLAN_{slug.upper()}": plan_id for slug, plan_id in PLAN_IDS.items()},
+    }
+    print(f"fake Whop on {base} (API {base}/api/v1); the gateway's settings:", flush=True)
+    for name, value in settings.items():
+        print(f"  {name}={value}", flush=True)
+    web.run_app(fake.app(), host=args.host, port=args.port, print=None)
+
+
+if __name__ == "__main__":
+    main()

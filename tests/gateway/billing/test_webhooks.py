@@ -177,3 +177,62 @@ async def test_a_signed_membership_event_without_a_membership_is_a_400(billing_g
     broken = whop.whop.event("membership.activated", {"plan": {"id": "plan_ScreenerMonth1"}})
     delivery = await whop.whop.deliver(webhook_url(billing_gw), broken)
     assert delivery.status == 400 and delivery.answer["code"] == "invalid_event"
+
+
+# --- Whop's other names for membership changes ------------------------------------------------------
+
+
+async def test_v2_went_valid_and_went_invalid_are_read_back_from_api_v1(billing_gw: Client, whop: RunningWhop) -> None:
+    """A v2 (legacy) event is a notice: the membership it names is read from API v1, never its v2 body."""
+    _, headers = await buyer(billing_gw, "legacy@example.com")
+    _, checkout_id = await start_checkout(billing_gw, whop, headers, "screener_yearly")
+    membership_id = whop.whop.pay(checkout_id)["data"]["membership"]["id"]
+    went_valid = whop.whop.legacy_event("membership.went_valid", membership_id)
+    assert "type" not in went_valid and went_valid["data"]["plan"] == whop.whop.memberships[membership_id]["plan"]["id"]
+    asked = len(whop.whop.calls)
+
+    assert (await _deliver(billing_gw, whop, went_valid))["applied"] is True
+    assert [call[:2] for call in whop.whop.calls[asked:]] == [("GET", f"/api/v1/memberships/{membership_id}")]
+    active = await me(billing_gw, headers)
+    assert (active["status"], active["plan"]) == ("active", "yearly")
+    assert await _watchlist_status(billing_gw, headers) == 200
+
+    # Whop ends the membership; the v2 notice says so, and API v1 is what decides.
+    whop.whop.deactivate(membership_id)
+    await _deliver(billing_gw, whop, whop.whop.legacy_event("membership.went_invalid", membership_id))
+    assert (await me(billing_gw, headers))["status"] == "expired"
+    assert await _watchlist_status(billing_gw, headers) == 403
+
+
+async def test_a_v2_notice_is_not_trusted_over_api_v1(billing_gw: Client, whop: RunningWhop) -> None:
+    _, headers = await buyer(billing_gw, "legacy-lie@example.com")
+    _, checkout_id = await start_checkout(billing_gw, whop, headers, "screener_monthly")
+    membership_id = whop.whop.pay(checkout_id)["data"]["membership"]["id"]
+    whop.whop.deactivate(membership_id)
+    # Its body claims the membership is valid; Whop's API says it ended.
+    claim = whop.whop.legacy_event("membership.went_valid", membership_id)
+    claim["data"].update(valid=True, status="active")
+    await _deliver(billing_gw, whop, claim)
+    assert (await me(billing_gw, headers))["status"] == "expired"
+
+
+async def test_a_v2_notice_with_a_malformed_id_asks_whop_nothing(billing_gw: Client, whop: RunningWhop) -> None:
+    asked = len(whop.whop.calls)
+    for number, bad in enumerate(("mem_../../payments", "mem_x?y=1", "pay_0001", 7, None)):
+        event = {"id": f"msg_malformed{number}", "action": "membership.went_valid", "data": {"id": bad}}
+        assert (await _deliver(billing_gw, whop, event))["applied"] is False
+    assert whop.whop.calls[asked:] == []
+
+
+async def test_membership_updated_is_applied_like_the_other_v1_membership_events(
+    billing_gw: Client, whop: RunningWhop
+) -> None:
+    _, headers = await buyer(billing_gw, "updated@example.com")
+    _, checkout_id = await start_checkout(billing_gw, whop, headers, "screener_monthly")
+    membership_id = whop.whop.pay(checkout_id)["data"]["membership"]["id"]
+    membership = whop.whop.memberships[membership_id]
+    await _deliver(billing_gw, whop, whop.whop.event("membership.updated", dict(membership)))
+    assert (await me(billing_gw, headers))["status"] == "active"
+    membership.update(cancel_at_period_end=True, status="canceling")
+    await _deliver(billing_gw, whop, whop.whop.event("membership.updated", dict(membership)))
+    assert (await me(billing_gw, headers))["status"] == "canceled"
