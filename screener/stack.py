@@ -4,8 +4,9 @@ It uses the servers the settings name and starts its own (NATS, Redis, PostgreSQ
 packages) for the ones they don't, prepares the streams, schema and rules, then runs every function,
 the collector and the gateway as child processes. A child that crashes is restarted with backoff,
 except one that cannot listen because its port is taken: the gateway's port is checked before
-anything starts, and "screener is up" is printed only once the gateway answers. Ctrl-C (or SIGTERM)
-stops the children first (each log then ends with a line saying so), then the embedded servers.
+anything starts, and "screener is up" is printed only once the gateway answers. An embedded server
+that dies is restarted on its port and data. Ctrl-C (or SIGTERM) stops the children first (each log
+then ends with a line saying so), then the embedded servers.
 """
 
 from __future__ import annotations
@@ -29,7 +30,15 @@ from nats.js import JetStreamContext
 from screener import ports, stackfiles
 from screener.config import DEFAULT_REPLAY_RECORDING, Settings
 from screener.db.migrate import migrate
-from screener.embedded.servers import EmbeddedServer, free_port, start_nats, start_postgres, start_redis
+from screener.embedded.lifetime import terminate_with_parent
+from screener.embedded.servers import (
+    EmbeddedServer,
+    EmbeddedServerError,
+    free_port,
+    start_nats,
+    start_postgres,
+    start_redis,
+)
 from screener.names import CONSUMERS, STREAM_CANDLES, STREAM_DEAD_LETTERS, STREAM_METRICS
 from screener.ports import EXIT_PORT_IN_USE
 from screener.progress import alert_counts
@@ -39,6 +48,7 @@ log = logging.getLogger("screener.up")
 
 FUNCTIONS = ("recorder", "calculator", "rules", "notifier")
 MAX_RESTART_DELAY = 30.0
+SERVER_POLL_SECONDS = 1.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,6 +100,7 @@ class Stack:
         self.urls: dict[str, str] = {}
         self.gateway_port: int = args.port if args.port is not None else settings.gateway_port
         self.failure: str | None = None  # why the stack stopped by itself, when it did
+        self.server_restarts = 0
         self._stopping = asyncio.Event()
 
     # --- servers ---------------------------------------------------------------------------------
@@ -113,6 +124,36 @@ class Stack:
     def _keep(self, server: EmbeddedServer) -> EmbeddedServer:
         self.servers.append(server)
         return server
+
+    async def supervise_servers(self) -> None:
+        """Restart an embedded server that died (a kill, an OOM) on its ports and data, with backoff.
+
+        The functions, the collector and the gateway ride out the outage with their own retries and
+        reconnect to the same URLs; JetStream and PostgreSQL recover their data from disk, Redis
+        starts empty and the calculator rebuilds its rings (docs/exactly-once.md).
+        """
+        delay: dict[str, float] = {}
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SERVER_POLL_SECONDS):
+                    await self._stopping.wait()
+            for server in self.servers:
+                code = server.exited
+                if code is None or self._stopping.is_set():
+                    continue
+                log.error("%s (embedded) exited with %s; restarting it on the same port", server.name, code)
+                try:
+                    server.restart()  # in this thread: see start_servers
+                except EmbeddedServerError as exc:
+                    wait = delay[server.name] = min(MAX_RESTART_DELAY, 2 * delay.get(server.name, 0.5))
+                    log.error("%s could not be restarted (%s); trying again in %.0fs", server.name, exc, wait)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(wait):
+                            await self._stopping.wait()
+                    continue
+                delay.pop(server.name, None)
+                self.server_restarts += 1
+                log.info("%s (embedded) is back", server.name)
 
     def stop_servers(self) -> None:
         """Stop the embedded servers, newest first."""
@@ -212,7 +253,12 @@ class Stack:
         """Start (or restart) one child, its output appended to its log file."""
         handle = await asyncio.to_thread(child.log_path.open, "ab")
         child.process = await asyncio.create_subprocess_exec(
-            *child.argv, env=child.env, stdout=handle, stderr=handle, start_new_session=True
+            *child.argv,
+            env=child.env,
+            stdout=handle,
+            stderr=handle,
+            start_new_session=True,
+            preexec_fn=terminate_with_parent,
         )
         handle.close()
         child.started_at = time.monotonic()
@@ -274,9 +320,10 @@ class Stack:
 
     async def report_progress(self) -> None:
         """Print what flows through the pipeline every 10 seconds."""
-        nc = await nats.connect(self.urls["nats"])
+        nc = await nats.connect(self.urls["nats"], max_reconnect_attempts=-1, reconnect_time_wait=0.5)
         js = nc.jetstream()
-        conn = await asyncpg.connect(self.urls["postgres"])
+        # A pool, not a connection: it reconnects after PostgreSQL restarts.
+        pool = await asyncpg.create_pool(self.urls["postgres"], min_size=1, max_size=1)
         try:
             while not self._stopping.is_set():
                 with contextlib.suppress(TimeoutError):
@@ -291,13 +338,17 @@ class Stack:
                     except Exception as exc:  # a progress line must never stop the stack
                         counts.append(f"{stream.name.lower()} ? ({exc})")
                 try:  # what the dashboard shows a visitor, not the stream's every alert
-                    counts.append((await alert_counts(conn)).describe())
-                except (OSError, asyncpg.PostgresError) as exc:
+                    async with pool.acquire() as conn:
+                        counts.append((await alert_counts(conn)).describe())
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                     counts.append(f"alerts ? ({exc})")
                 restarts = sum(c.restarts for c in self.children)
-                log.info("flowing: %s | %s | restarts %d", ", ".join(counts), await _delivery_report(js), restarts)
+                servers = f", servers restarted {self.server_restarts}" if self.server_restarts else ""
+                log.info(
+                    "flowing: %s | %s | restarts %d%s", ", ".join(counts), await _delivery_report(js), restarts, servers
+                )
         finally:
-            await conn.close()
+            await pool.close()
             await nc.drain()
 
     async def stop_children(self, grace: float = 15.0) -> None:
@@ -360,12 +411,14 @@ class Stack:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
-        await asyncio.to_thread(self.start_servers)
+        # Started from the loop's own thread, not a worker thread: the kernel stops a server when the
+        # thread that started it ends (terminate_with_parent), and a worker thread may end first.
+        self.start_servers()
         try:
             await self.prepare()
             self.plan_children()
             supervisors = [asyncio.create_task(self.supervise(child)) for child in self.children]
-            helpers = [asyncio.create_task(self.report_progress())]
+            helpers = [asyncio.create_task(self.report_progress()), asyncio.create_task(self.supervise_servers())]
             if await self.wait_healthy():
                 self.print_where_to_look()
                 log.info("all %d processes healthy", len(self.children))

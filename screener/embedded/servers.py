@@ -19,8 +19,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+
+from screener.embedded.lifetime import terminate_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +64,26 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 @dataclass
 class EmbeddedServer:
-    """A server process we started; ``stop`` ends it."""
+    """A server process we started; ``stop`` ends it, ``restart`` starts it again where it was."""
 
     name: str
     url: str
     process: subprocess.Popen[bytes]
     data_dir: Path
     extra_urls: dict[str, str] = field(default_factory=dict)
+    # Starts the same server again: same ports (the clients keep their URLs), same data folder.
+    relaunch: Callable[[], EmbeddedServer] | None = field(default=None, repr=False)
+
+    @property
+    def exited(self) -> int | None:
+        """Return the exit status once the process has ended (negative: killed by that signal), else None."""
+        return self.process.poll()
+
+    def restart(self) -> None:
+        """Start the server again on its ports and data after it died; raise ``EmbeddedServerError`` if it cannot."""
+        if self.relaunch is None:
+            raise EmbeddedServerError(f"{self.name} cannot be restarted")
+        self.process = self.relaunch().process
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the server politely, then by force."""
@@ -101,11 +118,22 @@ def start_nats(data_dir: Path, port: int | None = None, monitor_port: int | None
         *("-a", "127.0.0.1", "-p", str(port), "-m", str(monitor_port)),
         *("-js", "-sd", str(data_dir / "jetstream"), "-l", str(log_file)),
     ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=terminate_with_parent,  # noqa: PLW1509 (one libc call, resolved before the fork)
+    )
     _wait_for_port(port, process, "nats-server", log_file, timeout=20)
     _wait_for_port(monitor_port, process, "nats-server monitoring", log_file, timeout=20)
     return EmbeddedServer(
-        "nats", f"nats://127.0.0.1:{port}", process, data_dir, {"monitor": f"http://127.0.0.1:{monitor_port}"}
+        "nats",
+        f"nats://127.0.0.1:{port}",
+        process,
+        data_dir,
+        {"monitor": f"http://127.0.0.1:{monitor_port}"},
+        relaunch=partial(start_nats, data_dir, port, monitor_port),
     )
 
 
@@ -124,9 +152,17 @@ def start_redis(data_dir: Path, port: int | None = None) -> EmbeddedServer:
         *("--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
         *("--dir", str(data_dir), "--logfile", str(log_file), "--daemonize", "no"),
     ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=terminate_with_parent,  # noqa: PLW1509 (one libc call, resolved before the fork)
+    )
     _wait_for_port(port, process, "redis-server", log_file, timeout=20)
-    return EmbeddedServer("redis", f"redis://127.0.0.1:{port}/0", process, data_dir)
+    return EmbeddedServer(
+        "redis", f"redis://127.0.0.1:{port}/0", process, data_dir, relaunch=partial(start_redis, data_dir, port)
+    )
 
 
 def _postgres_bin() -> Path:
@@ -199,7 +235,13 @@ def start_postgres(data_dir: Path, port: int | None = None, *, durable: bool = T
         if user is not None:
             os.chown(log_file, user.pw_uid, user.pw_gid)
         process = subprocess.Popen(
-            command, stdout=log_handle, stderr=log_handle, env=env, start_new_session=True, **as_user
+            command,
+            stdout=log_handle,
+            stderr=log_handle,
+            env=env,
+            start_new_session=True,
+            preexec_fn=terminate_with_parent,  # noqa: PLW1509 (one libc call, resolved before the fork)
+            **as_user,
         )  # type: ignore[call-overload]
     _wait_for_port(port, process, "postgres", log_file, timeout=60)
     _wait_until_accepting(bin_dir, port, process, log_file)
@@ -210,7 +252,8 @@ def start_postgres(data_dir: Path, port: int | None = None, *, durable: bool = T
     )
     if exists.stdout.strip() != b"1":
         subprocess.run([*createdb, "CREATE DATABASE screener"], capture_output=True, check=True)
-    return EmbeddedServer("postgres", dsn, process, data_dir)
+    relaunch = partial(start_postgres, data_dir, port, durable=durable)
+    return EmbeddedServer("postgres", dsn, process, data_dir, relaunch=relaunch)
 
 
 def _wait_until_accepting(bin_dir: Path, port: int, process: subprocess.Popen[bytes], log_file: Path) -> None:

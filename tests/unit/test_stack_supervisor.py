@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
+import nats
+import nats.errors
+
 from screener.config import load_settings
+from screener.embedded.servers import start_nats
 from screener.ports import EXIT_PORT_IN_USE
 from screener.stack import Child, Stack
 
@@ -48,3 +56,66 @@ async def test_every_child_log_ends_with_a_stopped_line(tmp_path: Path) -> None:
         last = child.log_path.read_text().splitlines()[-1]
         assert f"screener up: {child.name} stopped (exit status" in last, last
     assert stack.children[1].log_path.read_text().splitlines()[-1].endswith("stopped (exit status 0)")
+
+
+async def test_an_embedded_server_killed_is_restarted_on_its_port_with_its_data(tmp_path: Path) -> None:
+    stack = _stack(tmp_path)
+    server = start_nats(tmp_path / "nats")
+    stack.servers.append(server)
+    supervisor = asyncio.create_task(stack.supervise_servers())
+    try:
+        nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+        js = nc.jetstream()
+        await js.add_stream(name="KEPT", subjects=["kept.>"])
+        await js.publish("kept.one", b"before the kill")
+        server.process.kill()
+        async with asyncio.timeout(30):
+            while True:  # the client reconnects to the same URL; JetStream kept the stream on disk
+                with contextlib.suppress(nats.errors.Error):
+                    if stack.server_restarts == 1 and (await js.stream_info("KEPT")).state.messages == 1:
+                        break
+                await asyncio.sleep(0.2)
+        assert server.exited is None
+        await nc.close()
+    finally:
+        stack.request_stop()
+        await supervisor
+        stack.stop_servers()
+
+
+def test_children_end_with_their_parent_even_when_it_is_killed(tmp_path: Path) -> None:
+    # A parent that starts a long sleeper the way ``screener up`` starts its children, then is SIGKILLed.
+    pid_file = tmp_path / "child.pid"
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time\n"
+            "from screener.embedded.lifetime import terminate_with_parent\n"
+            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'],\n"
+            "                         start_new_session=True, preexec_fn=terminate_with_parent)\n"
+            f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+            "time.sleep(120)\n",
+        ]
+    )
+    deadline = time.monotonic() + 20
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline, "the parent did not start its child"
+        time.sleep(0.05)
+    child_pid = int(pid_file.read_text())
+    parent.kill()
+    parent.wait()
+    while _alive(child_pid):
+        assert time.monotonic() < deadline, "the child outlived its killed parent"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead: reaped by init once its parent is gone, but it may linger a moment.
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    return False
