@@ -22,7 +22,6 @@ from cloudevents.core.base import BaseCloudEvent
 from nats.js import JetStreamContext
 
 from functions.calculator.compute import (
-    IndicatorCache,
     MetricsArrays,
     compute_minute,
     snapshot_values,
@@ -106,7 +105,6 @@ class Calculator:
         self.candles = CandleStore(redis, mirror=True)
         self.metrics = MetricsStore(redis)
         self.rejected = 0
-        self.indicator_cache = IndicatorCache()
         self.sequencer = _sequencer(redis, None)
         # symbol -> the batches of this process holding its candles, in fetch order; each batch's event
         # is set once its outputs are published (or it failed).
@@ -307,7 +305,7 @@ class Calculator:
             by_minute[candle.open_time].add(candle.symbol)
         for minute in sorted(by_minute):
             group = [states[s] for s in sorted(by_minute[minute])]
-            arrays = compute_minute(minute, group, cache=self.indicator_cache)
+            arrays = compute_minute(minute, group)
             computed = arrays.symbols if arrays is not None else []
             if len(computed) < len(group):
                 # The symbol's ring had already moved more than a margin past this minute.
@@ -333,7 +331,7 @@ class Calculator:
                 by_minute[candle.open_time][symbol] = candle
         for minute, candles in sorted(by_minute.items()):
             group = [states[s] for s in sorted(candles)]
-            arrays = compute_minute(minute, group, forming=candles, cache=self.indicator_cache)
+            arrays = compute_minute(minute, group, forming=candles)
             if arrays is not None:
                 output.add(arrays, provisional=True)
 
@@ -370,6 +368,13 @@ class _Output:
 
     def add(self, arrays: MetricsArrays, provisional: bool) -> None:
         """Add one minute's metrics of many symbols."""
+        if arrays.seeded_on_last_bars:
+            # Never in order (docs/state.md, "Carried indicators"): a minute far behind its rings.
+            log.warning(
+                "calculator: minute %d: %d series' RSI and MACD seeded on their last bars, not carried",
+                arrays.minute,
+                arrays.seeded_on_last_bars,
+            )
         self.payloads += to_payloads(arrays, provisional=provisional)
         rows = pack_rows(arrays.minute, snapshot_values(arrays))
         self.packed += [
