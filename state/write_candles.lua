@@ -2,7 +2,8 @@
 --
 -- Touches only the keys it is given, all hash-tagged by the symbol, so it runs on Redis Cluster.
 -- Every write is a fixed-size SETRANGE into the slot of the candle's minute (O(1) per candle), and
--- writing the same candles again leaves the same bytes (idempotent, in any order).
+-- writing the same candles again leaves the same bytes (idempotent; in any order for the rings, and
+-- for the carried state as long as no minute is more than MARGIN minutes late: docs/state.md).
 --
 -- KEYS[1]  the 1-minute ring: CAPACITY slots of 8 little-endian float64 (layout.CANDLE_FIELDS)
 -- KEYS[2]  the previous lap: slot i holds the quote volume of minute ring[i].open_time - CAPACITY
