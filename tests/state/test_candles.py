@@ -294,3 +294,36 @@ async def test_a_write_that_may_not_create_rings_leaves_a_missing_symbol_alone(
     assert created[dot[0].symbol].holds(dot[9].open_time)
     kept = await store.write(dot[10:12], create=False)  # rings exist now: written as usual
     assert kept[dot[0].symbol].holds(dot[11].open_time)
+
+
+async def test_rings_without_a_carried_state_are_started_anew_and_reported_as_created(
+    redis_client: aioredis.Redis, dot: list[Candle]
+) -> None:
+    # Rings written before the carried RSI and MACD state existed cannot give exact indicators: the
+    # write treats them as another layout, so the calculator rebuilds them (state and all) by warm start.
+    store = CandleStore(redis_client)
+    await store.write(dot[:100], read_back=False)
+    await redis_client.delete(layout.carry_key("DOTUSDT"))
+    state = (await store.write(dot[100:110]))["DOTUSDT"]
+    assert state.created
+    assert await redis_client.strlen(layout.carry_key("DOTUSDT")) == layout.CARRY_BYTES
+    assert state.carry[layout.CARRY_NEWEST] == dot[109].open_time // MINUTE_MS
+
+
+async def test_the_carried_state_takes_in_each_bar_once_a_margin_behind_the_newest_minute(
+    redis_client: aioredis.Redis, dot: list[Candle]
+) -> None:
+    store = CandleStore(redis_client, mirror=True)
+    state = (await store.write(dot[:500]))["DOTUSDT"]
+    newest = dot[499].open_time // MINUTE_MS
+    for i, (timeframe, span) in enumerate(layout.CARRY_TIMEFRAMES):
+        bar = state.carry[layout.carry_offset(i)]
+        assert bar == layout.carry_bar(newest, span), timeframe
+        # The bars it holds: every bar from the first minute's to its own (no gaps in this series).
+        first_bar = dot[0].open_time // MINUTE_MS // span
+        expected = max(0, int(bar // span - first_bar + 1))
+        assert state.carry[layout.carry_offset(i) + 1] == expected, timeframe
+    before = state.carry.tobytes()
+    # Written again, late within the margin, or empty: nothing moves.
+    again = (await store.write(dot[450:500] + dot[480:490]))["DOTUSDT"]
+    assert again.carry.tobytes() == before
