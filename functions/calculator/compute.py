@@ -402,30 +402,52 @@ def bar_indicators(
     fit this minute (no state, or one past or far before the minute: never in the pipeline, whose
     minutes stay within the margin) runs over its last ``INDICATOR_BARS`` bars instead; the second
     value counts those. Bollinger Bands read the last 20 bars. Missing bars are left out (the series
-    is the bars that exist, in time order). All timeframes of all symbols run as the rows of one array.
+    is the bars that exist, in time order).
     """
     timeframes = list(series)
     size = len(series[timeframes[0]].closes)
     parts = {tf: slice(i * size, (i + 1) * size) for i, tf in enumerate(timeframes)}
-    packed = np.empty((len(timeframes) * size, series[timeframes[0]].closes.shape[1]))
-    lengths: IntArray = np.empty(len(packed), dtype=np.int64)
-    for tf, part in parts.items():
-        lengths[part] = _left_align_into(series[tf].closes, series[tf].present, packed[part])
-    _zero_non_finite(packed)
-    values = {name: np.full(len(packed), np.nan) for name in _RECURSION_NAMES}
-    exact = np.zeros(len(packed), dtype=bool)
+    rows = len(timeframes) * size
+    values = {name: np.full(rows, np.nan) for name in (*_RECURSION_NAMES, "bb_upper", "bb_middle", "bb_lower")}
+    exact = np.zeros(rows, dtype=bool)
     if carries is not None and size:
         exact = _carried_values(series, minute, carries, values)
-    at = np.flatnonzero(~exact & (lengths >= _FIRST_VALUE_LENGTH))
-    if len(at):
-        found = indicators.recursions_at(packed[at], lengths[at])
-        for name, last in zip(
-            _RECURSION_NAMES, (found.rsi, found.macd, found.macd_signal, found.macd_hist), strict=True
-        ):
-            values[name][at] = last
-    upper, middle, lower = indicators.bbands_last(packed, lengths)
-    values.update(bb_upper=upper, bb_middle=middle, bb_lower=lower)
-    return {tf: {name: v[part] for name, v in values.items()} for tf, part in parts.items()}, len(at)
+    period = indicators.BB_PERIOD
+    seeded = 0
+    for tf, part in parts.items():
+        bars = series[tf]
+        # The usual row has its last 20 bars: the bands read them where they are.
+        whole: BoolArray = np.all(bars.present[:, -period:], axis=1)
+        carried_here: BoolArray = exact[part]
+        _put(values, part, np.flatnonzero(whole), _bands(bars.closes[whole, -period:], period))
+        # Rows with holes, and rows the carried state cannot serve: the bars that exist, left-aligned.
+        odd = np.flatnonzero(~whole | ~carried_here)
+        if not len(odd):
+            continue
+        packed, lengths = left_align(bars.closes[odd], bars.present[odd])
+        holes = np.flatnonzero(~whole[odd])
+        _put(values, part, odd[holes], indicators.bbands_last(packed[holes], lengths[holes]))
+        at = np.flatnonzero(~carried_here[odd] & (lengths >= _FIRST_VALUE_LENGTH))
+        if len(at):
+            found = indicators.recursions_at(packed[at], lengths[at])
+            recursions = (found.rsi, found.macd, found.macd_signal, found.macd_hist)
+            for name, last in zip(_RECURSION_NAMES, recursions, strict=True):
+                values[name][part][odd[at]] = last
+            seeded += len(at)
+    return {tf: {name: v[part] for name, v in values.items()} for tf, part in parts.items()}, seeded
+
+
+def _bands(closes: FloatArray, period: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Return the bands of rows of exactly ``period`` closes (``indicators.bbands_last``'s numbers)."""
+    return indicators.bbands_last(closes, np.full(len(closes), period, dtype=np.int64))
+
+
+def _put(
+    values: dict[str, FloatArray], part: slice, rows: IntArray, bands: tuple[FloatArray, FloatArray, FloatArray]
+) -> None:
+    """Set the bands of the timeframe rows ``part`` at ``rows``."""
+    for name, band in zip(("bb_upper", "bb_middle", "bb_lower"), bands, strict=True):
+        values[name][part][rows] = band
 
 
 def _carried_values(
