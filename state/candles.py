@@ -382,7 +382,9 @@ def apply_candles(state: SymbolState, packed: bytes, packed_seeds: bytes = b"", 
     and carry decisions on the same float64 values, so the mirror and Redis hold the same bytes
     (tests/state check it).
     """
-    carry = state.carry.tolist() if not packed_carry else np.frombuffer(packed_carry, dtype="<f8").tolist()
+    # The carried state as Python floats, taken only when a newer minute moves it (most writes: one).
+    carry = np.frombuffer(packed_carry, dtype="<f8").tolist() if packed_carry else None
+    newest = carry[layout.CARRY_NEWEST] if carry is not None else float(state.carry[layout.CARRY_NEWEST])
     seeds = np.frombuffer(packed_seeds, dtype="<f8").reshape(-1, 4)
     rings = [state.bars[ring.timeframe] for ring in layout.BAR_RINGS]
     for index, open_time, o, c in seeds.tolist():
@@ -398,8 +400,11 @@ def apply_candles(state: SymbolState, packed: bytes, packed_seeds: bytes = b"", 
     for row, values in zip(rows, rows.tolist(), strict=True):
         open_time = values[layout.OPEN_TIME]
         minute = open_time / MINUTE_MS
-        if minute > carry[layout.CARRY_NEWEST]:
+        if minute > newest:
+            if carry is None:
+                carry = state.carry.tolist()
             _advance_carry(state, carry, minute)
+            newest = minute
         slot = int(minute % capacity)
         held = float(candles[slot, layout.OPEN_TIME])
         if held == open_time:
@@ -412,25 +417,34 @@ def apply_candles(state: SymbolState, packed: bytes, packed_seeds: bytes = b"", 
         o, c = values[layout.OPEN], values[layout.CLOSE]
         for ring, bar_ring in zip(layout.BAR_RINGS, rings, strict=True):
             _merge_bar(bar_ring, ring, minute, o, c)
-    state.carry[:] = carry
+    if carry is not None:
+        state.carry[:] = carry
+
+
+# Per carried timeframe: its name, span in minutes and record column (the loop below runs per candle).
+_CARRIED = tuple((tf, span, layout.carry_offset(i)) for i, (tf, span) in enumerate(layout.CARRY_TIMEFRAMES))
 
 
 def _advance_carry(state: SymbolState, carry: list[float], minute: float) -> None:
     """Take into ``carry`` every bar that closed MARGIN_MINUTES before ``minute`` (the script's advance_carry)."""
     newest = carry[layout.CARRY_NEWEST]
-    for i, (timeframe, span) in enumerate(layout.CARRY_TIMEFRAMES):
-        o = layout.carry_offset(i)
-        target = layout.carry_bar(minute, span)
-        if newest > 0 and target > carry[o]:
-            row = carry[o + 1 : o + 1 + layout.CARRY_STATE_FIELDS]
+    horizon = minute - layout.MARGIN_MINUTES
+    fields = layout.CARRY_STATE_FIELDS
+    for timeframe, span, o in _CARRIED:
+        target = math.floor(horizon / span) * span - span  # layout.carry_bar
+        if target <= carry[o]:
+            continue
+        if newest > 0:
+            row = carry[o + 1 : o + 1 + fields]
             b = carry[o] + span
-            while b <= min(target, newest):  # bars after the newest minute written have no minute yet
+            last = min(target, newest)  # bars after the newest minute written have no minute yet
+            while b <= last:
                 close = _bar_close(state, timeframe, span, b)
                 if close is not None:
                     carried.advance_bar(row, close)
                 b += span
-            carry[o + 1 : o + 1 + layout.CARRY_STATE_FIELDS] = row
-        carry[o] = max(carry[o], target)
+            carry[o + 1 : o + 1 + fields] = row
+        carry[o] = target
     carry[layout.CARRY_NEWEST] = minute
 
 
@@ -438,10 +452,11 @@ def _bar_close(state: SymbolState, timeframe: str, span: int, b: float) -> float
     """Return the close of the bar of ``span`` minutes opening at minute ``b``, None when the rings lack it."""
     ring = layout.BAR_RING_BY_TIMEFRAME.get(timeframe)
     if ring is None:  # 1m and 5m: the latest stored minute of the bar closes it
+        candles = state.candles
         for k in range(span - 1, -1, -1):
             slot = int((b + k) % layout.CAPACITY)
-            if state.candles[slot, layout.OPEN_TIME] == (b + k) * MINUTE_MS:
-                return float(state.candles[slot, layout.CLOSE])
+            if candles[slot, layout.OPEN_TIME] == (b + k) * MINUTE_MS:
+                return float(candles[slot, layout.CLOSE])
         return None
     values = state.bars[timeframe][int(b / span % ring.capacity)]
     if math.floor(values[layout.BAR_TAG] / layout.TAG_MINUTE) == b:
