@@ -29,7 +29,6 @@ from state import layout
 from state.candles import CandleStore, SeedBar
 
 FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 log = logging.getLogger(__name__)
 

@@ -460,8 +460,9 @@ def _carried_values(
     the state by the backtest's recursion, bit for bit (``carried.advance``), and the forming bar is
     one step from there (``carried.forming_values``).
     """
+    # The rows of ``values`` are the timeframes in the carry record's order (bar_series builds them so).
+    assert list(series) == [tf for tf, _ in layout.CARRY_TIMEFRAMES], "timeframes out of the carry record's order"
     t = minute // MINUTE_MS
-    size = len(carries)
     known = carries[:, layout.CARRY_NEWEST] > 0
     states, forming_closes, usable = [], [], []
     for i, (tf, span) in enumerate(layout.CARRY_TIMEFRAMES):
@@ -488,7 +489,6 @@ def _carried_values(
     found = carried.forming_values(state[:, :, None], close[:, None, None])
     for name, value in zip(_RECURSION_NAMES, (found.rsi, found.macd, found.signal, found.hist), strict=True):
         values[name][rows] = value[:, 0, 0]
-    assert size * len(layout.CARRY_TIMEFRAMES) == len(fits)
     return fits
 
 
