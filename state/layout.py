@@ -133,6 +133,7 @@ assert BAR_RING_BY_TIMEFRAME["1h"].keeps_open, "change_14d reads the opens of th
 CARRY_TIMEFRAMES: tuple[tuple[str, int], ...] = (
     ("1m", 1), ("5m", 5), ("15m", 15), ("1h", 60), ("4h", 240), ("8h", 480), ("1d", 1440),
 )  # fmt: skip
+assert CARRY_TIMEFRAMES[0] == ("1m", 1), "the first record is 1m's, the newest bars taken in"
 CARRY_STATE_FIELDS = 7  # len(carried.FIELDS)
 CARRY_STRIDE = 1 + CARRY_STATE_FIELDS  # the bar minute, then the state
 CARRY_NEWEST = 0
