@@ -383,7 +383,9 @@ def apply_candles(state: SymbolState, packed: bytes, packed_seeds: bytes = b"", 
     (tests/state check it).
     """
     # The carried state as Python floats, taken only when a newer minute moves it (most writes: one).
-    carry = np.frombuffer(packed_carry, dtype="<f8").tolist() if packed_carry else None
+    if packed_carry:  # set first, like the script; records that move later are written back as they move
+        state.carry[:] = np.frombuffer(packed_carry, dtype="<f8")
+    carry = state.carry.tolist() if packed_carry else None
     newest = carry[layout.CARRY_NEWEST] if carry is not None else float(state.carry[layout.CARRY_NEWEST])
     seeds = np.frombuffer(packed_seeds, dtype="<f8").reshape(-1, 4)
     rings = [state.bars[ring.timeframe] for ring in layout.BAR_RINGS]
@@ -417,23 +419,28 @@ def apply_candles(state: SymbolState, packed: bytes, packed_seeds: bytes = b"", 
         o, c = values[layout.OPEN], values[layout.CLOSE]
         for ring, bar_ring in zip(layout.BAR_RINGS, rings, strict=True):
             _merge_bar(bar_ring, ring, minute, o, c)
-    if carry is not None:
-        state.carry[:] = carry
 
 
-# Per carried timeframe: its name, span in minutes and record column (the loop below runs per candle).
-_CARRIED = tuple((tf, span, layout.carry_offset(i)) for i, (tf, span) in enumerate(layout.CARRY_TIMEFRAMES))
+# Per carried timeframe: its name, span in minutes, record column, and how far past its bar minute the
+# newest minute must be for the next bar to be due (the loop below runs for every candle).
+_CARRIED = tuple(
+    (tf, span, layout.carry_offset(i), 2 * span + layout.MARGIN_MINUTES)
+    for i, (tf, span) in enumerate(layout.CARRY_TIMEFRAMES)
+)
 
 
 def _advance_carry(state: SymbolState, carry: list[float], minute: float) -> None:
-    """Take into ``carry`` every bar that closed MARGIN_MINUTES before ``minute`` (the script's advance_carry)."""
+    """Take into ``carry`` every bar that closed MARGIN_MINUTES before ``minute`` (the script's advance_carry).
+
+    The records that move are written back to ``state.carry`` too.
+    """
     newest = carry[layout.CARRY_NEWEST]
-    horizon = minute - layout.MARGIN_MINUTES
     fields = layout.CARRY_STATE_FIELDS
-    for timeframe, span, o in _CARRIED:
-        target = math.floor(horizon / span) * span - span  # layout.carry_bar
-        if target <= carry[o]:
+    for timeframe, span, o, due in _CARRIED:
+        # layout.carry_bar(minute, span) > carry[o], for bar minutes that are multiples of the span.
+        if minute < carry[o] + due:
             continue
+        target = math.floor((minute - layout.MARGIN_MINUTES) / span) * span - span
         if newest > 0:
             row = carry[o + 1 : o + 1 + fields]
             b = carry[o] + span
@@ -445,7 +452,9 @@ def _advance_carry(state: SymbolState, carry: list[float], minute: float) -> Non
                 b += span
             carry[o + 1 : o + 1 + fields] = row
         carry[o] = target
+        state.carry[o : o + 1 + fields] = carry[o : o + 1 + fields]
     carry[layout.CARRY_NEWEST] = minute
+    state.carry[layout.CARRY_NEWEST] = minute
 
 
 def _bar_close(state: SymbolState, timeframe: str, span: int, b: float) -> float | None:
