@@ -19,10 +19,41 @@ import numpy.typing as npt
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from screener.events.models import MINUTE_MS, Candle
+from functions.calculator import carried, indicators
+from screener.events.models import BAR_TIMEFRAMES, MINUTE_MS, Candle
 from state import layout
 
 FloatArray = npt.NDArray[np.float64]
+
+
+def _source(timeframe: str) -> int:
+    """Return where the write script reads a timeframe's closed bars: its bar ring's index, 0 for the 1-minute ring."""
+    indices = {ring.timeframe: i for i, ring in enumerate(layout.BAR_RINGS, start=1)}
+    return indices.get(timeframe, 0)
+
+
+def _carried_constants() -> dict[str, float | int]:
+    """Return the recursions' constants, written into the script exactly (repr round-trips a float64)."""
+    return {
+        "RSI_PERIOD": indicators.RSI_PERIOD,
+        "MACD_FAST": indicators.MACD_FAST,
+        "MACD_SLOW": indicators.MACD_SLOW,
+        "MACD_SIGNAL": indicators.MACD_SIGNAL,
+        "MACD_FIRST": carried.MACD_FIRST,
+        "STEADY_BARS": carried.STEADY_BARS,
+        "K_SLOW": carried.K_SLOW,
+        "K_FAST": carried.K_FAST,
+        "K_SIGNAL": carried.K_SIGNAL,
+        "RSI_GAIN": carried.RSI_GAIN,
+        "RSI_KEEP": carried.RSI_KEEP,
+        "SLOW_KEEP": carried.SLOW_KEEP,
+        "FAST_KEEP": carried.FAST_KEEP,
+        "SIGNAL_KEEP": carried.SIGNAL_KEEP,
+    }
+
+
+assert len(carried.FIELDS) == layout.CARRY_STATE_FIELDS, "the carry record holds carried.FIELDS"
+assert tuple(tf for tf, _ in layout.CARRY_TIMEFRAMES) == tuple(BAR_TIMEFRAMES), "a bar timeframe is not carried"
 
 # The layout's constants are prepended, so each call passes only its candles (fewer arguments to pack).
 WRITE_SCRIPT = (
@@ -30,6 +61,10 @@ WRITE_SCRIPT = (
     f"local LOG_ENTRIES = {layout.WRITE_LOG_ENTRIES}\n"
     f"local LOG_MAX_BYTES = {layout.WRITE_LOG_MAX_CANDLES * layout.ROW_BYTES}\n"
     f"local BAR_RINGS = {{{', '.join(f'{{{r.minutes}, {r.capacity}, {r.width}}}' for r in layout.BAR_RINGS)}}}\n"
+    f"local MARGIN = {layout.MARGIN_MINUTES}\n"
+    f"local CARRY_WIDTH = {layout.CARRY_WIDTH}\n"
+    f"local CARRY_TFS = {{{', '.join(f'{{{minutes}, {_source(tf)}}}' for tf, minutes in layout.CARRY_TIMEFRAMES)}}}\n"
+    + "".join(f"local {name} = {value!r}\n" for name, value in _carried_constants().items())
     + resources.files("state").joinpath("write_candles.lua").read_text()
 )
 WRITE_SCRIPT_SHA = hashlib.sha1(WRITE_SCRIPT.encode()).hexdigest()  # Redis names scripts by SHA-1
@@ -50,12 +85,14 @@ class SymbolState:
     slot i is the quote volume of minute ``candles[i, OPEN_TIME] - CAPACITY`` minutes, NaN if unknown.
     ``bars`` maps a timeframe of ``layout.BAR_RINGS`` to its (capacity, width) ring, columns
     ``ring.fields``: (tag, open, close) where the ring keeps opens, (tag, close) elsewhere.
+    ``carry`` is the carried RSI and MACD state, ``layout.CARRY_WIDTH`` float64 (``layout.carry_offset``).
     """
 
     symbol: str
     candles: FloatArray
     previous_quote_volume: FloatArray
     bars: Mapping[str, FloatArray]
+    carry: FloatArray
     created: bool = False
 
     def holds(self, minute: int) -> bool:
@@ -112,9 +149,11 @@ def decode_state(symbol: str, rings: Sequence[bytes | None], created: bool = Fal
     previous = _frombuffer(rings[1], keys[1], layout.CAPACITY * 8)
     bars = {
         ring.timeframe: _frombuffer(raw, key, ring.ring_bytes).reshape(ring.capacity, ring.width)
-        for ring, key, raw in zip(layout.BAR_RINGS, keys[2:], rings[2:], strict=True)
+        for ring, key, raw in zip(layout.BAR_RINGS, keys[2:-1], rings[2:-1], strict=True)
     }
-    return SymbolState(symbol, candles.reshape(layout.CAPACITY, len(layout.CANDLE_FIELDS)), previous, bars, created)
+    carry = _frombuffer(rings[-1], keys[-1], layout.CARRY_BYTES)
+    shaped = candles.reshape(layout.CAPACITY, len(layout.CANDLE_FIELDS))
+    return SymbolState(symbol, shaped, previous, bars, carry, created)
 
 
 def _frombuffer(raw: bytes | None, key: str, size: int) -> FloatArray:
@@ -153,6 +192,7 @@ class CandleStore:
         seeds: Sequence[tuple[str, SeedBar]] = (),
         also: Sequence[str] = (),
         create: bool = True,
+        carries: Mapping[str, bytes] | None = None,
     ) -> dict[str, SymbolState]:
         """Store closed ``candles`` (any symbols, any order, repeats allowed); return the symbols' state.
 
@@ -161,7 +201,10 @@ class CandleStore:
         round trip. With ``read_back`` False nothing is returned (warm start). With ``create`` False,
         a symbol that has no rings in Redis is left alone (nothing of it written) and absent from the
         result: the caller rebuilds its rings first (``state.warm_start``), then writes again.
+        ``carries`` maps a symbol to the carried RSI and MACD state to set before its candles are
+        written (``layout.CARRY_BYTES``; the warm start's, computed from the whole stored history).
         """
+        carries = carries or {}
         by_symbol: dict[str, list[Candle]] = defaultdict(list)
         for candle in candles:
             by_symbol[candle.symbol].append(candle)
@@ -181,6 +224,7 @@ class CandleStore:
                     _known_version(based.get(sym)) if read_back else "no",
                     packed_seeds[sym],
                     "create" if create else "keep",
+                    carries.get(sym, b""),
                 ],
             )
             for sym in symbols
@@ -204,7 +248,7 @@ class CandleStore:
                 state = writable_copy(_mirror_copy(based, sym))
                 for entry in reply[3:]:
                     apply_candles(state, entry[8:])  # after the version it made (a float64)
-                apply_candles(state, packed[sym], packed_seeds[sym])
+                apply_candles(state, packed[sym], packed_seeds[sym], carries.get(sym, b""))
                 self.log_hits += 1
             elif len(reply) > 2:
                 state = decode_state(sym, reply[2:], created)
@@ -215,7 +259,7 @@ class CandleStore:
                 # (which other calls may only have grown with candles Redis also holds), never to a
                 # newer or older entry another call put in the mirror meanwhile.
                 state = _mirror_copy(based, sym)
-                apply_candles(state, packed[sym], packed_seeds[sym])
+                apply_candles(state, packed[sym], packed_seeds[sym], carries.get(sym, b""))
                 self.mirror_hits += 1
             if self._mirror is not None:
                 held = self._mirror.get(sym)
@@ -237,7 +281,7 @@ class CandleStore:
                 for key in layout.ring_keys(symbol):
                     pipe.get(key)
             raw = await pipe.execute()
-        per_symbol = 2 + len(layout.BAR_RINGS)
+        per_symbol = len(layout.ring_keys(""))
         states = {}
         for i, symbol in enumerate(symbols):
             rings = raw[i * per_symbol : (i + 1) * per_symbol]
@@ -311,6 +355,7 @@ def empty_state(symbol: str) -> SymbolState:
         np.zeros((layout.CAPACITY, len(layout.CANDLE_FIELDS)), order="F"),
         np.full(layout.CAPACITY, np.nan),
         {ring.timeframe: np.zeros((ring.capacity, ring.width)) for ring in layout.BAR_RINGS},
+        np.zeros(layout.CARRY_WIDTH),
     )
 
 
@@ -325,16 +370,23 @@ def writable_copy(state: SymbolState) -> SymbolState:
         state.candles.copy(order="F"),
         state.previous_quote_volume.copy(),
         {tf: ring.copy() for tf, ring in state.bars.items()},
+        state.carry.copy(),
         state.created,
     )
 
 
-def apply_candles(state: SymbolState, packed: bytes, packed_seeds: bytes = b"") -> None:
-    """Apply packed candles (and seeds) to ``state`` in place, by exactly the write script's rules.
+def apply_candles(state: SymbolState, packed: bytes, packed_seeds: bytes = b"", packed_carry: bytes = b"") -> None:
+    """Apply packed candles (and seeds, and a carried state to start from) to ``state`` in place.
 
-    The mirror's half of write_candles.lua: the same slot, eviction and bar-merge decisions on the
-    same float64 values, so the mirror and Redis hold the same bytes (tests/state check it).
+    The mirror's half of write_candles.lua, by exactly its rules: the same slot, eviction, bar-merge
+    and carry decisions on the same float64 values, so the mirror and Redis hold the same bytes
+    (tests/state check it).
     """
+    # The carried state as Python floats, taken only when a newer minute moves it (most writes: one).
+    if packed_carry:  # set first, like the script; records that move later are written back as they move
+        state.carry[:] = np.frombuffer(packed_carry, dtype="<f8")
+    carry = state.carry.tolist() if packed_carry else None
+    newest = carry[layout.CARRY_NEWEST] if carry is not None else float(state.carry[layout.CARRY_NEWEST])
     seeds = np.frombuffer(packed_seeds, dtype="<f8").reshape(-1, 4)
     rings = [state.bars[ring.timeframe] for ring in layout.BAR_RINGS]
     for index, open_time, o, c in seeds.tolist():
@@ -350,6 +402,11 @@ def apply_candles(state: SymbolState, packed: bytes, packed_seeds: bytes = b"") 
     for row, values in zip(rows, rows.tolist(), strict=True):
         open_time = values[layout.OPEN_TIME]
         minute = open_time / MINUTE_MS
+        if minute > newest:
+            if carry is None:
+                carry = state.carry.tolist()
+            _advance_carry(state, carry, minute)
+            newest = minute
         slot = int(minute % capacity)
         held = float(candles[slot, layout.OPEN_TIME])
         if held == open_time:
@@ -362,6 +419,58 @@ def apply_candles(state: SymbolState, packed: bytes, packed_seeds: bytes = b"") 
         o, c = values[layout.OPEN], values[layout.CLOSE]
         for ring, bar_ring in zip(layout.BAR_RINGS, rings, strict=True):
             _merge_bar(bar_ring, ring, minute, o, c)
+
+
+# Per carried timeframe: its name, span in minutes, record column, and how far past its bar minute the
+# newest minute must be for the next bar to be due (the loop below runs for every candle).
+_CARRIED = tuple(
+    (tf, span, layout.carry_offset(i), 2 * span + layout.MARGIN_MINUTES)
+    for i, (tf, span) in enumerate(layout.CARRY_TIMEFRAMES)
+)
+
+
+def _advance_carry(state: SymbolState, carry: list[float], minute: float) -> None:
+    """Take into ``carry`` every bar that closed MARGIN_MINUTES before ``minute`` (the script's advance_carry).
+
+    The records that move are written back to ``state.carry`` too.
+    """
+    newest = carry[layout.CARRY_NEWEST]
+    fields = layout.CARRY_STATE_FIELDS
+    for timeframe, span, o, due in _CARRIED:
+        # layout.carry_bar(minute, span) > carry[o], for bar minutes that are multiples of the span.
+        if minute < carry[o] + due:
+            continue
+        target = math.floor((minute - layout.MARGIN_MINUTES) / span) * span - span
+        if newest > 0:
+            row = carry[o + 1 : o + 1 + fields]
+            b = carry[o] + span
+            last = min(target, newest)  # bars after the newest minute written have no minute yet
+            while b <= last:
+                close = _bar_close(state, timeframe, span, b)
+                if close is not None:
+                    carried.advance_bar(row, close)
+                b += span
+            carry[o + 1 : o + 1 + fields] = row
+        carry[o] = target
+        state.carry[o : o + 1 + fields] = carry[o : o + 1 + fields]
+    carry[layout.CARRY_NEWEST] = minute
+    state.carry[layout.CARRY_NEWEST] = minute
+
+
+def _bar_close(state: SymbolState, timeframe: str, span: int, b: float) -> float | None:
+    """Return the close of the bar of ``span`` minutes opening at minute ``b``, None when the rings lack it."""
+    ring = layout.BAR_RING_BY_TIMEFRAME.get(timeframe)
+    if ring is None:  # 1m and 5m: the latest stored minute of the bar closes it
+        candles = state.candles
+        for k in range(span - 1, -1, -1):
+            slot = int((b + k) % layout.CAPACITY)
+            if candles[slot, layout.OPEN_TIME] == (b + k) * MINUTE_MS:
+                return float(candles[slot, layout.CLOSE])
+        return None
+    values = state.bars[timeframe][int(b / span % ring.capacity)]
+    if math.floor(values[layout.BAR_TAG] / layout.TAG_MINUTE) == b:
+        return float(values[ring.close_column])
+    return None
 
 
 def _merge_bar(bars: FloatArray, ring: layout.BarRing, minute: float, o: float, c: float) -> None:

@@ -23,11 +23,10 @@ LONGEST_WINDOW_MINUTES = 1440
 MARGIN_MINUTES = 60
 CAPACITY = LONGEST_WINDOW_MINUTES + MARGIN_MINUTES
 
-# Indicators run over this many bars of each timeframe (the last one forming). metrics.md asks for
-# at least 250. The seeds of Wilder's RSI and the EMAs have not fully decayed after 250 bars: RSI
-# differs from TA-Lib over the whole history by up to ~4e-8 relative, MACD near zero by more. The
-# backtest carries both from each series' first bar (functions/calculator/carried.py, TA-Lib over
-# the whole history); the stream would need the recursion state kept with the rings for that.
+# Bollinger Bands, and RSI and MACD where a series has no carried state to step from, run over this
+# many bars of each timeframe (the last one forming). RSI and MACD are carried from each series' first
+# bar instead (the carry key below): 250 bars leave their seeds undecayed to ~4e-8 relative for RSI,
+# more for MACD near zero, which TA-Lib over the whole history (metrics.md) does not allow.
 INDICATOR_BARS = 250
 # change_14d reads the open of the 1h bar 335 bars before the one containing t.
 CHANGE_14D_BARS_BACK = 335
@@ -123,6 +122,38 @@ assert all(
 BAR_RING_BY_TIMEFRAME: dict[str, BarRing] = {ring.timeframe: ring for ring in BAR_RINGS}
 assert BAR_RING_BY_TIMEFRAME["1h"].keeps_open, "change_14d reads the opens of the 1h ring"
 
+# The recursion state of RSI and MACD per timeframe, carried from the symbol's first bar (docs/state.md,
+# "Carried indicators"): a record of float64, ``CARRY_NEWEST`` (the newest minute written, in minutes;
+# 0 before the first) then, per timeframe of ``CARRY_TIMEFRAMES``, the open minute of the last bar the
+# state includes (every bar up to it) and the state itself (``functions.calculator.carried.FIELDS``:
+# bars, close, gain, loss, slow, fast, signal). The state only takes in bars that closed at least
+# MARGIN_MINUTES before the newest minute written: a minute the calculator may still compute (never
+# more than the margin behind, like the 1-minute ring's rule) then always finds its closed bars after
+# the state's, in the rings, and steps through them itself.
+CARRY_TIMEFRAMES: tuple[tuple[str, int], ...] = (
+    ("1m", 1), ("5m", 5), ("15m", 15), ("1h", 60), ("4h", 240), ("8h", 480), ("1d", 1440),
+)  # fmt: skip
+assert CARRY_TIMEFRAMES[0] == ("1m", 1), "the first record is 1m's, the newest bars taken in"
+CARRY_STATE_FIELDS = 7  # len(carried.FIELDS)
+CARRY_STRIDE = 1 + CARRY_STATE_FIELDS  # the bar minute, then the state
+CARRY_NEWEST = 0
+CARRY_WIDTH = 1 + CARRY_STRIDE * len(CARRY_TIMEFRAMES)
+CARRY_BYTES = 8 * CARRY_WIDTH
+
+
+def carry_offset(timeframe_index: int) -> int:
+    """Return the column of the bar minute of the ``timeframe_index``-th timeframe's record (its state follows)."""
+    return 1 + CARRY_STRIDE * timeframe_index
+
+
+def carry_bar(newest_minute: float, minutes: int) -> float:
+    """Return the open minute of the newest bar of ``minutes`` the carried state takes in, given the newest minute.
+
+    The bars that ended at least MARGIN_MINUTES before ``newest_minute``: bar b spans b .. b + minutes - 1.
+    """
+    return math.floor((newest_minute - MARGIN_MINUTES) / minutes) * minutes - minutes
+
+
 KEY_PREFIX = "st"
 
 
@@ -155,6 +186,11 @@ def bars_key(symbol: str, timeframe: str) -> str:
     return f"{KEY_PREFIX}:{{{symbol}}}:bars:{timeframe}"
 
 
+def carry_key(symbol: str) -> str:
+    """Return the key of ``symbol``'s carried RSI and MACD state (``CARRY_WIDTH`` float64)."""
+    return f"{KEY_PREFIX}:{{{symbol}}}:carry"
+
+
 def write_log_key(symbol: str) -> str:
     """Return the key of ``symbol``'s last few small writes (a list of version + packed candles)."""
     return f"{KEY_PREFIX}:{{{symbol}}}:log"
@@ -175,15 +211,21 @@ def state_keys(symbol: str) -> list[str]:
         previous_lap_key(symbol),
         version_key(symbol),
         *(bars_key(symbol, r.timeframe) for r in BAR_RINGS),
+        carry_key(symbol),
         write_log_key(symbol),
     ]
 
 
 def ring_keys(symbol: str) -> list[str]:
     """Return the keys of ``symbol``'s rings (the state keys but the version), in reply order."""
-    return [candles_key(symbol), previous_lap_key(symbol), *(bars_key(symbol, r.timeframe) for r in BAR_RINGS)]
+    return [
+        candles_key(symbol),
+        previous_lap_key(symbol),
+        *(bars_key(symbol, r.timeframe) for r in BAR_RINGS),
+        carry_key(symbol),
+    ]
 
 
 def state_bytes() -> int:
     """Return the payload bytes of one symbol's rings (without Redis' own overhead)."""
-    return CAPACITY * ROW_BYTES + CAPACITY * 8 + sum(r.ring_bytes for r in BAR_RINGS)
+    return CAPACITY * ROW_BYTES + CAPACITY * 8 + sum(r.ring_bytes for r in BAR_RINGS) + CARRY_BYTES

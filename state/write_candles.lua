@@ -2,7 +2,8 @@
 --
 -- Touches only the keys it is given, all hash-tagged by the symbol, so it runs on Redis Cluster.
 -- Every write is a fixed-size SETRANGE into the slot of the candle's minute (O(1) per candle), and
--- writing the same candles again leaves the same bytes (idempotent, in any order).
+-- writing the same candles again leaves the same bytes (idempotent; in any order for the rings, and
+-- for the carried state as long as no minute is more than MARGIN minutes late: docs/state.md).
 --
 -- KEYS[1]  the 1-minute ring: CAPACITY slots of 8 little-endian float64 (layout.CANDLE_FIELDS)
 -- KEYS[2]  the previous lap: slot i holds the quote volume of minute ring[i].open_time - CAPACITY
@@ -10,10 +11,16 @@
 --          the rings are created (so a flushed and rebuilt symbol never repeats a version)
 -- KEYS[4..] the bar rings (layout.BAR_RINGS order): slots of (tag, open, close) float64 in a ring that
 --          keeps opens, (tag, close) in the others
+-- KEYS[last - 1] the carried RSI and MACD state (layout.CARRY_*): CARRY_WIDTH float64, the newest minute
+--          written (in minutes, 0 before the first), then per timeframe of CARRY_TFS the open minute
+--          of the last bar taken in and the recursion state after it (bars, close, gain, loss, slow,
+--          fast, signal: functions/calculator/carried.py, whose ``advance_bar`` this repeats bit for bit)
 -- KEYS[last] the write log: the last LOG_ENTRIES writes of at most LOG_MAX_BYTES of candles (no
 --          seeds), each the version after it (a float64) followed by its candles
 -- CAPACITY, LOG_ENTRIES, LOG_MAX_BYTES and BAR_RINGS ({minutes, capacity, width} per bar ring, width
--- 3 or 2 float64 a slot) are prepended from state/layout.py. A ring key of another length (an older layout) makes the script
+-- 3 or 2 float64 a slot) are prepended from state/layout.py, and so are MARGIN, CARRY_WIDTH, CARRY_TFS
+-- ({minutes, bar ring index or 0 for bars of the 1-minute ring} per timeframe) and the recursions'
+-- constants (RSI_PERIOD ... SIGNAL_KEEP, from functions/calculator/carried.py). A ring key of another length (an older layout) makes the script
 -- drop the symbol's rings and start them anew (reported as created, so the caller rebuilds them).
 -- ARGV[1]  the candles, packed like ring slots (64 bytes each); may be empty (a pure read)
 -- ARGV[2]  the version of the rings the caller holds in memory ("-1": none); the reply is
@@ -24,6 +31,9 @@
 -- ARGV[3]  closed bars to seed (Binance's native klines), 32 bytes each: 4 float64 (bar ring index
 --          from 1, open time, open, close); merged as the bar's first and last minute, so a bar
 --          built from stored minutes and its seed agree (a ring without opens drops the open)
+-- ARGV[5]  the carried state to set before the candles are written (warm start: computed from the
+--          whole stored history), or empty; when the rings are created without one, the state starts
+--          at the first candle written
 -- ARGV[4]  "create" (or absent): missing rings are created; "keep": missing rings are NOT created,
 --          nothing is written and the reply is {0, 1} (0 with "no"). A caller that rebuilds missing
 --          rings from PostgreSQL asks first with "keep": rings it created for a batch and then failed
@@ -39,7 +49,8 @@ local nan = 0 / 0
 
 local FIRST_BAR = 3
 local LOG = KEYS[#KEYS]
-local nbars = #KEYS - FIRST_BAR - 1
+local CARRY = KEYS[#KEYS - 1]
+local nbars = #KEYS - FIRST_BAR - 2
 local bar_minutes, bar_cap, bar_width = {}, {}, {}
 for b = 1, nbars do
   bar_minutes[b] = BAR_RINGS[b][1]
@@ -52,6 +63,7 @@ local sizes = {[1] = cap * ROW, [2] = cap * 8}
 for b = 1, nbars do
   sizes[FIRST_BAR + b] = bar_cap[b] * bar_width[b] * 8
 end
+sizes[#KEYS - 1] = CARRY_WIDTH * 8
 local lengths = {}
 local stale = false
 for i, bytes in pairs(sizes) do
@@ -59,6 +71,10 @@ for i, bytes in pairs(sizes) do
   if lengths[i] ~= 0 and lengths[i] ~= bytes then
     stale = true
   end
+end
+-- Rings without a carried state (written before it existed) cannot give exact RSI and MACD: rebuild.
+if lengths[1] ~= 0 and lengths[#KEYS - 1] == 0 then
+  stale = true
 end
 if stale then
   -- Rings written in another layout (before an upgrade). They are a cache of candles_1m and bars:
@@ -98,6 +114,7 @@ local version = tonumber(redis.call('GET', KEYS[3]))
 for b = 1, nbars do
   ensure(FIRST_BAR + b, string.rep('\0', 8))
 end
+ensure(#KEYS - 1, string.rep('\0', 8))
 
 -- The writes the caller's copy lacks, if the log holds every one of them (read before this write).
 local known = tonumber(ARGV[2])
@@ -155,6 +172,117 @@ local function merge_bar(key, span, capacity, width, minute, o, c)
   end
 end
 
+-- The carried state, read once and written back once if it moved.
+local CARRY_FORMAT = '<' .. string.rep('d', CARRY_WIDTH)
+local carry = {struct.unpack(CARRY_FORMAT, redis.call('GET', CARRY))}
+carry[CARRY_WIDTH + 1] = nil  -- struct.unpack's next position
+local carry_moved = false
+if ARGV[5] ~= nil and #ARGV[5] > 0 then
+  carry = {struct.unpack(CARRY_FORMAT, ARGV[5])}
+  carry[CARRY_WIDTH + 1] = nil
+  carry_moved = true
+end
+
+-- The close of the bar of `span` minutes opening at minute `b`, or nil when the rings lack it.
+local function bar_close(span, ring, b)
+  if ring == 0 then
+    -- From the 1-minute ring: the latest minute of the bar that is stored closes it.
+    for k = span - 1, 0, -1 do
+      local at = ((b + k) % cap) * ROW
+      local open_time, _, _, _, c = struct.unpack('<ddddd', redis.call('GETRANGE', KEYS[1], at, at + 39))
+      if open_time == (b + k) * MINUTE then
+        return c
+      end
+    end
+    return nil
+  end
+  local size = bar_width[ring] * 8
+  local at = (b / span % bar_cap[ring]) * size
+  local slot = redis.call('GETRANGE', KEYS[FIRST_BAR + ring], at, at + size - 1)
+  if math.floor(struct.unpack('<d', slot) / TAG_MINUTE) == b then
+    return struct.unpack('<d', slot, size - 7)
+  end
+  return nil
+end
+
+-- One closed bar into the state at column o + 1 (bars) .. o + 7 (signal): carried.advance_bar.
+local function advance_bar(o, close)
+  local n = carry[o + 1]
+  local change = close - carry[o + 2]
+  local up, down = math.max(change, 0), -math.min(change, 0)
+  local gain, loss, slow, fast, signal = carry[o + 3], carry[o + 4], carry[o + 5], carry[o + 6], carry[o + 7]
+  if n >= STEADY_BARS then
+    gain = RSI_GAIN * up + RSI_KEEP * gain
+    loss = RSI_GAIN * down + RSI_KEEP * loss
+    slow = K_SLOW * close + SLOW_KEEP * slow
+    fast = K_FAST * close + FAST_KEEP * fast
+    signal = K_SIGNAL * (fast - slow) + SIGNAL_KEEP * signal
+  else
+    -- The seeds, in TA-Lib's operations and order (carried.advance_one).
+    if n > 0 then
+      if n < RSI_PERIOD then
+        gain = gain + up
+        loss = loss + down
+      elseif n == RSI_PERIOD then
+        gain = (gain + up) / RSI_PERIOD
+        loss = (loss + down) / RSI_PERIOD
+      else
+        gain = (gain * (RSI_PERIOD - 1) + up) / RSI_PERIOD
+        loss = (loss * (RSI_PERIOD - 1) + down) / RSI_PERIOD
+      end
+    end
+    if n < MACD_SLOW - 1 then
+      slow = slow + close
+      if n >= MACD_SLOW - MACD_FAST then
+        fast = fast + close
+      end
+    elseif n == MACD_SLOW - 1 then
+      slow = (slow + close) / MACD_SLOW
+      fast = (fast + close) / MACD_FAST
+    else
+      slow = (close - slow) * K_SLOW + slow
+      fast = (close - fast) * K_FAST + fast
+    end
+    if MACD_SLOW - 1 <= n and n < MACD_FIRST then
+      signal = signal + (fast - slow)
+    elseif n == MACD_FIRST then
+      signal = (signal + (fast - slow)) / MACD_SIGNAL
+    elseif n > MACD_FIRST then
+      signal = ((fast - slow) - signal) * K_SIGNAL + signal
+    end
+  end
+  carry[o + 1], carry[o + 2] = n + 1, close
+  carry[o + 3], carry[o + 4], carry[o + 5], carry[o + 6], carry[o + 7] = gain, loss, slow, fast, signal
+end
+
+-- Before minute `minute` is written: take in every bar that closed MARGIN minutes before it (once,
+-- keyed by the bar's open minute, so a repeated or older minute moves nothing).
+local function advance_carry(minute)
+  local newest = carry[1]
+  if minute <= newest then
+    return
+  end
+  for i, tf in ipairs(CARRY_TFS) do
+    local span, ring = tf[1], tf[2]
+    local o = 2 + (i - 1) * 8
+    local target = math.floor((minute - MARGIN) / span) * span - span
+    if newest > 0 and target > carry[o] then
+      -- Bars after the newest minute written have no minute yet.
+      for b = carry[o] + span, math.min(target, newest), span do
+        local c = bar_close(span, ring, b)
+        if c ~= nil then
+          advance_bar(o, c)
+        end
+      end
+    end
+    if target > carry[o] then
+      carry[o] = target  -- before the first minute (newest 0), nothing the rings hold is older
+    end
+  end
+  carry[1] = minute
+  carry_moved = true
+end
+
 local seeds = ARGV[3]
 for i = 0, #seeds / 32 - 1 do
   local b, open_time, o, c = struct.unpack('<dddd', string.sub(seeds, i * 32 + 1, (i + 1) * 32))
@@ -167,6 +295,7 @@ for i = 0, #blob / ROW - 1 do
   local row = string.sub(blob, i * ROW + 1, (i + 1) * ROW)
   local open_time, o, h, l, c, v, q = struct.unpack('<ddddddd', row)
   local minute = open_time / MINUTE
+  advance_carry(minute)
   local slot = minute % cap
   local at = slot * ROW
   local held = struct.unpack('<d', redis.call('GETRANGE', KEYS[1], at, at + 7))
@@ -189,14 +318,18 @@ for i = 0, #blob / ROW - 1 do
   end
 end
 
+if carry_moved then
+  redis.call('SET', CARRY, struct.pack(CARRY_FORMAT, unpack(carry)))
+end
+
 local after = version
-if #blob > 0 or #seeds > 0 then
+if #blob > 0 or #seeds > 0 or carry_moved then
   after = redis.call('INCR', KEYS[3])
-  if #seeds == 0 and #blob <= LOG_MAX_BYTES then
+  if #seeds == 0 and #blob <= LOG_MAX_BYTES and (ARGV[5] == nil or #ARGV[5] == 0) then
     redis.call('RPUSH', LOG, struct.pack('<d', after) .. blob)
     redis.call('LTRIM', LOG, -LOG_ENTRIES, -1)
   else
-    redis.call('DEL', LOG)  -- too big to log: a copy that lacks it needs the rings
+    redis.call('DEL', LOG)  -- too big to log, or seeds or a carried state: a copy that lacks it needs the rings
   end
 end
 if ARGV[2] == 'no' then
@@ -215,6 +348,7 @@ if created == 1 or known ~= version then
     for b = 1, nbars do
       reply[4 + b] = redis.call('GET', KEYS[FIRST_BAR + b])
     end
+    reply[5 + nbars] = redis.call('GET', CARRY)
   end
 end
 return reply

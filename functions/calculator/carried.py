@@ -95,6 +95,34 @@ def advance_one(state: list[float], close: float) -> None:
     state[BARS] = n + 1
 
 
+# The steady recursions as ``lfilter`` runs them: y = gain * input + keep * y_before.
+RSI_GAIN, RSI_KEEP = 1.0 / RSI_PERIOD, (RSI_PERIOD - 1) / RSI_PERIOD
+SLOW_KEEP, FAST_KEEP, SIGNAL_KEEP = 1.0 - K_SLOW, 1.0 - K_FAST, 1.0 - K_SIGNAL
+
+
+def advance_bar(state: list[float], close: float) -> None:
+    """Advance one state row (Python floats, in place) by one closed bar, bit for bit as ``advance`` does.
+
+    The seeds go through ``advance_one``; a steady row takes one step of the ``lfilter`` form
+    (``advance_steady``), whose rounding this repeats exactly. The state kept with the rings
+    (``state/write_candles.lua`` and its mirror ``state.candles.apply_candles``) advances by this
+    step, so the stream's state after a bar is the backtest's (tests compare the bytes).
+    """
+    if state[BARS] < STEADY_BARS:
+        advance_one(state, close)
+        return
+    change = close - state[CLOSE]
+    up = max(change, 0.0)
+    down = -min(change, 0.0)
+    state[GAIN] = RSI_GAIN * up + RSI_KEEP * state[GAIN]
+    state[LOSS] = RSI_GAIN * down + RSI_KEEP * state[LOSS]
+    state[SLOW] = K_SLOW * close + SLOW_KEEP * state[SLOW]
+    state[FAST] = K_FAST * close + FAST_KEEP * state[FAST]
+    state[SIGNAL] = K_SIGNAL * (state[FAST] - state[SLOW]) + SIGNAL_KEEP * state[SIGNAL]
+    state[CLOSE] = close
+    state[BARS] += 1
+
+
 def advance(state: CarriedState, closes: FloatArray, lengths: IntArray) -> FloatArray:
     """Return the state after each bar of left-aligned rows: (FIELDS, rows, width + 1), column 0 the given state.
 
@@ -142,12 +170,11 @@ def advance_steady(state: FloatArray, closes: FloatArray) -> FloatArray:
     change = closes - previous
     out[BARS] = state[BARS][:, None] + np.arange(1, width + 1)
     out[CLOSE] = closes
-    keep = (RSI_PERIOD - 1) / RSI_PERIOD
-    out[GAIN] = _first_order(np.maximum(change, 0.0), 1.0 / RSI_PERIOD, keep, state[GAIN])
-    out[LOSS] = _first_order(-np.minimum(change, 0.0), 1.0 / RSI_PERIOD, keep, state[LOSS])
-    out[SLOW] = _first_order(closes, K_SLOW, 1.0 - K_SLOW, state[SLOW])
-    out[FAST] = _first_order(closes, K_FAST, 1.0 - K_FAST, state[FAST])
-    out[SIGNAL] = _first_order(out[FAST] - out[SLOW], K_SIGNAL, 1.0 - K_SIGNAL, state[SIGNAL])
+    out[GAIN] = _first_order(np.maximum(change, 0.0), RSI_GAIN, RSI_KEEP, state[GAIN])
+    out[LOSS] = _first_order(-np.minimum(change, 0.0), RSI_GAIN, RSI_KEEP, state[LOSS])
+    out[SLOW] = _first_order(closes, K_SLOW, SLOW_KEEP, state[SLOW])
+    out[FAST] = _first_order(closes, K_FAST, FAST_KEEP, state[FAST])
+    out[SIGNAL] = _first_order(out[FAST] - out[SLOW], K_SIGNAL, SIGNAL_KEEP, state[SIGNAL])
     return out
 
 

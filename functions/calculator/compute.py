@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from functions.calculator import formulas, indicators
+from functions.calculator import carried, formulas, indicators
 from screener.events.models import (
     BAR_TIMEFRAMES,
     MINUTE_MS,
@@ -91,6 +91,7 @@ class MetricsArrays:
     windows: dict[str, dict[str, FloatArray]]  # window name -> metric -> (S,), "coverage" included
     fibonacci: dict[str, FloatArray]
     indicators: dict[str, dict[str, FloatArray]]  # bar timeframe -> indicator -> (S,)
+    seeded_on_last_bars: int = 0  # series whose RSI and MACD could not step from the carried state
 
 
 def gather_minutes(minute: int, states: Sequence[SymbolState], forming: Mapping[str, Candle] | None = None) -> Minutes:
@@ -385,167 +386,136 @@ def _bars_with_gaps(minute_closes: FloatArray, minute_present: BoolArray, minute
     return closes, present
 
 
-class IndicatorCache:
-    """The RSI and MACD recursions of each (symbol, timeframe) up to its last closed bar.
-
-    Between two minutes of the same 5m..1d bar only the forming close changes, so the recursions
-    over the 249 closed bars need not run again: one step from the cached state gives the same
-    numbers bit for bit (``indicators.rsi_step``/``macd_step`` repeat the loop's operations). An
-    entry is used only when the closed bars are bit for bit those it was computed from, so a late
-    minute that changes a closed bar, or a new bar (the series then slides: its oldest bar
-    changes), recomputes. The 1m series slides every minute, so it is always recomputed.
-    """
-
-    CACHED_TIMEFRAMES = frozenset({"5m", *layout.BAR_RING_BY_TIMEFRAME})
-
-    def __init__(self) -> None:
-        self._tables = {tf: _CacheTable() for tf in self.CACHED_TIMEFRAMES}
-        self.hits = 0
-
-    def lookup(
-        self, timeframe: str, symbols: Sequence[str], closes: FloatArray, lengths: IntArray
-    ) -> tuple[BoolArray, FloatArray]:
-        """Return which rows resume, and each row's state (gain, loss, last closed close, slow, fast, signal).
-
-        Row r's closed bars are ``closes[r, : lengths[r] - 1]`` (left-aligned); it resumes when its
-        symbol's entry was computed from exactly these. States of rows that do not resume are junk.
-        """
-        hit, state = self._tables[timeframe].lookup(symbols, closes, lengths - 1)
-        self.hits += int(np.count_nonzero(hit))
-        return hit, state
-
-    def store(
-        self, timeframe: str, symbols: Sequence[str], closes: FloatArray, lengths: IntArray, states: FloatArray
-    ) -> None:
-        """Remember each row's state after its closed bars ``closes[r, : lengths[r] - 1]``."""
-        self._tables[timeframe].store(symbols, closes, lengths - 1, states)
-
-
-class _CacheTable:
-    """One timeframe's entries as rows of arrays, so a whole minute is checked with a few numpy calls."""
-
-    WIDTH = layout.INDICATOR_BARS - 1
-
-    def __init__(self) -> None:
-        self._rows: dict[str, int] = {}
-        self._closed = np.empty((0, self.WIDTH))
-        self._counts = np.empty(0, dtype=np.int64)
-        self._states = np.empty((0, 6))
-
-    def lookup(self, symbols: Sequence[str], closes: FloatArray, counts: IntArray) -> tuple[BoolArray, FloatArray]:
-        at = np.array([self._rows.get(s, -1) for s in symbols], dtype=np.int64)
-        hit = at >= 0
-        if not hit.any():
-            return hit, np.zeros((len(symbols), 6))
-        rows = _row_index(at)  # the same symbols in the same order as last minute, usually: no gather
-        held = self._closed[rows]
-        # Bits, not values: 0.0 == -0.0 and NaN != NaN would make equal values of different bytes equal.
-        same = held.view(np.int64) == closes[:, : self.WIDTH].view(np.int64)
-        if (counts < self.WIDTH).any():
-            same |= np.arange(self.WIDTH) >= counts[:, None]  # after the closed bars: padding
-        hit &= (self._counts[rows] == counts) & same.all(axis=1)
-        return hit, self._states[rows]
-
-    def store(self, symbols: Sequence[str], closes: FloatArray, counts: IntArray, states: FloatArray) -> None:
-        at = np.array([self._rows.setdefault(s, len(self._rows)) for s in symbols], dtype=np.int64)
-        if len(self._rows) > len(self._counts):
-            size = max(len(self._rows), 2 * len(self._counts))
-            self._closed = _grown(self._closed, size)
-            self._counts = _grown(self._counts, size)
-            self._states = _grown(self._states, size)
-        self._closed[at] = closes[:, : self.WIDTH]
-        self._counts[at] = counts
-        self._states[at] = states
-
-
-def _row_index(rows: IntArray) -> slice | IntArray:
-    """Return an index of table ``rows`` (-1, no row, reads row 0): a slice, so a view, when they are consecutive."""
-    if len(rows) and rows[0] >= 0 and rows[-1] - rows[0] == len(rows) - 1 and bool((np.diff(rows) == 1).all()):
-        return slice(int(rows[0]), int(rows[-1]) + 1)
-    return np.maximum(rows, 0)
-
-
-def _grown(array: npt.NDArray[Any], size: int) -> npt.NDArray[Any]:
-    out = np.zeros((size, *array.shape[1:]), dtype=array.dtype)
-    out[: len(array)] = array
-    return out
-
-
-# A series can resume from cached state when its last bar is past every seed (MACD's signal seeds
-# at column 33), so the step is the plain recursion.
-_STEADY_LENGTH = indicators.MACD_LOOKBACK + 2
 # The fewest bars with an RSI or MACD value (RSI's first value comes first).
 _FIRST_VALUE_LENGTH = min(indicators.RSI_LOOKBACK, indicators.MACD_LOOKBACK) + 1
+_RECURSION_NAMES = ("rsi_14", "macd", "macd_signal", "macd_hist")
 
 
 def bar_indicators(
-    series: Mapping[str, BarSeries], symbols: Sequence[str] = (), cache: IndicatorCache | None = None
-) -> dict[str, dict[str, FloatArray]]:
-    """Return RSI, MACD and Bollinger Bands at the forming bar of every timeframe.
+    series: Mapping[str, BarSeries], minute: int = 0, carries: FloatArray | None = None
+) -> tuple[dict[str, dict[str, FloatArray]], int]:
+    """Return RSI, MACD and Bollinger Bands at the forming bar of every timeframe, and how many series fell back.
 
-    Missing bars are left out (the series is the bars that exist, in time order). All timeframes of
-    all symbols run as the rows of one array, so the recursions loop over the bar index once. With a
-    ``cache`` (and the ``symbols`` of the rows), series whose closed bars are unchanged resume from it.
+    RSI and MACD step from each symbol's carried state (``carries``, (S, ``layout.CARRY_WIDTH``), the
+    rings' ``carry`` records; docs/state.md, "Carried indicators") through the closed bars after it
+    to the forming bar: TA-Lib over the symbol's whole history. A series whose carried state does not
+    fit this minute (no state, or one past or far before the minute: never in the pipeline, whose
+    minutes stay within the margin) runs over its last ``INDICATOR_BARS`` bars instead; the second
+    value counts those. Bollinger Bands read the last 20 bars. Missing bars are left out (the series
+    is the bars that exist, in time order).
     """
     timeframes = list(series)
     size = len(series[timeframes[0]].closes)
     parts = {tf: slice(i * size, (i + 1) * size) for i, tf in enumerate(timeframes)}
-    packed = np.empty((len(timeframes) * size, series[timeframes[0]].closes.shape[1]))
-    lengths: IntArray = np.empty(len(packed), dtype=np.int64)
+    rows = len(timeframes) * size
+    values = {name: np.full(rows, np.nan) for name in (*_RECURSION_NAMES, "bb_upper", "bb_middle", "bb_lower")}
+    exact = np.zeros(rows, dtype=bool)
+    if carries is not None and size:
+        exact = _carried_values(series, minute, carries, values)
+    period = indicators.BB_PERIOD
+    seeded = 0
     for tf, part in parts.items():
-        lengths[part] = _left_align_into(series[tf].closes, series[tf].present, packed[part])
-    _zero_non_finite(packed)
-    values = {name: np.full(len(packed), np.nan) for name in _RECURSION_NAMES}
-    cached = {tf: part for tf, part in parts.items() if cache is not None and tf in cache.CACHED_TIMEFRAMES}
-    todo = np.ones(len(packed), dtype=bool)
-    if cache is not None:
-        for tf, part in cached.items():
-            part_values = {name: v[part] for name, v in values.items()}
-            todo[part] = ~_resume(cache, tf, symbols, packed=packed[part], lengths=lengths[part], values=part_values)
-    # Rows too short for RSI and MACD keep NaN without running the recursions.
-    at = np.flatnonzero(todo & (lengths >= _FIRST_VALUE_LENGTH))
-    if len(at):
-        found = indicators.recursions_at(packed[at], lengths[at])
-        for name, last in zip(
-            _RECURSION_NAMES, (found.rsi, found.macd, found.macd_signal, found.macd_hist), strict=True
-        ):
-            values[name][at] = last
-        if cache is not None:
-            states = np.full((len(packed), 6), np.nan)
-            states[at] = found.closed_state
-            for tf, part in cached.items():
-                fresh = np.flatnonzero(todo[part] & (lengths[part] >= _STEADY_LENGTH))
-                if len(fresh):
-                    chosen = [symbols[j] for j in fresh.tolist()]
-                    cache.store(tf, chosen, packed[part][fresh], lengths[part][fresh], states[part][fresh])
-    upper, middle, lower = indicators.bbands_last(packed, lengths)
-    values.update(bb_upper=upper, bb_middle=middle, bb_lower=lower)
-    return {tf: {name: v[part] for name, v in values.items()} for tf, part in parts.items()}
+        bars = series[tf]
+        # The usual row has its last 20 bars: the bands read them where they are.
+        whole: BoolArray = np.all(bars.present[:, -period:], axis=1)
+        carried_here: BoolArray = exact[part]
+        _put(values, part, np.flatnonzero(whole), _bands(bars.closes[whole, -period:], period))
+        # Rows with holes, and rows the carried state cannot serve: the bars that exist, left-aligned.
+        odd = np.flatnonzero(~whole | ~carried_here)
+        if not len(odd):
+            continue
+        packed, lengths = left_align(bars.closes[odd], bars.present[odd])
+        holes = np.flatnonzero(~whole[odd])
+        _put(values, part, odd[holes], indicators.bbands_last(packed[holes], lengths[holes]))
+        at = np.flatnonzero(~carried_here[odd] & (lengths >= _FIRST_VALUE_LENGTH))
+        if len(at):
+            found = indicators.recursions_at(packed[at], lengths[at])
+            recursions = (found.rsi, found.macd, found.macd_signal, found.macd_hist)
+            for name, last in zip(_RECURSION_NAMES, recursions, strict=True):
+                values[name][part][odd[at]] = last
+            seeded += len(at)
+    return {tf: {name: v[part] for name, v in values.items()} for tf, part in parts.items()}, seeded
 
 
-_RECURSION_NAMES = ("rsi_14", "macd", "macd_signal", "macd_hist")
+def _bands(closes: FloatArray, period: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Return the bands of rows of exactly ``period`` closes (``indicators.bbands_last``'s numbers)."""
+    return indicators.bbands_last(closes, np.full(len(closes), period, dtype=np.int64))
 
 
-def _resume(
-    cache: IndicatorCache,
-    timeframe: str,
-    symbols: Sequence[str],
-    *,
-    packed: FloatArray,
-    lengths: IntArray,
-    values: dict[str, FloatArray],
+def _put(
+    values: dict[str, FloatArray], part: slice, rows: IntArray, bands: tuple[FloatArray, FloatArray, FloatArray]
+) -> None:
+    """Set the bands of the timeframe rows ``part`` at ``rows``."""
+    for name, band in zip(("bb_upper", "bb_middle", "bb_lower"), bands, strict=True):
+        values[name][part][rows] = band
+
+
+def _carried_values(
+    series: Mapping[str, BarSeries], minute: int, carries: FloatArray, values: dict[str, FloatArray]
 ) -> BoolArray:
-    """Step the rows whose closed bars the cache holds by their forming bar; return which rows those are."""
-    hit, held = cache.lookup(timeframe, symbols, packed, lengths)
-    hit &= lengths >= _STEADY_LENGTH
-    rows = np.flatnonzero(hit)
-    if len(rows):
-        state = held[rows].T.copy()  # gain, loss, previous close, slow, fast, signal: each (k,)
-        last = packed[rows, lengths[rows] - 1]
-        values["rsi_14"][rows] = indicators.rsi_step(state[0], state[1], last - state[2])
-        line, signal, hist = indicators.macd_step(state[3], state[4], state[5], last)
-        values["macd"][rows], values["macd_signal"][rows], values["macd_hist"][rows] = line, signal, hist
-    return hit
+    """Fill ``values`` (rows: timeframes x symbols) from the carried states; return which rows they fill.
+
+    Per timeframe, the carried state includes every bar up to its bar minute; the closed bars after it
+    (at most the margin's worth and one bar) are in the series, before the forming bar. They advance
+    the state by the backtest's recursion, bit for bit (``carried.advance``), and the forming bar is
+    one step from there (``carried.forming_values``).
+    """
+    # The rows of ``values`` are the timeframes in the carry record's order (bar_series builds them so).
+    assert list(series) == [tf for tf, _ in layout.CARRY_TIMEFRAMES], "timeframes out of the carry record's order"
+    t = minute // MINUTE_MS
+    known = carries[:, layout.CARRY_NEWEST] > 0
+    states, forming_closes, usable = [], [], []
+    for i, (tf, span) in enumerate(layout.CARRY_TIMEFRAMES):
+        bars = series[tf]
+        count = bars.closes.shape[1]
+        forming = t - t % span
+        o = layout.carry_offset(i)
+        bar = carries[:, o]
+        fits = known & (bar < forming) & (bar >= forming - count * span)
+        state = carries[:, o + 1 : o + 1 + layout.CARRY_STATE_FIELDS].T.copy()  # (FIELDS, S)
+        # The closed bars after the oldest fitting state's: the last ``need`` before the forming one.
+        need = int((forming - bar[fits].min()) // span) - 1 if fits.any() else 0
+        if need > 0:
+            opens = forming - span * np.arange(need, 0, -1, dtype=np.int64)
+            after = bars.present[:, count - 1 - need : count - 1] & (opens[None, :] > bar[:, None])
+            _step_closed_bars(state, bars.closes[:, count - 1 - need : count - 1], after, fits)
+        states.append(state)
+        forming_closes.append(bars.closes[:, -1])
+        usable.append(fits)
+    fits = np.concatenate(usable)
+    rows = np.flatnonzero(fits)
+    state = np.concatenate(states, axis=1)[:, rows]
+    close = np.concatenate(forming_closes)[rows]
+    found = carried.forming_values(state[:, :, None], close[:, None, None])
+    for name, value in zip(_RECURSION_NAMES, (found.rsi, found.macd, found.signal, found.hist), strict=True):
+        values[name][rows] = value[:, 0, 0]
+    return fits
+
+
+def _step_closed_bars(state: FloatArray, closes: FloatArray, after: BoolArray, fits: BoolArray) -> None:
+    """Advance ``state`` (FIELDS, S) in place by each row's closes where ``after`` (S, bars) holds.
+
+    The usual row holds its last few bars, all present, and is past its seeds: rows alike run as one
+    ``carried.advance_steady`` over their columns. Others (holes, a young series) are left-aligned
+    and go through ``carried.advance``. Both give the same bits (carried.py).
+    """
+    counts = np.count_nonzero(after, axis=1)
+    moving = fits & (counts > 0)
+    if not moving.any():
+        return
+    width = after.shape[1]
+    reversed_after = after[:, ::-1]
+    trailing = np.where(reversed_after.all(axis=1), width, np.argmin(reversed_after, axis=1))
+    plain = moving & (trailing == counts) & (state[carried.BARS] >= carried.STEADY_BARS)
+    for count in np.unique(counts[plain]).tolist():
+        rows = np.flatnonzero(plain & (counts == count))
+        stepped = carried.advance_steady(state[:, rows], closes[rows, width - count :])
+        state[:, rows] = stepped[:, :, -1]
+    other = np.flatnonzero(moving & ~plain)
+    if len(other):
+        packed, lengths = left_align(closes[other], after[other])
+        stepped = carried.advance(carried.CarriedState(state[:, other]), packed, lengths)
+        state[:, other] = stepped[:, np.arange(len(other)), lengths]
 
 
 def left_align(values: FloatArray, present: BoolArray) -> tuple[FloatArray, IntArray]:
@@ -606,12 +576,13 @@ def compute_arrays(
     minute: int,
     states: Sequence[SymbolState],
     forming: Mapping[str, Candle] | None = None,
-    cache: IndicatorCache | None = None,
 ) -> MetricsArrays:
     """Return every metric of ``states``' symbols at ``minute`` (each symbol must have that minute)."""
     m = gather_minutes(minute, states, forming)
     windows = rolling_windows(m)
     last_price = m.column(layout.CLOSE)[:, -1]
+    carries = np.stack([s.carry for s in states]) if states else np.zeros((0, layout.CARRY_WIDTH))
+    bar_values, seeded = bar_indicators(bar_series(m, states), minute, carries)
     return MetricsArrays(
         symbols=[s.symbol for s in states],
         minute=minute,
@@ -619,7 +590,8 @@ def compute_arrays(
         change_14d=change_14d(minute, states, last_price),
         windows=windows,
         fibonacci=fibonacci(windows["1d"]),
-        indicators=bar_indicators(bar_series(m, states), [st.symbol for st in states], cache),
+        indicators=bar_values,
+        seeded_on_last_bars=seeded,
     )
 
 
@@ -627,7 +599,6 @@ def compute_minute(
     minute: int,
     states: Sequence[SymbolState],
     forming: Mapping[str, Candle] | None = None,
-    cache: IndicatorCache | None = None,
 ) -> MetricsArrays | None:
     """Return the metrics of the symbols that have ``minute`` stored (or forming); None if none has."""
     present = [
@@ -638,21 +609,20 @@ def compute_minute(
     ]
     if not present:
         return None
-    return compute_arrays(minute, present, forming, cache)
+    return compute_arrays(minute, present, forming)
 
 
 def compute_payloads(
     minute: int,
     states: Sequence[SymbolState],
     forming: Mapping[str, Candle] | None = None,
-    cache: IndicatorCache | None = None,
 ) -> list[dict[str, Any]]:
     """Return the metrics of each symbol that has ``minute`` stored (or forming), as event payloads.
 
     A payload is exactly ``MetricsSnapshot.model_dump(mode="json")``, built without the model: at
     a minute boundary this runs for every symbol, and the model would cost more than the maths.
     """
-    arrays = compute_minute(minute, states, forming, cache)
+    arrays = compute_minute(minute, states, forming)
     return to_payloads(arrays, provisional=bool(forming)) if arrays is not None else []
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +22,6 @@ from cloudevents.core.base import BaseCloudEvent
 from nats.js import JetStreamContext
 
 from functions.calculator.compute import (
-    IndicatorCache,
     MetricsArrays,
     compute_minute,
     snapshot_values,
@@ -106,7 +105,7 @@ class Calculator:
         self.candles = CandleStore(redis, mirror=True)
         self.metrics = MetricsStore(redis)
         self.rejected = 0
-        self.indicator_cache = IndicatorCache()
+        self.late_for_carry = 0  # minutes older than their symbol's carried state (docs/state.md)
         self.sequencer = _sequencer(redis, None)
         # symbol -> the batches of this process holding its candles, in fetch order; each batch's event
         # is set once its outputs are published (or it failed).
@@ -308,12 +307,22 @@ class Calculator:
         return healed
 
     def _compute_closed(self, closed: Sequence[Candle], states: dict[str, SymbolState], output: _Output) -> None:
+        late = late_for_carried_state(closed, states)
+        if late:
+            self.late_for_carry += len(late)
+            log.warning(
+                "calculator: %d minutes (first %s) came after the carried RSI and MACD state took in their bars "
+                "(more than %d minutes late): those timeframes differ from TA-Lib's until a warm start rebuilds it",
+                len(late),
+                late[0],
+                layout.MARGIN_MINUTES,
+            )
         by_minute: dict[int, set[str]] = defaultdict(set)
         for candle in closed:
             by_minute[candle.open_time].add(candle.symbol)
         for minute in sorted(by_minute):
             group = [states[s] for s in sorted(by_minute[minute])]
-            arrays = compute_minute(minute, group, cache=self.indicator_cache)
+            arrays = compute_minute(minute, group)
             computed = arrays.symbols if arrays is not None else []
             if len(computed) < len(group):
                 # The symbol's ring had already moved more than a margin past this minute.
@@ -339,7 +348,7 @@ class Calculator:
                 by_minute[candle.open_time][symbol] = candle
         for minute, candles in sorted(by_minute.items()):
             group = [states[s] for s in sorted(candles)]
-            arrays = compute_minute(minute, group, forming=candles, cache=self.indicator_cache)
+            arrays = compute_minute(minute, group, forming=candles)
             if arrays is not None:
                 output.add(arrays, provisional=True)
 
@@ -376,12 +385,35 @@ class _Output:
 
     def add(self, arrays: MetricsArrays, provisional: bool) -> None:
         """Add one minute's metrics of many symbols."""
+        if arrays.seeded_on_last_bars:
+            # Never in order (docs/state.md, "Carried indicators"): a minute far behind its rings.
+            log.warning(
+                "calculator: minute %d: %d series' RSI and MACD seeded on their last bars, not carried",
+                arrays.minute,
+                arrays.seeded_on_last_bars,
+            )
         self.payloads += to_payloads(arrays, provisional=provisional)
         rows = pack_rows(arrays.minute, snapshot_values(arrays))
         self.packed += [
             PackedSnapshot(symbol, arrays.minute, provisional, row)
             for symbol, row in zip(arrays.symbols, rows, strict=True)
         ]
+
+
+def late_for_carried_state(candles: Sequence[Candle], states: Mapping[str, SymbolState]) -> list[tuple[str, int]]:
+    """Return the (symbol, minute) of ``candles`` whose 1m bar the symbol's carried state had already taken in.
+
+    The state takes in bars a margin behind the newest minute written (docs/state.md, "Carried
+    indicators"); a minute older than that, new to the rings, is not in it. The calculator's runs
+    and the Sequencer's horizon keep redeliveries within the margin, so only a minute more than the
+    margin late is reported.
+    """
+    late = []
+    for candle in candles:
+        state = states.get(candle.symbol)
+        if state is not None and candle.open_time // MINUTE_MS <= state.carry[layout.carry_offset(0)]:
+            late.append((candle.symbol, candle.open_time))
+    return late
 
 
 def _segments(candles: Sequence[Candle]) -> list[list[Candle]]:

@@ -13,7 +13,7 @@ from functions.calculator.compute import compute_snapshots
 from screener.db.partitions import PartitionCache
 from screener.events.models import MINUTE_MS, Candle
 from state.candles import CandleStore
-from state.layout import BAR_RINGS, CAPACITY
+from state.layout import BAR_RINGS, CAPACITY, CARRY_STATE_FIELDS, CARRY_TIMEFRAMES, carry_offset
 from state.warm_start import missing_symbols, warm_start
 from tests.functions.calculator.klines import SET_2026, csv_path, read_candles
 
@@ -84,8 +84,18 @@ async def test_an_empty_redis_is_rebuilt_to_the_same_metrics(
     assert await missing_symbols(redis_client, ["DOTUSDT"]) == ["DOTUSDT"]
     written = await warm_start(redis_client, pg)
     assert written == {"DOTUSDT": 2 * CAPACITY}  # two laps: the ring and its previous lap
-    rebuilt = compute_snapshots(t, [(await store.read(["DOTUSDT"]))["DOTUSDT"]])[0]
+    state = (await store.read(["DOTUSDT"]))["DOTUSDT"]
+    rebuilt = compute_snapshots(t, [state])[0]
     assert rebuilt == expected
+    # The carried RSI and MACD state comes from everything stored: the bars of 15m ... 1d from the
+    # seeded bars before candles_1m's minutes, so the very bytes of a Redis that saw every minute.
+    # (1m and 5m start at candles_1m's first minute: their seeds have long decayed by t, see above.)
+    for i, (timeframe, _) in enumerate(CARRY_TIMEFRAMES):
+        fields = slice(carry_offset(i), carry_offset(i) + 1 + CARRY_STATE_FIELDS)
+        if timeframe not in ("1m", "5m"):
+            assert state.carry[fields].tobytes() == live["DOTUSDT"].carry[fields].tobytes(), timeframe
+        else:
+            assert state.carry[carry_offset(i)] == live["DOTUSDT"].carry[carry_offset(i)], timeframe
     assert rebuilt.change_14d is not None
     assert rebuilt.timeframes["1d"].volume_ratio is not None
     assert all(rebuilt.timeframes[tf].rsi_14 is not None for tf in ("5m", "15m", "1h", "4h", "8h", "1d"))

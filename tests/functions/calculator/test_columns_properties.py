@@ -1,14 +1,16 @@
 """Properties of the whole-column maths where it cannot share the streaming code's operations.
 
 Window sums come from differences of running sums (the stream sums each window's minutes), and
-RSI/MACD run as whole-row linear recursions (the stream steps bar by bar in TA-Lib's order). So:
-a window sum is the exact sum of its values correctly rounded (``math.fsum``) unless the block's
-running total is over 2**40 times the window's, and the recursions
-agree with the bar-by-bar ones to far below the metrics' 1e-9.
+RSI/MACD run as whole-row linear recursions. So: a window sum is the exact sum of its values
+correctly rounded (``math.fsum``) unless the block's running total is over 2**40 times the window's;
+the recursions agree with TA-Lib's bar-by-bar order to far below the metrics' 1e-9; and the
+carried state kept with the rings, advanced one bar at a time in Lua and its Python twin
+(``carried.advance_bar``), holds the very bits of the whole-row recursion.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -73,3 +75,35 @@ def test_whole_row_recursions_agree_with_the_bar_by_bar_loop(relative: list[floa
             if field in ("gain", "loss"):
                 tolerance = 1e-12 * scale  # averages of price changes: relative to the price level
             assert abs(a - b) <= tolerance, (i, field, a, b)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    relative=st.lists(
+        st.one_of(st.floats(min_value=0.5, max_value=2.0, allow_nan=False), st.just(1.0)),  # flat runs too
+        min_size=1,
+        max_size=200,
+    ),
+    scale=st.sampled_from([1e-7, 1e-3, 1.0, 1e3, 1e5]),
+    cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=4),
+)
+def test_the_rings_bar_by_bar_step_gives_the_bits_of_whole_rows_in_any_pieces(
+    relative: list[float], scale: float, cuts: list[int]
+) -> None:
+    # The carried state kept with the rings advances one bar at a time (``advance_bar``, repeated in
+    # state/write_candles.lua); the backtest advances whole rows (``advance``), cut into blocks
+    # anywhere and the calculator steps a few bars at a time: every way must give the same bytes.
+    closes = [p * scale for p in relative]
+    row = [0.0] * len(carried.FIELDS)
+    expected = []
+    for close in closes:
+        carried.advance_bar(row, close)
+        expected.append(list(row))
+    state = carried.CarriedState.empty(1)
+    got = []
+    bounds = sorted({0, len(closes), *(c % (len(closes) + 1) for c in cuts)})
+    for start, stop in itertools.pairwise(bounds):
+        out = carried.advance(state, np.array([closes[start:stop]]), np.array([stop - start]))
+        got += out[:, 0, 1:].T.tolist()
+        state = carried.CarriedState(out[:, :, -1])
+    assert np.array(got).tobytes() == np.array(expected).tobytes()

@@ -13,7 +13,7 @@ from cloudevents.core.base import BaseCloudEvent
 
 from collector.bars import aggregate_bars, upsert_bars
 from functions.calculator.compute import compute_snapshots
-from functions.calculator.function import Calculator
+from functions.calculator.function import Calculator, late_for_carried_state
 from screener.db.bars import INTERVAL_MINUTES
 from screener.events.envelope import InvalidEvent, make_event
 from screener.events.models import MINUTE_MS, Candle, MetricsSnapshot, candle_event_id, metrics_event_id
@@ -289,3 +289,18 @@ async def test_start_loads_the_rings_of_tracked_symbols_so_the_first_minute_ship
     assert restarted.candles.mirror_hits == 1  # Redis replied with a version, not 140 KB of rings
     state = (await CandleStore(redis_client).read(["NEARUSDT"]))["NEARUSDT"]
     assert MetricsSnapshot.model_validate(event.get_data()) == compute_snapshots(near[101].open_time, [state])[0]
+
+
+async def test_a_minute_older_than_the_carried_state_is_reported(
+    redis_client: aioredis.Redis, near: list[Candle]
+) -> None:
+    store = CandleStore(redis_client)
+    await store.write(near[:1000], read_back=False)
+    run = near[1000:1060]  # a run of the margin's minutes, and a redelivery of it: nothing late
+    states = await store.write(run)
+    assert late_for_carried_state(run, states) == []
+    assert late_for_carried_state(run, await store.write(run)) == []
+    # A minute more than the margin late (here: its close corrected) is not in the carried state.
+    old = near[1060 - layout.MARGIN_MINUTES - 5].model_copy(update={"close": near[990].close})
+    states = await store.write([old])
+    assert late_for_carried_state([old], states) == [(old.symbol, old.open_time)]
