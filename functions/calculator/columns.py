@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from scipy.ndimage import maximum_filter1d, minimum_filter1d
 
 from functions.calculator import carried, formulas, indicators
 from functions.calculator.compute import left_align
@@ -252,32 +251,83 @@ def rolling_windows(grid: MinuteGrid) -> dict[str, dict[str, FloatArray]]:
     """Return each window's values (metrics.md, "Rolling windows") at every minute of the block."""
     width = grid.present.shape[1]
     block = slice(CONTEXT_MINUTES, width)
-    counts = _running_count(grid.present)
+    # Gap-free grids (the usual case) skip the counts: every window holds all its minutes.
+    complete = bool(grid.present.all())
+    counts = None if complete else _running_count(grid.present)
     quote, base = RunningSum(grid.quote_volume), RunningSum(grid.volume)
-    # The first present minute at or after each column (the last column where none is): a window's open.
-    columns = np.arange(width)
-    after = np.minimum.accumulate(np.where(grid.present, columns, width - 1)[:, ::-1], axis=1)[:, ::-1]
+    if complete:
+        after = None
+    else:
+        # The first present minute at or after each column (the last column where none is): a window's open.
+        columns = np.arange(width)
+        after = np.minimum.accumulate(np.where(grid.present, columns, width - 1)[:, ::-1], axis=1)[:, ::-1]
+    # Every window's minutes lie in the columns from ``reach`` on.
+    reach = CONTEXT_MINUTES - max(WINDOWS.values()) + 1
+    highs = SlidingExtremes(grid.high[:, reach:], np.maximum)
+    lows = SlidingExtremes(grid.low[:, reach:], np.minimum)
     out = {}
     for name, n in WINDOWS.items():
         # Windows ending at the block's minutes and, for the volume ratio, the n minutes before them.
         ending = slice(CONTEXT_MINUTES - n, width)
         volume = quote.trailing(n, ending)
-        count = counts[:, ending.start + 1 : width + 1] - counts[:, ending.start + 1 - n : width + 1 - n]
-        reach = slice(CONTEXT_MINUTES - n + 1, width)  # every minute a block minute's window holds
-        origin = (n - 1) // 2  # trailing windows: minutes t - n + 1 .. t
+        oldest = slice(CONTEXT_MINUTES - n + 1, width - n + 1)  # each block minute's window's first minute
+        count: IntArray | int
+        before_count: IntArray | int
+        if counts is None or after is None:
+            count = before_count = n
+            open_n = grid.open[:, oldest]
+        else:
+            both = counts[:, ending.start + 1 : width + 1] - counts[:, ending.start + 1 - n : width + 1 - n]
+            count, before_count = both[:, n:], both[:, :-n]
+            open_n = np.take_along_axis(grid.open, after[:, oldest], axis=1)
         out[name] = formulas.window_values(
             n,
-            count=count[:, n:],
-            open_n=np.take_along_axis(grid.open, after[:, CONTEXT_MINUTES - n + 1 : width - n + 1], axis=1),
-            high=maximum_filter1d(grid.high[:, reach], n, axis=1, origin=origin, mode="nearest")[:, n - 1 :],
-            low=minimum_filter1d(grid.low[:, reach], n, axis=1, origin=origin, mode="nearest")[:, n - 1 :],
+            count=count,
+            open_n=open_n,
+            high=highs.ending(n, CONTEXT_MINUTES - reach),
+            low=lows.ending(n, CONTEXT_MINUTES - reach),
             close=grid.close[:, block],
             volume=volume[:, n:],
             base_volume=base.trailing(n, block),
             before_volume=volume[:, :-n],
-            before_count=count[:, :-n],
+            before_count=before_count,
         )
     return out
+
+
+class SlidingExtremes:
+    """Sliding maxima (or minima) of each row over windows of any length, built by doubling.
+
+    The extreme of the ``a + b`` values ending at a column is that of the ``a`` ending there and the
+    ``b`` ending ``a`` columns before: each length is one pass over the row from lengths already
+    built (1, 2, 4, 5, 10, 15, 30, 60, ... for the windows of metrics.md). Extremes are exact, so the
+    values are those of any other sliding extreme.
+    """
+
+    def __init__(self, values: FloatArray, func: np.ufunc) -> None:
+        self._func = func
+        # Length n -> the extremes of the n values ending at each column from n - 1 on (index j: column j + n - 1).
+        self._spans: dict[int, FloatArray] = {1: values}
+
+    def ending(self, n: int, start: int) -> FloatArray:
+        """Return the extremes of the ``n`` values ending at each column from ``start`` on."""
+        return self._span(n)[:, start - n + 1 :]
+
+    def _span(self, n: int) -> FloatArray:
+        found = self._spans.get(n)
+        if found is not None:
+            return found
+        a = max(length for length in self._spans if length <= n)
+        if 2 * a <= n:
+            self._join(a, a)
+        else:
+            self._join(a, n - a)
+        return self._span(n)
+
+    def _join(self, a: int, b: int) -> None:
+        longer, shorter = self._span(a), self._span(b)
+        width = longer.shape[1] - b
+        self._spans[a + b] = self._func(longer[:, b:], shorter[:, :width])
 
 
 def _running_count(present: BoolArray) -> IntArray:

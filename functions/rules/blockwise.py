@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from functions.calculator.columns import CONTEXT_MINUTES, DAY_MINUTES, ColumnCalculator, ColumnMetrics, MinuteGrid
-from functions.rules.columnar import BlockEvaluator, BlockFrame, SymbolRow, block_alerts
+from functions.rules.columnar import BlockEvaluator, BlockFrame, FoundAlert, SymbolRow, block_alerts
 from functions.rules.config import RulesConfig
 from functions.rules.ruleset import Rule
 from marketdata.blocks import DAY_MS, MarketBlocks
-from screener.events.models import MINUTE_MS, Alert
+from screener.events.models import MINUTE_MS
 
 # A group's block holds about this many symbol-minutes: large enough that numpy's per-call cost is
 # small, small enough that a block's ~150 metric arrays stay within a few hundred megabytes.
@@ -35,7 +35,7 @@ HORIZONS: dict[str, int] = {"15m": 15, "1h": 60, "4h": 240, "1d": 1440}
 class BacktestResult:
     """The alerts of a backtest in time order, their forward returns and what was evaluated."""
 
-    alerts: list[Alert]
+    alerts: list[FoundAlert]
     returns: list[dict[str, float | None]]  # per alert: horizon name -> change in percent, None if unknown
     symbols: list[str]
     quote_volume_derived: list[str]
@@ -89,14 +89,14 @@ def run_backtest(
     run_order = {rule_type: i for i, rule_type in enumerate(config.enabled())}
     width = max(len(g.symbols) for g in groups)
     days = max(1, BLOCK_CELLS // (width * DAY_MINUTES))
-    alerts: list[Alert] = []
+    alerts: list[FoundAlert] = []
     pending = _Returns(market.symbols)
     evaluated_total = 0
     block = first - first % DAY_MS
     while block < end:
         block_end = block + days * DAY_MS
         others: dict[str, SymbolRow] = {}
-        block_alerts_list: list[Alert] = []
+        block_alerts_list: list[FoundAlert] = []
         for group in groups:
             grid = market.grid(group.symbols, block - CONTEXT_MINUTES * MINUTE_MS, block_end)
             metrics = group.calculator.compute(MinuteGrid.of(grid.first, grid.values, grid.present))
@@ -142,7 +142,7 @@ class _Returns:
         self._price = np.empty(0)
         self._slot = np.empty(0, dtype=np.int64)
 
-    def add(self, alerts: Sequence[Alert]) -> None:
+    def add(self, alerts: Sequence[FoundAlert]) -> None:
         """Register ``alerts`` as waiting for their horizons."""
         if not alerts:
             return
@@ -178,7 +178,7 @@ class _Returns:
         self._symbol, self._minute = self._symbol[keep], self._minute[keep]
         self._price, self._slot = self._price[keep], self._slot[keep]
 
-    def of(self, alerts: Sequence[Alert]) -> list[dict[str, float | None]]:
+    def of(self, alerts: Sequence[FoundAlert]) -> list[dict[str, float | None]]:
         """Return the returns of ``alerts``, in their order (None where the horizon has no candle)."""
         index = {alert_id: k for k, alert_id in enumerate(self._ids)}
         out = []

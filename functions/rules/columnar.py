@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -25,7 +27,7 @@ from functions.rules.compiler import FALSE, TRUE, Scope, TruthArray
 from functions.rules.config import RulesConfig
 from functions.rules.ruleset import CompiledRule
 from functions.rules.vocabulary import METRICS, MetricSpec
-from screener.events.models import MINUTE_MS, Alert, alert_id, minute_close_iso
+from screener.events.models import MINUTE_MS, Alert, AlertAudience, alert_id, minute_close_iso
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -182,12 +184,14 @@ class BlockEvaluator:
         truth: dict[str, TruthArray] = {}
         fired: dict[str, BoolArray] = {}
         shape = evaluated.shape
+        everywhere = bool(evaluated.all())
         for stage in self._plan:
             if len(stage) == 1 and not _self_recent(stage[0]):
                 compiled = stage[0]
                 recent = {key: self._recent(key, fired, shape) for key in compiled.recents}
                 value = compiled.predicate(Scope(frame, truth, recent))
-                value = np.where(evaluated.reshape(-1), value, FALSE)
+                if not everywhere:
+                    value = np.where(evaluated.reshape(-1), value, FALSE)
                 truth[compiled.rule_type] = value
                 if compiled.rule_type in self._history:
                     fired[compiled.rule_type] = self._decide(compiled, value.reshape(shape) == TRUE)
@@ -359,39 +363,81 @@ def _strongly_connected(edges: Mapping[str, Sequence[str]]) -> list[list[str]]:
     return out
 
 
+class FoundAlert(NamedTuple):
+    """An alert the backtest found: the fields of ``Alert``, made into one only when asked (``alert()``).
+
+    A backtest finds alerts by the thousand; a tuple costs a fraction of a validated model, and the
+    ISO timestamp is derived from ``minute`` when read.
+    """
+
+    id: str
+    rule_type: str
+    symbol: str
+    minute: int
+    price: float
+    metadata: dict[str, float | None]
+    description: str
+    audience: AlertAudience
+
+    @property
+    def timestamp(self) -> str:
+        """Return the ISO-8601 UTC instant at which the alert's minute closed."""
+        return minute_close_iso(self.minute)
+
+    def alert(self) -> Alert:
+        """Return the alert as the pipeline's ``Alert``."""
+        # Built without validation: every field is of its type by construction.
+        return Alert.model_construct(
+            id=self.id,
+            symbol=self.symbol,
+            rule_type=self.rule_type,
+            description=self.description,
+            timestamp=self.timestamp,
+            price=self.price,
+            metadata=self.metadata,
+            minute=self.minute,
+            audience=self.audience,
+        )
+
+
 def block_alerts(
     config: RulesConfig, frame: BlockFrame, symbols: Sequence[str], fired: Mapping[str, BoolArray]
-) -> list[Alert]:
+) -> list[FoundAlert]:
     """Return the alerts of a block's firings, with the metric values each rule read (``metadata``)."""
     ruleset = config.ruleset
     metrics = frame.metrics
     alerts = []
     for rule_type, where in fired.items():
-        rule = ruleset.by_type[rule_type].rule
-        read = ruleset.read_metrics(rule_type)
         rows, columns = np.nonzero(where)
         if not len(rows):
             continue
+        rule = ruleset.by_type[rule_type].rule
+        read = ruleset.read_metrics(rule_type)
         flat = rows * frame.minutes + columns
-        values = {m.label: frame.column(m.name, m.symbol, rule.min_coverage)[flat].tolist() for m in read}
+        labels = [m.label for m in read]
+        # Per alert, the values it read in ``labels``' order, null for NaN.
+        columns_read = [frame.column(m.name, m.symbol, rule.min_coverage)[flat].tolist() for m in read]
+        read_values = (
+            zip(*([None if math.isnan(x) else x for x in values] for values in columns_read), strict=True)
+            if columns_read
+            else repeat(())
+        )
         prices = metrics.last_price[rows, columns].tolist()
+        minutes = (metrics.first + MINUTE_MS * columns).tolist()
         description = rule.description or rule.name
         audience = config.audiences[rule_type]
-        for k, (row, column) in enumerate(zip(rows.tolist(), columns.tolist(), strict=True)):
-            minute = metrics.minute(column)
+        for row, minute, price, values in zip(rows.tolist(), minutes, prices, read_values, strict=True):
             symbol = symbols[row]
-            # Built without validation: every field is of its type by construction (a backtest has thousands).
             alerts.append(
-                Alert.model_construct(
-                    id=alert_id(rule_type, symbol, minute),
-                    symbol=symbol,
-                    rule_type=rule_type,
-                    description=description,
-                    timestamp=minute_close_iso(minute),
-                    price=prices[k],
-                    metadata={label: None if math.isnan(v[k]) else v[k] for label, v in values.items()},
-                    minute=minute,
-                    audience=audience,
+                FoundAlert(
+                    alert_id(rule_type, symbol, minute),
+                    rule_type,
+                    symbol,
+                    minute,
+                    price,
+                    dict(zip(labels, values, strict=True)),
+                    description,
+                    audience,
                 )
             )
     return alerts

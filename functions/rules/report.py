@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from functions.rules.blockwise import HORIZONS, BacktestResult
+from functions.rules.columnar import FoundAlert
 from screener.events.models import Alert, minute_close_iso
 
 SHORT_RULES = frozenset(
@@ -41,7 +42,7 @@ class ReturnStats:
     hit_rate: float | None
 
 
-def alert_line(alert: Alert) -> str:
+def alert_line(alert: Alert | FoundAlert) -> str:
     """Return the alert as one JSON line: ``id, rule_type, symbol, timestamp, price, metadata``.
 
     ``metadata`` holds the value of every metric the rule read (through the rules it references
@@ -60,7 +61,7 @@ def alert_line(alert: Alert) -> str:
     )
 
 
-def write_alerts(path: Path, alerts: Sequence[Alert]) -> None:
+def write_alerts(path: Path, alerts: Sequence[Alert | FoundAlert]) -> None:
     """Write ``alerts`` as JSON lines, in time order."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as out:
