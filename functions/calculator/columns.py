@@ -118,14 +118,59 @@ class ColumnCalculator:
         }
         self._hour_opens = np.empty((rows, 0))
 
-    def compute(self, grid: MinuteGrid) -> ColumnMetrics:
-        """Return the metrics of every minute of ``grid``'s block (the block after the previous one)."""
-        start = grid.block_start
-        if start % (DAY_MINUTES * MINUTE_MS) or grid.minutes % DAY_MINUTES:
+    def compute(self, grid: MinuteGrid, rows: IntArray | None = None) -> ColumnMetrics:
+        """Return the metrics of every minute of ``grid``'s block (the block after the previous one).
+
+        ``rows`` (indices into ``symbols``, ascending) says which symbols the grid holds when not all:
+        the others have no candle in the block, so their bars and windows have nothing to compute
+        and their state carries over as it is.
+        """
+        self._advance(grid.block_start, grid.minutes)
+        if rows is None:
+            return self._compute(grid)
+        full_bars, full_opens = self._bars, self._hour_opens
+        self._bars = {
+            tf: _BarCarry(carried.CarriedState(c.state.values[:, rows]), c.tail[rows]) for tf, c in full_bars.items()
+        }
+        self._hour_opens = full_opens[rows]
+        try:
+            metrics = self._compute(grid)
+        finally:
+            subset_bars, subset_opens = self._bars, self._hour_opens
+            self._bars, self._hour_opens = full_bars, full_opens
+        for tf, carry in full_bars.items():
+            carry.state.values[:, rows] = subset_bars[tf].state.values
+            carry.tail[rows] = subset_bars[tf].tail
+        # The others' 1h opens move on by the block's hours, all missing (``_hours_first`` has moved already).
+        missing = np.full((len(self.symbols), grid.minutes // HOUR_MINUTES), np.nan)
+        history = np.concatenate((full_opens, missing), axis=1)[:, -(CHANGE_14D_HOURS_BACK + 1) :]
+        history[rows] = subset_opens
+        self._hour_opens = history
+        return metrics
+
+    def skip(self, block_start: int, minutes: int) -> None:
+        """Carry the state over a block in which no symbol has a candle."""
+        self._advance(block_start, minutes)
+        if self._hour_opens.shape[1] == 0:
+            self._hours_first = block_start // (HOUR_MINUTES * MINUTE_MS)
+        self._skip_hours(minutes)
+
+    def _advance(self, start: int, minutes: int) -> None:
+        if start % (DAY_MINUTES * MINUTE_MS) or minutes % DAY_MINUTES:
             raise ValueError("a block is whole UTC days (every bar lies inside one block)")
         if self._next_block is not None and start != self._next_block:
             raise ValueError(f"blocks must follow each other: expected {self._next_block}, got {start}")
-        self._next_block = start + grid.minutes * MINUTE_MS
+        self._next_block = start + minutes * MINUTE_MS
+
+    def _skip_hours(self, minutes: int) -> None:
+        """Append the block's hours to every row's 1h opens as missing (as ``_change_14d`` keeps them)."""
+        missing = np.full((len(self.symbols), minutes // HOUR_MINUTES), np.nan)
+        history = np.concatenate((self._hour_opens, missing), axis=1)
+        self._hour_opens = history[:, -(CHANGE_14D_HOURS_BACK + 1) :]
+        self._hours_first += history.shape[1] - self._hour_opens.shape[1]
+
+    def _compute(self, grid: MinuteGrid) -> ColumnMetrics:
+        start = grid.block_start
         block = slice(CONTEXT_MINUTES, None)
         close = grid.close[:, block]
         windows = rolling_windows(grid)

@@ -99,20 +99,34 @@ def run_backtest(
         block_alerts_list: list[FoundAlert] = []
         for group in groups:
             grid = market.grid(group.symbols, block - CONTEXT_MINUTES * MINUTE_MS, block_end)
-            metrics = group.calculator.compute(MinuteGrid.of(grid.first, grid.values, grid.present))
-            for row, symbol in enumerate(group.symbols):
+            # Only the symbols with a candle in the block are computed (a recording's symbols start
+            # and end at different times): the others' state carries over.
+            active = np.flatnonzero(grid.present[:, CONTEXT_MINUTES:].any(axis=1))
+            minutes_in_block = (block_end - block) // MINUTE_MS
+            if len(active) == 0:
+                group.calculator.skip(block, minutes_in_block)
+                if block_end > start:
+                    group.evaluator.skip(minutes_in_block)
+                continue
+            rows = None if len(active) == len(group.symbols) else active
+            symbols = group.symbols if rows is None else [group.symbols[i] for i in active.tolist()]
+            values, present = (
+                (grid.values, grid.present) if rows is None else (grid.values[:, rows], grid.present[rows])
+            )
+            metrics = group.calculator.compute(MinuteGrid.of(grid.first, values, present), rows)
+            for row, symbol in enumerate(symbols):
                 if symbol in named:
                     others[symbol] = SymbolRow(metrics, row)
             minutes = metrics.first + MINUTE_MS * np.arange(metrics.present.shape[1])
             evaluated = metrics.present & ((minutes >= start) & (minutes < end))[None, :]
             evaluated_total += int(np.count_nonzero(evaluated))
             if block_end > start:  # blocks of warm-up only have no rule to run (and no firing to carry)
-                frame = BlockFrame(metrics, group.symbols, others)
-                fired = group.evaluator.evaluate(frame, evaluated)
-                found = block_alerts(config, frame, group.symbols, fired)
+                frame = BlockFrame(metrics, symbols, others)
+                fired = group.evaluator.evaluate(frame, evaluated, rows)
+                found = block_alerts(config, frame, symbols, fired)
                 block_alerts_list.extend(found)
                 pending.add(found)
-            pending.resolve(group.symbols, metrics)
+            pending.resolve(symbols, metrics)
         block_alerts_list.sort(key=lambda a: (a.minute, run_order[a.rule_type], order[a.symbol]))
         alerts.extend(block_alerts_list)
         market.drop_before(block_end - CONTEXT_MINUTES * MINUTE_MS)

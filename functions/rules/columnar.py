@@ -179,8 +179,42 @@ class BlockEvaluator:
             for rule_type, keep in looks.items()
         }
 
-    def evaluate(self, frame: BlockFrame, evaluated: BoolArray) -> dict[str, BoolArray]:
-        """Return, per enabled rule, where it fires (S, T) among the ``evaluated`` cells; record them."""
+    def evaluate(
+        self, frame: BlockFrame, evaluated: BoolArray, rows: npt.NDArray[np.int64] | None = None
+    ) -> dict[str, BoolArray]:
+        """Return, per enabled rule, where it fires (S, T) among the ``evaluated`` cells; record them.
+
+        ``rows`` (indices into ``symbols``, ascending) says which symbols the frame holds when not
+        all: the others have no minute to evaluate in the block, so nothing fires for them.
+        """
+        if rows is None:
+            return self._evaluate(frame, evaluated)
+        full = self._history
+        self._history = {
+            rule_type: _History(h.keep, h.fired[rows], h.last_fired[rows], h.true_before[rows])
+            for rule_type, h in full.items()
+        }
+        try:
+            fired = self._evaluate(frame, evaluated)
+        finally:
+            subset, self._history = self._history, full
+        self.skip(evaluated.shape[1])
+        for rule_type, history in full.items():
+            done = subset[rule_type]
+            history.fired[rows], history.last_fired[rows], history.true_before[rows] = (
+                done.fired,
+                done.last_fired,
+                done.true_before,
+            )
+        return fired
+
+    def skip(self, minutes: int) -> None:
+        """Carry the firing history over a block of ``minutes`` in which no symbol fires."""
+        shape = (len(self.symbols), minutes)
+        for history in self._history.values():
+            self._remember(history, np.zeros(shape, dtype=bool), None, shape)
+
+    def _evaluate(self, frame: BlockFrame, evaluated: BoolArray) -> dict[str, BoolArray]:
         truth: dict[str, TruthArray] = {}
         fired: dict[str, BoolArray] = {}
         shape = evaluated.shape
@@ -267,7 +301,7 @@ class BlockEvaluator:
             sub = frame.select(flat)
             sub_truth = {k: v[flat] for k, v in truth.items()}
             for compiled in stage:
-                recent = {key: self._recent_column(key, fired, column) for key in compiled.recents}
+                recent = {key: self._recent_column(key, fired, column, rows) for key in compiled.recents}
                 value = compiled.predicate(Scope(sub, sub_truth, recent))
                 value = np.where(evaluated[:, column], value, FALSE).astype(np.int8)
                 sub_truth[compiled.rule_type] = value
@@ -276,11 +310,12 @@ class BlockEvaluator:
                     before = truth[compiled.rule_type][flat - 1] == TRUE if column else None
                     fired[compiled.rule_type][:, column] = self._decide_column(compiled, value == TRUE, column, before)
 
-    def _recent_column(self, key: tuple[str, int], fired: Mapping[str, BoolArray], column: int) -> TruthArray:
-        """Return recent(rule, duration) at one column of the block."""
+    def _recent_column(
+        self, key: tuple[str, int], fired: Mapping[str, BoolArray], column: int, rows: int
+    ) -> TruthArray:
+        """Return recent(rule, duration) at one column of the block (of ``rows`` symbols)."""
         rule_type, duration = key
         history = self._history.get(rule_type)
-        rows = len(self.symbols)
         if history is None:
             return np.full(rows, FALSE, dtype=np.int8)
         span = -(-duration // MINUTE_MS)
