@@ -129,8 +129,13 @@ class MarketBlocks:
         for row, symbol in enumerate(symbols):
             state = self._files[symbol]
             state.read_until(end)
-            lo, hi = np.searchsorted(state.open_time, [first, end])
+            lo, hi = np.searchsorted(state.open_time, [first, end]).tolist()
+            if hi == lo:
+                continue
             at = (state.open_time[lo:hi] - first) // MINUTE_MS
-            values[:, row, at] = state.values[lo:hi].T
-            present[row, at] = True
+            begin, last = int(at[0]), int(at[-1])
+            # Rows without a gap fill a slice (the usual case); otherwise each lands at its minute.
+            where: slice | IntArray = slice(begin, last + 1) if last - begin == hi - lo - 1 else at
+            values[:, row, where] = state.values[lo:hi].T
+            present[row, where] = True
         return Grid(first, values, present)

@@ -10,6 +10,7 @@ that hold their horizons arrive.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,9 +196,6 @@ class _Returns:
     def of(self, alerts: Sequence[FoundAlert]) -> list[dict[str, float | None]]:
         """Return the returns of ``alerts``, in their order (None where the horizon has no candle)."""
         index = {alert_id: k for k, alert_id in enumerate(self._ids)}
-        out = []
-        for alert in alerts:
-            at = index[alert.id] * len(HORIZONS)
-            values = self._values[at : at + len(HORIZONS)]
-            out.append({name: None if np.isnan(v) else v for name, v in zip(HORIZONS, values, strict=True)})
-        return out
+        table = np.array(self._values).reshape(-1, len(HORIZONS))[[index[a.id] for a in alerts]]
+        names = list(HORIZONS)
+        return [dict(zip(names, [None if math.isnan(v) else v for v in row], strict=True)) for row in table.tolist()]

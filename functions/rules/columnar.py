@@ -246,8 +246,8 @@ class BlockEvaluator:
         both = np.concatenate((history.fired, block), axis=1)
         counts = np.zeros((shape[0], both.shape[1] + 1), dtype=np.int64)
         np.cumsum(both, axis=1, out=counts[:, 1:])
-        now = history.keep + np.arange(shape[1])
-        window = counts[:, now] - counts[:, now - span]
+        now = slice(history.keep, history.keep + shape[1])  # span <= keep: the window starts in ``both``
+        window = counts[:, now] - counts[:, now.start - span : now.stop - span]
         return np.where(window > 0, TRUE, FALSE).astype(np.int8).reshape(-1)
 
     def _decide(self, compiled: CompiledRule, true: BoolArray) -> BoolArray:
