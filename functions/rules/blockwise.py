@@ -130,7 +130,6 @@ def run_backtest(
             pending.resolve(symbols, metrics)
         block_alerts_list.sort(key=lambda a: (a.minute, run_order[a.rule_type], order[a.symbol]))
         alerts.extend(block_alerts_list)
-        market.drop_before(block_end - CONTEXT_MINUTES * MINUTE_MS)
         if on_block is not None:
             on_block((block_end - block) // MINUTE_MS)
         block = block_end

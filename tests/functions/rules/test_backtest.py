@@ -71,7 +71,7 @@ def test_backtest_reports_into_the_data_directory_and_prints_its_throughput(
     status = backtest.run(args, load_settings({}, data_dir=tmp_path / "state"))
     assert status == 0
     assert (tmp_path / "state" / "backtest-report" / "report.json").is_file()
-    assert list((tmp_path / "state" / "kline-cache").glob("ALGOUSDT-*.npz")), "the parsed file is kept for next time"
+    assert list((tmp_path / "state" / "kline-cache").glob("ALGOUSDT-*.npy")), "the parsed file is kept for next time"
     assert "symbol-minutes per CPU-second" in capsys.readouterr().out
 
 
