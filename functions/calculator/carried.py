@@ -111,8 +111,11 @@ def advance(state: CarriedState, closes: FloatArray, lengths: IntArray) -> Float
     if steady.all():
         out[:, :, 1:] = advance_steady(state.values, closes)
     else:
-        for r in range(rows):
-            _advance_row(out[:, r], closes[r], int(lengths[r]), bool(steady[r]))
+        if steady.any():  # the steady rows together, as when all are
+            at = np.flatnonzero(steady)
+            out[:, at, 1:] = advance_steady(state.values[:, at], closes[at])
+        for r in np.flatnonzero(~steady).tolist():
+            _advance_row(out[:, r], closes[r], int(lengths[r]), False)
     # Past each row's bars: its last state.
     after = np.arange(width + 1)[None, :] > lengths[:, None]
     if after.any():

@@ -87,6 +87,7 @@ class ColumnMetrics:
     windows: dict[str, dict[str, FloatArray]]
     fibonacci: dict[str, FloatArray]
     indicators: dict[str, dict[str, FloatArray]]
+    full_coverage: frozenset[str] = frozenset()  # windows known to hold every minute everywhere (coverage 1)
 
     def minute(self, column: int) -> int:
         """Return the open time of column ``column``."""
@@ -172,26 +173,36 @@ class ColumnCalculator:
     def _compute(self, grid: MinuteGrid) -> ColumnMetrics:
         start = grid.block_start
         block = slice(CONTEXT_MINUTES, None)
+        # The block's minutes as contiguous arrays, so every timeframe's (S, bars, minutes) view is free.
         close = grid.close[:, block]
+        present = grid.present[:, block]
+        complete = bool(present.all())
         windows = rolling_windows(grid)
         day = windows["1d"]
         return ColumnMetrics(
             first=start,
-            present=grid.present[:, block],
+            present=present,
             last_price=close,
-            change_14d=self._change_14d(grid, close),
+            change_14d=self._change_14d(grid, close, present, complete),
             windows=windows,
             fibonacci=formulas.fibonacci(day["high"], day["low"], day["close"]),
-            indicators={tf: self._indicators(grid, tf, minutes) for tf, minutes in BAR_TIMEFRAMES.items()},
+            indicators={
+                tf: self._indicators(close, present, complete, tf, minutes) for tf, minutes in BAR_TIMEFRAMES.items()
+            },
+            full_coverage=frozenset(WINDOWS) if bool(grid.present.all()) else frozenset(),
         )
 
-    def _change_14d(self, grid: MinuteGrid, close: FloatArray) -> FloatArray:
+    def _change_14d(self, grid: MinuteGrid, close: FloatArray, present: BoolArray, complete: bool) -> FloatArray:
         """Return close over the open of the 1h bar 335 bars before each minute's, as a change in percent."""
         rows, minutes = close.shape
-        present = grid.present[:, CONTEXT_MINUTES:].reshape(rows, -1, HOUR_MINUTES)
         opens = grid.open[:, CONTEXT_MINUTES:].reshape(rows, -1, HOUR_MINUTES)
-        first = np.argmax(present, axis=2)  # the earliest minute merged gives a bar its open
-        block_opens = np.where(present.any(axis=2), np.take_along_axis(opens, first[..., None], axis=2)[..., 0], np.nan)
+        if complete:  # every bar opens at its first minute
+            block_opens = opens[..., 0]
+        else:
+            by_hour = present.reshape(rows, -1, HOUR_MINUTES)
+            first = np.argmax(by_hour, axis=2)  # the earliest minute merged gives a bar its open
+            bar_open = np.take_along_axis(opens, first[..., None], axis=2)[..., 0]
+            block_opens = np.where(by_hour.any(axis=2), bar_open, np.nan)
         block_hour = grid.block_start // (HOUR_MINUTES * MINUTE_MS)
         if self._hour_opens.shape[1] == 0:
             self._hours_first = block_hour
@@ -205,15 +216,21 @@ class ColumnCalculator:
         self._hours_first = block_hour + block_opens.shape[1] - self._hour_opens.shape[1]
         return formulas.change_percent(close, reference)
 
-    def _indicators(self, grid: MinuteGrid, timeframe: str, minutes: int) -> dict[str, FloatArray]:
-        """Return RSI, MACD and Bollinger Bands of the clock-aligned bars of ``minutes`` at every minute."""
+    def _indicators(
+        self, block_close: FloatArray, present: BoolArray, complete: bool, timeframe: str, minutes: int
+    ) -> dict[str, FloatArray]:
+        """Return RSI, MACD and Bollinger Bands of the clock-aligned bars of ``minutes`` at every minute.
+
+        ``block_close`` and ``present`` are the block's minutes (S, T); ``complete`` says all are present.
+        """
         carry = self._bars[timeframe]
-        present = grid.present[:, CONTEXT_MINUTES:]
         rows = present.shape[0]
         # (S, bars, minutes of a bar): every bar's minutes in a row, so values broadcast per bar.
-        close = grid.close[:, CONTEXT_MINUTES:].reshape(rows, -1, minutes)
+        close = block_close.reshape(rows, -1, minutes)
         if minutes == 1:
             exists, bar_close = present, close[..., 0]
+        elif complete:  # every bar closes at its last minute
+            exists, bar_close = np.ones(close.shape[:2], dtype=bool), close[..., -1]
         else:
             by_bar = present.reshape(rows, -1, minutes)
             exists = np.asarray(by_bar.any(axis=2))

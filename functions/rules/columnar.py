@@ -55,7 +55,7 @@ def gated(metrics: ColumnMetrics, name: str, min_coverage: float) -> FloatArray:
     spec = METRICS[name]
     values = metric_array(metrics, spec)
     window = spec.gated_window
-    if window is None:
+    if window is None or (window in metrics.full_coverage and min_coverage <= 1.0):
         return values
     covered = metrics.windows[window]["coverage"] >= min_coverage
     return values if covered.all() else np.where(covered, values, np.nan)
