@@ -93,6 +93,10 @@ class MarketBlocks:
             open_time, values = open_time[keep], values[:, keep]
         return open_time, values
 
+    def active(self, symbols: Sequence[str], first: int, end: int) -> int:
+        """Return how many of ``symbols`` have a file reaching into ``first <= t < end``."""
+        return sum(any(f.first < end and f.last >= first for f in self._files[s]) for s in symbols)
+
     def grid(self, symbols: Sequence[str], first: int, end: int) -> Grid:
         """Return the grid of ``symbols`` for the minutes ``first <= t < end``."""
         width = (end - first) // MINUTE_MS
