@@ -101,3 +101,23 @@ def test_backtest_only_named_rules_fire(klines_dir: Path, tmp_path: Path) -> Non
     assert status == 0
     fired = {json.loads(line)["rule_type"] for line in alerts_out.read_text().splitlines()}
     assert fired <= {"futures_whale_accumulation", "futures_whale_distribution"}
+
+
+def test_outside_a_project_folder_the_report_folder_must_be_given(
+    klines_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The data directory's default is relative (.screener): in a folder without one, nothing is
+    # created there by default; with --report-dir the run goes ahead (parsing into a temporary cache).
+    monkeypatch.chdir(tmp_path)
+    argv = [
+        "--data", str(klines_dir / "binance-um-2026-02"), "--symbols", "ALGOUSDT",
+        "--from", "2026-02-03T00:00", "--to", "2026-02-03T01:00", "--no-progress",
+    ]  # fmt: skip
+    settings = load_settings({}, data_dir=Path(".screener"))
+    args = build_parser(["backtest", *argv]).parse_args(["backtest", *argv])
+    assert backtest.run(args, settings) == 2
+    assert "--report-dir" in capsys.readouterr().err
+    args = build_parser(["backtest", *argv]).parse_args(["backtest", *argv, "--report-dir", "out"])
+    assert backtest.run(args, settings) == 0
+    assert (tmp_path / "out" / "report.json").is_file()
+    assert not (tmp_path / ".screener").exists()
