@@ -3,9 +3,10 @@
 Both run the 20 shipped rules over the same recording and span in this process, one after the
 other, and must give the same alerts (rule, symbol, minute, id) in the same order:
 
-- new: ``functions.rules.blockwise.run_backtest``, every metric and rule over whole columns of days
-  (what ``screener backtest`` runs), once parsing the CSV files and once with them parsed already
-  (``--cache``: the data directory keeps them between runs);
+- new: ``functions.rules.blockwise.run_backtest``, every metric and rule over whole columns of days,
+  writing every alert with its metadata to a JSON-lines file as it goes (what ``screener backtest``
+  runs and times), once parsing the CSV files and once with them parsed already (the data directory
+  keeps them between runs);
 - old: ``functions.rules.replay.replay``, the streaming calculator's compute and the rule engine
   minute by minute through in-memory rings (what ``screener backtest`` ran before). It is slow
   (about 1,000-3,000 symbol-minutes per CPU-second): ``--old-days`` limits its span to the last days
@@ -19,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 import tempfile
 import time
 from pathlib import Path
 
 from functions.rules.blockwise import run_backtest
 from functions.rules.replay import read_market, replay
+from functions.rules.report import AlertsWriter
 from functions.rules.store import seed_file_rules
 from marketdata.blocks import DAY_MS
 from screener.events.models import MINUTE_MS
@@ -45,13 +48,16 @@ def main() -> None:
     rules = list(seed_file_rules())
     for folder in folders:
         print(f"== {folder.name}")
-        with tempfile.TemporaryDirectory() as cache:
+        with tempfile.TemporaryDirectory() as temporary:
+            cache = Path(temporary) / "kline-cache"
             for label in ("new, parsing the files", "new, files parsed already"):
+                writer = AlertsWriter(Path(temporary) / "alerts.jsonl")
                 began = time.process_time()
-                result = run_backtest(folder, rules, cache=Path(cache))
+                result = run_backtest(folder, rules, cache=cache, on_alerts=writer, keep_alerts=False)
+                writer.close()
                 cpu = time.process_time() - began
                 print(
-                    f"{label:28} {result.symbol_minutes:>9,} symbol-minutes {len(result.alerts):>6,} alerts "
+                    f"{label:28} {result.symbol_minutes:>9,} symbol-minutes {result.count:>6,} alerts "
                     f"{cpu:7.2f} CPU-s {result.symbol_minutes / cpu:>12,.0f} symbol-minutes/CPU-s"
                 )
         if args.old_days <= 0:
@@ -77,6 +83,8 @@ def main() -> None:
             f"({old.symbol_minutes / old_cpu:,.0f}/CPU-s, warm-up apart); new {new_cpu:.2f} CPU-s with its warm-up; "
             f"alerts {len(old.alerts)} old, {len(new.alerts)} new, identical: {same}"
         )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS of this process: {peak:.0f} MiB")
 
 
 if __name__ == "__main__":
