@@ -119,7 +119,7 @@ def run_backtest(
     start = first if start is None else max(start, first)
     end = last + MINUTE_MS if end is None else min(end, last + MINUTE_MS)
     named = sorted(config.ruleset.cross_symbols)
-    groups = [_Group(config, g) for g in groups_of(market.symbols, named)]
+    groups = [_Group(config, g) for g in groups_of(market.symbols, named, GROUP_SYMBOLS)]
     order = {s: i for i, s in enumerate(market.symbols)}
     rule_types = list(config.enabled())
     run_order = {rule_type: i for i, rule_type in enumerate(rule_types)}
