@@ -18,7 +18,7 @@ import orjson
 
 from functions.rules.blockwise import HORIZONS, BacktestResult
 from functions.rules.columnar import FoundAlert
-from screener.events.models import Alert, minute_close_iso
+from screener.events.models import MINUTE_MS, Alert, minute_close_iso
 
 SHORT_RULES = frozenset(
     {
@@ -44,8 +44,10 @@ class ReturnStats:
     hit_rate: float | None
 
 
-def alert_line(alert: Alert | FoundAlert) -> bytes:
+def alert_line(alert: Alert | FoundAlert, timestamp: str | None = None) -> bytes:
     """Return the alert as one JSON line: ``id, rule_type, symbol, timestamp, price, metadata``.
+
+    ``timestamp`` is the alert's, when the caller has it already.
 
     ``metadata`` holds the value of every metric the rule read (through the rules it references
     too), null where the metric was null or gated by coverage: enough to see from the file alone
@@ -56,7 +58,7 @@ def alert_line(alert: Alert | FoundAlert) -> bytes:
             "id": alert.id,
             "rule_type": alert.rule_type,
             "symbol": alert.symbol,
-            "timestamp": alert.timestamp,
+            "timestamp": alert.timestamp if timestamp is None else timestamp,
             "price": alert.price,
             "metadata": alert.metadata,
         }
@@ -72,7 +74,10 @@ class AlertsWriter:
 
     def __call__(self, alerts: Sequence[Alert | FoundAlert]) -> None:
         """Append ``alerts``."""
-        self._out.write(b"".join(alert_line(alert) + b"\n" for alert in alerts))
+        # The close instants of all the alerts' minutes at once (as ``minute_close_iso`` spells them).
+        closes = (np.array([a.minute for a in alerts], dtype=np.int64) + MINUTE_MS).astype("datetime64[ms]")
+        stamps = np.char.add(np.datetime_as_string(closes, unit="s"), "Z").tolist()
+        self._out.write(b"".join(alert_line(a, stamp) + b"\n" for a, stamp in zip(alerts, stamps, strict=True)))
 
     def close(self) -> None:
         """Flush and close the file."""
