@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -121,3 +123,10 @@ def test_outside_a_project_folder_the_report_folder_must_be_given(
     assert backtest.run(args, settings) == 0
     assert (tmp_path / "out" / "report.json").is_file()
     assert not (tmp_path / ".screener").exists()
+
+
+def test_the_backtest_does_not_import_the_collector() -> None:
+    # The readers it shares with the replay collector live in marketdata/: a function never loads the collector.
+    code = "import sys, functions.rules.backtest; print(sorted(m for m in sys.modules if m.startswith('collector')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
