@@ -424,9 +424,13 @@ class RunningSum:
         difference = upper - lower
         correction = self.low[:, new] - self.low[:, old]
         # Running sums of volumes never fall: where the older one is at least half the newer, their
-        # difference is exact (Sterbenz), so only the running sums' own errors remain.
-        if not (lower >= 0.5 * upper).all():
-            correction += _two_sum_error(upper, -lower, difference)
+        # difference is exact (Sterbenz), so only the running sums' own errors remain. That fails
+        # near the start of the sums: the difference's own error is taken up to the last column where
+        # it fails (elsewhere it is exactly 0).
+        exact = lower >= 0.5 * upper
+        if not exact.all():
+            cut = int(np.flatnonzero(~exact.all(axis=0))[-1]) + 1
+            correction[:, :cut] += _two_sum_error(upper[:, :cut], -lower[:, :cut], difference[:, :cut])
         difference += correction
         return difference
 

@@ -232,7 +232,10 @@ class BlockEvaluator:
             else:
                 self._minute_by_minute(stage, frame, evaluated, truth, fired)
         for rule_type, history in self._history.items():
-            self._remember(history, fired.get(rule_type, np.zeros(shape, dtype=bool)), truth.get(rule_type), shape)
+            found = fired.get(rule_type)
+            self._remember(
+                history, np.zeros(shape, dtype=bool) if found is None else found, truth.get(rule_type), shape
+            )
         return {rule_type: fired[rule_type] for rule_type in self._run if rule_type in fired}
 
     def _recent(self, key: tuple[str, int], fired: Mapping[str, BoolArray], shape: tuple[int, int]) -> TruthArray:
