@@ -28,6 +28,8 @@ IntArray = npt.NDArray[np.int64]
 # The columns of a grid, from KlineSeries.VALUE_COLUMNS.
 GRID_COLUMNS = ("open", "high", "low", "close", "volume", "quote_volume")
 _VALUE_INDEX = [KlineSeries.VALUE_COLUMNS.index(name) for name in GRID_COLUMNS]
+# What a minute without a candle holds in each column (Grid).
+_NEUTRAL = (0.0, -np.inf, np.inf, 0.0, 0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -100,8 +102,7 @@ class MarketBlocks:
     def grid(self, symbols: Sequence[str], first: int, end: int) -> Grid:
         """Return the grid of ``symbols`` for the minutes ``first <= t < end``."""
         width = (end - first) // MINUTE_MS
-        values = np.zeros((len(GRID_COLUMNS), len(symbols), width))
-        values[1], values[2] = -np.inf, np.inf
+        values = np.empty((len(GRID_COLUMNS), len(symbols), width))
         present = np.zeros((len(symbols), width), dtype=bool)
         for row, symbol in enumerate(symbols):
             open_time, rows = self.rows(symbol, first, end)
@@ -113,4 +114,8 @@ class MarketBlocks:
             where: slice | IntArray = slice(begin, last + 1) if last - begin == len(at) - 1 else at
             values[:, row, where] = rows
             present[row, where] = True
+        if not present.all():  # the minutes without a candle get each reduction's neutral value
+            missing = ~present
+            for column, neutral in enumerate(_NEUTRAL):
+                np.copyto(values[column], neutral, where=missing)
         return Grid(first, values, present)
