@@ -173,7 +173,7 @@ class ColumnCalculator:
     def _compute(self, grid: MinuteGrid) -> ColumnMetrics:
         start = grid.block_start
         block = slice(CONTEXT_MINUTES, None)
-        # The block's minutes as contiguous arrays, so every timeframe's (S, bars, minutes) view is free.
+        # Views of the grid: each row's minutes are contiguous, so every timeframe's (S, bars, minutes) is a view too.
         close = grid.close[:, block]
         present = grid.present[:, block]
         complete = bool(present.all())

@@ -3,9 +3,10 @@
 Time advances in blocks of whole UTC days; symbols are taken in groups (the symbols rules name,
 ``BTC.c1h``, in the first), so a block of a group is a (symbols, minutes) grid of bounded size
 whatever the recording's length and width. Each group keeps its own carried state
-(``ColumnCalculator``, ``BlockEvaluator``); files are read as the blocks reach them and dropped
-behind them (``marketdata.blocks``). Forward returns after each alert are filled in as the blocks
-that hold their horizons arrive.
+(``ColumnCalculator``, ``BlockEvaluator``); a block computes only the symbols with a candle in it,
+and lasts as many days as the symbols with data allow. Each grid reads only its minutes from the
+parsed files (``marketdata.blocks``). Alerts are handed on block by block (``on_alerts``); forward
+returns after each alert are filled in as the blocks that hold their horizons arrive.
 """
 
 from __future__ import annotations
