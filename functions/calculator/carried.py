@@ -227,35 +227,42 @@ def forming_values(state: FloatArray, close: FloatArray) -> FormingValues:
     n = state[BARS]
     previous, gain, loss = (state[i][..., None] for i in (CLOSE, GAIN, LOSS))
     slow, fast, signal = (state[i][..., None] for i in (SLOW, FAST, SIGNAL))
-    change = close - previous
-    up = np.maximum(change, 0.0)
-    down = np.minimum(change, 0.0)
+    # Temporaries are reused once read (fewer fresh arrays); the operations and their order are as written.
+    up = close - previous
+    down = np.minimum(up, 0.0)
     np.negative(down, out=down)
+    np.maximum(up, 0.0, out=up)
+    young = bool((n < STEADY_BARS).any())  # a series' first bars: no value yet, or the seeds (once per series)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        rsi_seed = np.nonzero(n == RSI_FIRST) if young else None
+        seeded_rsi = (
+            indicators.rsi_value(
+                (state[GAIN][rsi_seed][:, None] + up[rsi_seed]) / RSI_PERIOD,
+                (state[LOSS][rsi_seed][:, None] + down[rsi_seed]) / RSI_PERIOD,
+            )
+            if rsi_seed is not None and len(rsi_seed[0])
+            else None
+        )
         # TA-Lib's order: scale the average by period - 1, add the move, divide by the period.
-        average_gain = np.add(gain * (RSI_PERIOD - 1), up)
+        average_gain = np.add(gain * (RSI_PERIOD - 1), up, out=up)
         average_gain /= RSI_PERIOD
-        average_loss = np.add(loss * (RSI_PERIOD - 1), down)
+        average_loss = np.add(loss * (RSI_PERIOD - 1), down, out=down)
         average_loss /= RSI_PERIOD
         rsi = indicators.rsi_value(average_gain, average_loss)
         # TA-Lib's EMA update ((close - ema) * k) + ema, for the fast and slow EMAs, then the signal's.
         line = close - fast
         line *= K_FAST
         line += fast
-        slow_now = close - slow
+        slow_now = np.subtract(close, slow, out=average_gain)
         slow_now *= K_SLOW
         slow_now += slow
         line -= slow_now
         signal_line = line - signal
         signal_line *= K_SIGNAL
         signal_line += signal
-        if (n < STEADY_BARS).any():  # a series' first bars: no value yet, or the seeds (once per series)
-            seed = np.nonzero(n == RSI_FIRST)
-            if len(seed[0]):
-                rsi[seed] = indicators.rsi_value(
-                    (state[GAIN][seed][:, None] + up[seed]) / RSI_PERIOD,
-                    (state[LOSS][seed][:, None] + down[seed]) / RSI_PERIOD,
-                )
+        if young:
+            if rsi_seed is not None and seeded_rsi is not None:
+                rsi[rsi_seed] = seeded_rsi
             seed = np.nonzero(n == MACD_FIRST)
             if len(seed[0]):
                 signal_line[seed] = (state[SIGNAL][seed][:, None] + line[seed]) / MACD_SIGNAL

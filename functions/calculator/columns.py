@@ -287,22 +287,25 @@ def _bands(
         a, first, second = anchor[:, :-1], first[:, :-1], second[:, :-1]
     else:
         a, first, second = (np.take_along_axis(x, rank, axis=1) for x in (anchor, first, second))
+    # Three fresh arrays (d, then the middle and the upper band); the others reuse them once read.
     d = close - a[..., None]
     period = float(indicators.BB_PERIOD)
     offset = first[..., None] + d
     offset /= period  # the mean's distance from a
+    upper = np.empty_like(offset)
     with np.errstate(invalid="ignore"):
-        variance = d * d
+        variance = np.multiply(d, d, out=d)
         variance += second[..., None]
         variance /= period
-        variance -= offset * offset
+        variance -= np.multiply(offset, offset, out=upper)
         np.maximum(variance, 0.0, out=variance)
         spread = np.sqrt(variance, out=variance)
         spread *= indicators.BB_DEVIATIONS
     middle = offset
     middle += a[..., None]
     invalid = (closed_bars < BB_CLOSED)[..., None]
-    upper, lower = middle + spread, middle - spread
+    np.add(middle, spread, out=upper)
+    lower = np.subtract(middle, spread, out=spread)
     if invalid.any():  # a series' first bars
         for band in (upper, middle, lower):
             np.copyto(band, np.nan, where=np.broadcast_to(invalid, band.shape))
