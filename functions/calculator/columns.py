@@ -413,10 +413,12 @@ class RunningSum:
 
     def __init__(self, values: FloatArray) -> None:
         rows, width = values.shape
-        self.high = np.zeros((rows, width + 1))
+        self.high = np.empty((rows, width + 1))
+        self.high[:, 0] = 0.0
         np.cumsum(values, axis=1, out=self.high[:, 1:])
         error = _two_sum_error(self.high[:, :-1], values, self.high[:, 1:])
-        self.low = np.zeros((rows, width + 1))
+        self.low = np.empty((rows, width + 1))
+        self.low[:, 0] = 0.0
         np.cumsum(error, axis=1, out=self.low[:, 1:])
 
     def trailing(self, n: int, ending: slice) -> FloatArray:
@@ -442,5 +444,7 @@ def _two_sum_error(a: FloatArray, b: FloatArray, total: FloatArray) -> FloatArra
     """Return the rounding error of ``total = fl(a + b)`` exactly (Knuth's TwoSum)."""
     b_virtual = total - a
     a_virtual = total - b_virtual
-    error: FloatArray = (a - a_virtual) + (b - b_virtual)
+    np.subtract(a, a_virtual, out=a_virtual)  # the parts a and b lost, in the temporaries' place
+    np.subtract(b, b_virtual, out=b_virtual)
+    error: FloatArray = np.add(a_virtual, b_virtual, out=a_virtual)
     return error
