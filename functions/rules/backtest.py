@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import time
 from datetime import UTC, datetime
@@ -164,7 +165,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     print(
         f"{result.count} alerts over {result.symbol_minutes} symbol-minutes of {len(result.symbols)} symbols "
         f"in {seconds:.1f}s ({cpu_seconds:.2f} CPU-s, reading, metrics, rules and alerts file: "
-        f"{result.symbol_minutes / max(cpu_seconds, 1e-9):,.0f} symbol-minutes per CPU-second); "
+        f"{result.symbol_minutes / max(cpu_seconds, 1e-9):,.0f} symbol-minutes per CPU-second; "
+        f"peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB); "
         f"report: {paths['markdown']}, chart: {paths['chart']}"
         + (f", alerts: {args.alerts_out}" if args.alerts_out else "")
     )
