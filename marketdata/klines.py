@@ -23,7 +23,6 @@ from __future__ import annotations
 import gzip
 import io
 import re
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,11 +133,14 @@ def read_klines(path: Path, symbol: str | None = None) -> KlineSeries:
         raw = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
     except (OSError, EOFError) as exc:
         raise KlineFileError(f"{path}: {exc}") from None
-    text = raw.decode("utf-8")
-    first_line = text.split("\n", 1)[0].strip()
-    has_header = bool(first_line) and not first_line[0].isdigit()
-    columns = [c.strip() for c in first_line.split(",")] if has_header else None
-    table = _parse_table(path, text.split("\n", 1)[1] if has_header else text)
+    first_line, _, rest = raw.partition(b"\n")
+    first_line = first_line.strip()
+    has_header = bool(first_line) and not first_line[:1].isdigit()
+    try:
+        columns = [c.strip() for c in first_line.decode("utf-8").split(",")] if has_header else None
+    except UnicodeDecodeError as exc:
+        raise KlineFileError(f"{path}: {exc}") from None
+    table = _parse_table(path, rest if has_header else raw)
     width = table.shape[1]
     if columns is None:
         if width >= 11:
@@ -169,31 +171,25 @@ def read_klines(path: Path, symbol: str | None = None) -> KlineSeries:
             column("count"), column("taker_buy_volume"), column("taker_buy_quote_volume"),
         ]
     ).astype(np.float64)  # fmt: skip
+    if np.all(np.diff(open_time) > 0):  # in order, one row a minute: as recorded
+        return KlineSeries(symbol, open_time, values, derived)
     order = np.argsort(open_time, kind="stable")
     open_time, values = open_time[order], values[order]
     keep = np.concatenate(([True], np.diff(open_time) != 0))
     return KlineSeries(symbol, open_time[keep], values[keep], derived)
 
 
-def _parse_table(path: Path, body: str) -> FloatArray:
-    """Parse comma-separated numbers, one row per line, into a 2-D array."""
-    lines = body.strip().splitlines()
-    if not lines:
+def _parse_table(path: Path, body: bytes) -> FloatArray:
+    """Parse comma-separated numbers, one row per line, into a 2-D array (numpy's C parser)."""
+    if not body.strip():
         raise KlineFileError(f"{path}: no rows")
-    width = lines[0].count(",") + 1
-    # Fast path: one flat parse of every number; a count mismatch means a bad row somewhere.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            flat = np.fromstring(",".join(lines), sep=",")
-        except ValueError:
-            flat = np.empty(0)
-    if flat.shape[0] == len(lines) * width:
-        return flat.reshape(len(lines), width)
-    try:  # slow path, for the error message naming the line
-        return np.loadtxt(io.StringIO(body), delimiter=",", ndmin=2)
-    except ValueError as exc:
+    try:
+        table: FloatArray = np.loadtxt(io.BytesIO(body), delimiter=",", ndmin=2, dtype=np.float64)
+    except ValueError as exc:  # the message names the line and the problem
         raise KlineFileError(f"{path}: {exc}") from None
+    if table.shape[0] == 0:
+        raise KlineFileError(f"{path}: no rows")
+    return table
 
 
 def kline_files(folder: Path) -> list[Path]:

@@ -1,51 +1,136 @@
-"""A cache of parsed kline files: the numbers of a CSV once parsed, reloaded as binary arrays.
+"""A cache of parsed kline files: the numbers of a CSV once parsed, kept as a binary file read by ranges.
 
 Parsing text is most of what reading a recording costs (about 200 ns a number); a backtest that
-runs again over the same files loads their arrays instead. An entry is named after the file's name,
-size and modification time, so a changed file is parsed again; entries are plain ``.npz`` files
-that can be deleted at any time.
+runs again over the same files loads their rows instead. An entry is named after the file's name,
+size and modification time, so a changed file is parsed again; entries are plain ``.npy`` files
+(one row per column, one column per minute) that can be deleted at any time.
+
+A ``CachedFile`` reads only the rows of a span of time (``rows``), found through the row at which
+each UTC day begins, so a backtest holds the minutes of its current block, not whole files.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
+import numpy.typing as npt
 
-from marketdata.klines import KlineSeries, read_klines, symbol_of
+from marketdata.klines import KlineFileError, KlineSeries, read_klines, symbol_of
+from screener.events.models import MINUTE_MS
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+DAY_MS = 1440 * MINUTE_MS
+VALUES = len(KlineSeries.VALUE_COLUMNS)
+# An entry is one float64 array (ROWS, minutes): the open time (exact: below 2**53), the values of
+# KlineSeries.VALUE_COLUMNS, and 1.0 where the quote volume was derived. Each row is contiguous, so a
+# span of one column is one read.
+OPEN_TIME_ROW, DERIVED_ROW = 0, 1 + VALUES
+ROWS = DERIVED_ROW + 1
 
 
 def entry_path(cache: Path, path: Path) -> Path:
-    """Return where the parsed arrays of ``path`` are kept in ``cache``."""
+    """Return where the parsed rows of ``path`` are kept in ``cache``."""
     stat = path.stat()
-    return cache / f"{path.name}.{stat.st_size}.{stat.st_mtime_ns}.npz"
+    return cache / f"{path.name}.{stat.st_size}.{stat.st_mtime_ns}.npy"
+
+
+@dataclass(frozen=True)
+class CachedFile:
+    """One parsed kline file in the cache: where its columns are and at which minute each day begins."""
+
+    path: Path  # the cache entry
+    offset: int  # bytes before the array
+    length: int  # minutes in the file
+    first: int  # open time of the first minute
+    last: int  # open time of the last minute
+    quote_volume_derived: bool
+    day_starts: IntArray  # index of the first minute of day ``first // DAY_MS + k``, then ``length``
+
+    def rows(self, first: int, end: int, columns: Sequence[int]) -> tuple[IntArray, FloatArray]:
+        """Return the open times and the values (``columns`` of VALUE_COLUMNS) of ``first <= open_time < end``.
+
+        The values are (len(columns), minutes).
+        """
+        if end <= self.first or first > self.last:
+            return np.empty(0, dtype=np.int64), np.empty((len(columns), 0))
+        day0 = self.first // DAY_MS
+        top = len(self.day_starts) - 1
+        lo = int(self.day_starts[min(max(first // DAY_MS - day0, 0), top)])
+        hi = int(self.day_starts[min(max(-(-end // DAY_MS) - day0, 0), top)])
+        count = hi - lo
+        values = np.empty((len(columns), count))
+        with self.path.open("rb") as handle:
+            open_time = self._read(handle, OPEN_TIME_ROW, lo, count).astype(np.int64)
+            for k, column in enumerate(columns):
+                values[k] = self._read(handle, 1 + column, lo, count)
+        keep = (open_time >= first) & (open_time < end)
+        if not keep.all():  # a span that does not start or end at midnight
+            return open_time[keep], values[:, keep]
+        return open_time, values
+
+    def _read(self, handle: BinaryIO, row: int, start: int, count: int) -> FloatArray:
+        handle.seek(self.offset + (row * self.length + start) * 8)
+        found: FloatArray = np.fromfile(handle, dtype="<f8", count=count)
+        if len(found) != count:
+            raise KlineFileError(f"{self.path}: cache entry cut short (delete it to parse the file again)")
+        return found
+
+
+def cached_file(path: Path, cache: Path) -> CachedFile:
+    """Return ``path``'s entry in ``cache``, parsing the file and storing its columns first when missing."""
+    entry = entry_path(cache, path)
+    try:
+        return _open_entry(entry)
+    except (OSError, ValueError):
+        pass  # not cached yet, or a broken entry: parse the file
+    series = read_klines(path)
+    if len(series) == 0:
+        raise KlineFileError(f"{path}: no rows")
+    table = np.empty((ROWS, len(series)))
+    table[OPEN_TIME_ROW] = series.open_time
+    table[1:DERIVED_ROW] = series.values.T
+    table[DERIVED_ROW] = 1.0 if series.quote_volume_derived else 0.0
+    cache.mkdir(parents=True, exist_ok=True)
+    # Written aside and renamed: a concurrent or killed run never leaves half an entry.
+    handle, temporary = tempfile.mkstemp(dir=cache, suffix=".npy.tmp")
+    with os.fdopen(handle, "wb") as out:
+        np.save(out, table)
+    os.replace(temporary, entry)
+    return _open_entry(entry)
+
+
+def _open_entry(entry: Path) -> CachedFile:
+    with entry.open("rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(handle)
+        offset = handle.tell()
+        if dtype != np.dtype("<f8") or fortran or len(shape) != 2 or shape[0] != ROWS or shape[1] == 0:
+            raise ValueError(f"{entry}: not a kline cache entry")
+        length = int(shape[1])
+        if entry.stat().st_size != offset + ROWS * length * 8:
+            raise ValueError(f"{entry}: cut short")
+        open_time = np.fromfile(handle, dtype="<f8", count=length).astype(np.int64)
+        handle.seek(offset + DERIVED_ROW * length * 8)
+        derived = bool(np.fromfile(handle, dtype="<f8", count=1)[0])
+    first, last = int(open_time[0]), int(open_time[-1])
+    days = np.arange(first // DAY_MS, last // DAY_MS + 1) * DAY_MS
+    day_starts = np.append(np.searchsorted(open_time, days), length).astype(np.int64)
+    return CachedFile(entry, offset, length, first, last, derived, day_starts)
 
 
 def read_cached(path: Path, cache: Path | None) -> KlineSeries:
-    """Return ``read_klines(path)``, from ``cache`` when it holds the file's arrays (stored there otherwise)."""
+    """Return ``read_klines(path)``, from ``cache`` when it holds the file's rows (stored there otherwise)."""
     if cache is None:
         return read_klines(path)
-    entry = entry_path(cache, path)
-    try:
-        with np.load(entry) as stored:
-            return KlineSeries(
-                symbol_of(path), stored["open_time"], stored["values"], bool(stored["quote_volume_derived"])
-            )
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        pass  # not cached yet, or a broken entry: parse the file
-    series = read_klines(path)
-    cache.mkdir(parents=True, exist_ok=True)
-    # Written aside and renamed: a concurrent or killed run never leaves half an entry.
-    handle, temporary = tempfile.mkstemp(dir=cache, suffix=".npz.tmp")
-    with os.fdopen(handle, "wb") as out:
-        np.savez(
-            out,
-            open_time=series.open_time,
-            values=series.values,
-            quote_volume_derived=np.array(series.quote_volume_derived),
-        )
-    os.replace(temporary, entry)
-    return series
+    entry = cached_file(path, cache)
+    open_time, values = entry.rows(entry.first, entry.last + MINUTE_MS, range(VALUES))
+    return KlineSeries(symbol_of(path), open_time, np.ascontiguousarray(values.T), entry.quote_volume_derived)

@@ -139,8 +139,10 @@ def advance(state: CarriedState, closes: FloatArray, lengths: IntArray) -> Float
     if steady.all():
         out[:, :, 1:] = advance_steady(state.values, closes)
     else:
-        for r in range(rows):
-            _advance_row(out[:, r], closes[r], int(lengths[r]), bool(steady[r]))
+        if steady.any():  # the steady rows together, as when all are
+            at = np.flatnonzero(steady)
+            out[:, at, 1:] = advance_steady(state.values[:, at], closes[at])
+        _advance_young(out, closes, lengths, np.flatnonzero(~steady))
     # Past each row's bars: its last state.
     after = np.arange(width + 1)[None, :] > lengths[:, None]
     if after.any():
@@ -149,17 +151,63 @@ def advance(state: CarriedState, closes: FloatArray, lengths: IntArray) -> Float
     return out
 
 
-def _advance_row(out: FloatArray, closes: FloatArray, length: int, steady: bool) -> None:
-    """Fill one row's states ``out`` (FIELDS, width + 1) after each of its ``length`` closes."""
-    done = 0
-    if not steady:
-        row = out[:, 0].tolist()
-        while done < length and row[BARS] < STEADY_BARS:
-            advance_one(row, float(closes[done]))
-            done += 1
-            out[:, done] = row
-    if done < length:
-        out[:, done + 1 : length + 1] = advance_steady(out[:, done : done + 1], closes[None, done:length])[:, 0]
+def _advance_young(out: FloatArray, closes: FloatArray, lengths: IntArray, young: IntArray) -> None:
+    """Fill the states of the ``young`` rows: through their seeds bar by bar (all rows at once), then steady.
+
+    Each step is ``advance_one`` on every row still seeding, with numpy's operations on the same
+    numbers in the same order (so the same results); a row whose seeds are done runs its remaining
+    bars through ``advance_steady``, together with the rows that finished seeding at the same bar.
+    """
+    state = out[:, young, 0].copy()
+    length = lengths[young]
+    done = np.zeros(len(young), dtype=np.int64)
+    while True:
+        seeding = np.flatnonzero((state[BARS] < STEADY_BARS) & (done < length))
+        if not len(seeding):
+            break
+        rows = young[seeding]
+        stepped = advance_many(state[:, seeding], closes[rows, done[seeding]])
+        state[:, seeding] = stepped
+        done[seeding] += 1
+        out[:, rows, done[seeding]] = stepped
+    for start in np.unique(done[done < length]).tolist():
+        at = np.flatnonzero((done == start) & (done < length))
+        rows = young[at]
+        count = int(length[at].max()) - start
+        # Rows shorter than the longest run past their end; ``advance`` overwrites those columns.
+        out[:, rows, start + 1 : start + 1 + count] = advance_steady(state[:, at], closes[rows, start : start + count])
+
+
+def advance_many(state: FloatArray, close: FloatArray) -> FloatArray:
+    """Return ``advance_one`` of each column of ``state`` (FIELDS, rows) by one bar of ``close`` (rows,)."""
+    n = state[BARS]
+    previous, gain, loss = state[CLOSE], state[GAIN], state[LOSS]
+    slow, fast, signal = state[SLOW], state[FAST], state[SIGNAL]
+    out = state.copy()
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        change = close - previous
+        up = np.maximum(change, 0.0)
+        down = np.negative(np.minimum(change, 0.0))
+        summing, seed, wilder = (n > 0) & (n < RSI_PERIOD), n == RSI_PERIOD, n > RSI_PERIOD
+        for field, average, move in ((GAIN, gain, up), (LOSS, loss, down)):
+            out[field] = np.where(summing, average + move, average)
+            out[field] = np.where(seed, (average + move) / RSI_PERIOD, out[field])
+            out[field] = np.where(wilder, (average * (RSI_PERIOD - 1) + move) / RSI_PERIOD, out[field])
+        sums, seeded = n < MACD_SLOW - 1, n == MACD_SLOW - 1
+        emas = n > MACD_SLOW - 1
+        out[SLOW] = np.where(sums, slow + close, slow)
+        out[FAST] = np.where(sums & (n >= MACD_SLOW - MACD_FAST), fast + close, fast)
+        out[SLOW] = np.where(seeded, (slow + close) / MACD_SLOW, out[SLOW])
+        out[FAST] = np.where(seeded, (fast + close) / MACD_FAST, out[FAST])
+        out[SLOW] = np.where(emas, (close - slow) * K_SLOW + slow, out[SLOW])
+        out[FAST] = np.where(emas, (close - fast) * K_FAST + fast, out[FAST])
+        line = out[FAST] - out[SLOW]
+        out[SIGNAL] = np.where((n >= MACD_SLOW - 1) & (n < MACD_FIRST), signal + line, signal)
+        out[SIGNAL] = np.where(n == MACD_FIRST, (signal + line) / MACD_SIGNAL, out[SIGNAL])
+        out[SIGNAL] = np.where(n > MACD_FIRST, (line - signal) * K_SIGNAL + signal, out[SIGNAL])
+    out[CLOSE] = close
+    out[BARS] = n + 1
+    return out
 
 
 def advance_steady(state: FloatArray, closes: FloatArray) -> FloatArray:
@@ -206,35 +254,42 @@ def forming_values(state: FloatArray, close: FloatArray) -> FormingValues:
     n = state[BARS]
     previous, gain, loss = (state[i][..., None] for i in (CLOSE, GAIN, LOSS))
     slow, fast, signal = (state[i][..., None] for i in (SLOW, FAST, SIGNAL))
-    change = close - previous
-    up = np.maximum(change, 0.0)
-    down = np.minimum(change, 0.0)
+    # Temporaries are reused once read (fewer fresh arrays); the operations and their order are as written.
+    up = close - previous
+    down = np.minimum(up, 0.0)
     np.negative(down, out=down)
+    np.maximum(up, 0.0, out=up)
+    young = bool((n < STEADY_BARS).any())  # a series' first bars: no value yet, or the seeds (once per series)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        rsi_seed = np.nonzero(n == RSI_FIRST) if young else None
+        seeded_rsi = (
+            indicators.rsi_value(
+                (state[GAIN][rsi_seed][:, None] + up[rsi_seed]) / RSI_PERIOD,
+                (state[LOSS][rsi_seed][:, None] + down[rsi_seed]) / RSI_PERIOD,
+            )
+            if rsi_seed is not None and len(rsi_seed[0])
+            else None
+        )
         # TA-Lib's order: scale the average by period - 1, add the move, divide by the period.
-        average_gain = np.add(gain * (RSI_PERIOD - 1), up)
+        average_gain = np.add(gain * (RSI_PERIOD - 1), up, out=up)
         average_gain /= RSI_PERIOD
-        average_loss = np.add(loss * (RSI_PERIOD - 1), down)
+        average_loss = np.add(loss * (RSI_PERIOD - 1), down, out=down)
         average_loss /= RSI_PERIOD
         rsi = indicators.rsi_value(average_gain, average_loss)
         # TA-Lib's EMA update ((close - ema) * k) + ema, for the fast and slow EMAs, then the signal's.
         line = close - fast
         line *= K_FAST
         line += fast
-        slow_now = close - slow
+        slow_now = np.subtract(close, slow, out=average_gain)
         slow_now *= K_SLOW
         slow_now += slow
         line -= slow_now
         signal_line = line - signal
         signal_line *= K_SIGNAL
         signal_line += signal
-        if (n < STEADY_BARS).any():  # a series' first bars: no value yet, or the seeds (once per series)
-            seed = np.nonzero(n == RSI_FIRST)
-            if len(seed[0]):
-                rsi[seed] = indicators.rsi_value(
-                    (state[GAIN][seed][:, None] + up[seed]) / RSI_PERIOD,
-                    (state[LOSS][seed][:, None] + down[seed]) / RSI_PERIOD,
-                )
+        if young:
+            if rsi_seed is not None and seeded_rsi is not None:
+                rsi[rsi_seed] = seeded_rsi
             seed = np.nonzero(n == MACD_FIRST)
             if len(seed[0]):
                 signal_line[seed] = (state[SIGNAL][seed][:, None] + line[seed]) / MACD_SIGNAL

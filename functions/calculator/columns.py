@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from scipy.ndimage import maximum_filter1d, minimum_filter1d
 
 from functions.calculator import carried, formulas, indicators
 from functions.calculator.compute import left_align
@@ -88,6 +87,7 @@ class ColumnMetrics:
     windows: dict[str, dict[str, FloatArray]]
     fibonacci: dict[str, FloatArray]
     indicators: dict[str, dict[str, FloatArray]]
+    full_coverage: frozenset[str] = frozenset()  # windows known to hold every minute everywhere (coverage 1)
 
     def minute(self, column: int) -> int:
         """Return the open time of column ``column``."""
@@ -119,35 +119,90 @@ class ColumnCalculator:
         }
         self._hour_opens = np.empty((rows, 0))
 
-    def compute(self, grid: MinuteGrid) -> ColumnMetrics:
-        """Return the metrics of every minute of ``grid``'s block (the block after the previous one)."""
-        start = grid.block_start
-        if start % (DAY_MINUTES * MINUTE_MS) or grid.minutes % DAY_MINUTES:
+    def compute(self, grid: MinuteGrid, rows: IntArray | None = None) -> ColumnMetrics:
+        """Return the metrics of every minute of ``grid``'s block (the block after the previous one).
+
+        ``rows`` (indices into ``symbols``, ascending) says which symbols the grid holds when not all:
+        the others have no candle in the block, so their bars and windows have nothing to compute
+        and their state carries over as it is.
+        """
+        self._advance(grid.block_start, grid.minutes)
+        if rows is None:
+            return self._compute(grid)
+        full_bars, full_opens = self._bars, self._hour_opens
+        self._bars = {
+            tf: _BarCarry(carried.CarriedState(c.state.values[:, rows]), c.tail[rows]) for tf, c in full_bars.items()
+        }
+        self._hour_opens = full_opens[rows]
+        try:
+            metrics = self._compute(grid)
+        finally:
+            subset_bars, subset_opens = self._bars, self._hour_opens
+            self._bars, self._hour_opens = full_bars, full_opens
+        for tf, carry in full_bars.items():
+            carry.state.values[:, rows] = subset_bars[tf].state.values
+            carry.tail[rows] = subset_bars[tf].tail
+        # The others' 1h opens move on by the block's hours, all missing (``_hours_first`` has moved already).
+        missing = np.full((len(self.symbols), grid.minutes // HOUR_MINUTES), np.nan)
+        history = np.concatenate((full_opens, missing), axis=1)[:, -(CHANGE_14D_HOURS_BACK + 1) :]
+        history[rows] = subset_opens
+        self._hour_opens = history
+        return metrics
+
+    def skip(self, block_start: int, minutes: int) -> None:
+        """Carry the state over a block in which no symbol has a candle."""
+        self._advance(block_start, minutes)
+        if self._hour_opens.shape[1] == 0:
+            self._hours_first = block_start // (HOUR_MINUTES * MINUTE_MS)
+        self._skip_hours(minutes)
+
+    def _advance(self, start: int, minutes: int) -> None:
+        if start % (DAY_MINUTES * MINUTE_MS) or minutes % DAY_MINUTES:
             raise ValueError("a block is whole UTC days (every bar lies inside one block)")
         if self._next_block is not None and start != self._next_block:
             raise ValueError(f"blocks must follow each other: expected {self._next_block}, got {start}")
-        self._next_block = start + grid.minutes * MINUTE_MS
+        self._next_block = start + minutes * MINUTE_MS
+
+    def _skip_hours(self, minutes: int) -> None:
+        """Append the block's hours to every row's 1h opens as missing (as ``_change_14d`` keeps them)."""
+        missing = np.full((len(self.symbols), minutes // HOUR_MINUTES), np.nan)
+        history = np.concatenate((self._hour_opens, missing), axis=1)
+        self._hour_opens = history[:, -(CHANGE_14D_HOURS_BACK + 1) :]
+        self._hours_first += history.shape[1] - self._hour_opens.shape[1]
+
+    def _compute(self, grid: MinuteGrid) -> ColumnMetrics:
+        start = grid.block_start
         block = slice(CONTEXT_MINUTES, None)
+        # Views of the grid: each row's minutes are contiguous, so every timeframe's (S, bars, minutes) is a view too.
         close = grid.close[:, block]
+        present = grid.present[:, block]
+        complete = bool(present.all())
         windows = rolling_windows(grid)
         day = windows["1d"]
         return ColumnMetrics(
             first=start,
-            present=grid.present[:, block],
+            present=present,
             last_price=close,
-            change_14d=self._change_14d(grid, close),
+            change_14d=self._change_14d(grid, close, present, complete),
             windows=windows,
             fibonacci=formulas.fibonacci(day["high"], day["low"], day["close"]),
-            indicators={tf: self._indicators(grid, tf, minutes) for tf, minutes in BAR_TIMEFRAMES.items()},
+            indicators={
+                tf: self._indicators(close, present, complete, tf, minutes) for tf, minutes in BAR_TIMEFRAMES.items()
+            },
+            full_coverage=frozenset(WINDOWS) if bool(grid.present.all()) else frozenset(),
         )
 
-    def _change_14d(self, grid: MinuteGrid, close: FloatArray) -> FloatArray:
+    def _change_14d(self, grid: MinuteGrid, close: FloatArray, present: BoolArray, complete: bool) -> FloatArray:
         """Return close over the open of the 1h bar 335 bars before each minute's, as a change in percent."""
         rows, minutes = close.shape
-        present = grid.present[:, CONTEXT_MINUTES:].reshape(rows, -1, HOUR_MINUTES)
         opens = grid.open[:, CONTEXT_MINUTES:].reshape(rows, -1, HOUR_MINUTES)
-        first = np.argmax(present, axis=2)  # the earliest minute merged gives a bar its open
-        block_opens = np.where(present.any(axis=2), np.take_along_axis(opens, first[..., None], axis=2)[..., 0], np.nan)
+        if complete:  # every bar opens at its first minute
+            block_opens = opens[..., 0]
+        else:
+            by_hour = present.reshape(rows, -1, HOUR_MINUTES)
+            first = np.argmax(by_hour, axis=2)  # the earliest minute merged gives a bar its open
+            bar_open = np.take_along_axis(opens, first[..., None], axis=2)[..., 0]
+            block_opens = np.where(by_hour.any(axis=2), bar_open, np.nan)
         block_hour = grid.block_start // (HOUR_MINUTES * MINUTE_MS)
         if self._hour_opens.shape[1] == 0:
             self._hours_first = block_hour
@@ -161,15 +216,21 @@ class ColumnCalculator:
         self._hours_first = block_hour + block_opens.shape[1] - self._hour_opens.shape[1]
         return formulas.change_percent(close, reference)
 
-    def _indicators(self, grid: MinuteGrid, timeframe: str, minutes: int) -> dict[str, FloatArray]:
-        """Return RSI, MACD and Bollinger Bands of the clock-aligned bars of ``minutes`` at every minute."""
+    def _indicators(
+        self, block_close: FloatArray, present: BoolArray, complete: bool, timeframe: str, minutes: int
+    ) -> dict[str, FloatArray]:
+        """Return RSI, MACD and Bollinger Bands of the clock-aligned bars of ``minutes`` at every minute.
+
+        ``block_close`` and ``present`` are the block's minutes (S, T); ``complete`` says all are present.
+        """
         carry = self._bars[timeframe]
-        present = grid.present[:, CONTEXT_MINUTES:]
         rows = present.shape[0]
         # (S, bars, minutes of a bar): every bar's minutes in a row, so values broadcast per bar.
-        close = grid.close[:, CONTEXT_MINUTES:].reshape(rows, -1, minutes)
+        close = block_close.reshape(rows, -1, minutes)
         if minutes == 1:
             exists, bar_close = present, close[..., 0]
+        elif complete:  # every bar closes at its last minute
+            exists, bar_close = np.ones(close.shape[:2], dtype=bool), close[..., -1]
         else:
             by_bar = present.reshape(rows, -1, minutes)
             exists = np.asarray(by_bar.any(axis=2))
@@ -226,22 +287,25 @@ def _bands(
         a, first, second = anchor[:, :-1], first[:, :-1], second[:, :-1]
     else:
         a, first, second = (np.take_along_axis(x, rank, axis=1) for x in (anchor, first, second))
+    # Three fresh arrays (d, then the middle and the upper band); the others reuse them once read.
     d = close - a[..., None]
     period = float(indicators.BB_PERIOD)
     offset = first[..., None] + d
     offset /= period  # the mean's distance from a
+    upper = np.empty_like(offset)
     with np.errstate(invalid="ignore"):
-        variance = d * d
+        variance = np.multiply(d, d, out=d)
         variance += second[..., None]
         variance /= period
-        variance -= offset * offset
+        variance -= np.multiply(offset, offset, out=upper)
         np.maximum(variance, 0.0, out=variance)
         spread = np.sqrt(variance, out=variance)
         spread *= indicators.BB_DEVIATIONS
     middle = offset
     middle += a[..., None]
     invalid = (closed_bars < BB_CLOSED)[..., None]
-    upper, lower = middle + spread, middle - spread
+    np.add(middle, spread, out=upper)
+    lower = np.subtract(middle, spread, out=spread)
     if invalid.any():  # a series' first bars
         for band in (upper, middle, lower):
             np.copyto(band, np.nan, where=np.broadcast_to(invalid, band.shape))
@@ -252,32 +316,83 @@ def rolling_windows(grid: MinuteGrid) -> dict[str, dict[str, FloatArray]]:
     """Return each window's values (metrics.md, "Rolling windows") at every minute of the block."""
     width = grid.present.shape[1]
     block = slice(CONTEXT_MINUTES, width)
-    counts = _running_count(grid.present)
+    # Gap-free grids (the usual case) skip the counts: every window holds all its minutes.
+    complete = bool(grid.present.all())
+    counts = None if complete else _running_count(grid.present)
     quote, base = RunningSum(grid.quote_volume), RunningSum(grid.volume)
-    # The first present minute at or after each column (the last column where none is): a window's open.
-    columns = np.arange(width)
-    after = np.minimum.accumulate(np.where(grid.present, columns, width - 1)[:, ::-1], axis=1)[:, ::-1]
+    if complete:
+        after = None
+    else:
+        # The first present minute at or after each column (the last column where none is): a window's open.
+        columns = np.arange(width)
+        after = np.minimum.accumulate(np.where(grid.present, columns, width - 1)[:, ::-1], axis=1)[:, ::-1]
+    # Every window's minutes lie in the columns from ``reach`` on.
+    reach = CONTEXT_MINUTES - max(WINDOWS.values()) + 1
+    highs = SlidingExtremes(grid.high[:, reach:], np.maximum)
+    lows = SlidingExtremes(grid.low[:, reach:], np.minimum)
     out = {}
     for name, n in WINDOWS.items():
         # Windows ending at the block's minutes and, for the volume ratio, the n minutes before them.
         ending = slice(CONTEXT_MINUTES - n, width)
         volume = quote.trailing(n, ending)
-        count = counts[:, ending.start + 1 : width + 1] - counts[:, ending.start + 1 - n : width + 1 - n]
-        reach = slice(CONTEXT_MINUTES - n + 1, width)  # every minute a block minute's window holds
-        origin = (n - 1) // 2  # trailing windows: minutes t - n + 1 .. t
+        oldest = slice(CONTEXT_MINUTES - n + 1, width - n + 1)  # each block minute's window's first minute
+        count: IntArray | int
+        before_count: IntArray | int
+        if counts is None or after is None:
+            count = before_count = n
+            open_n = grid.open[:, oldest]
+        else:
+            both = counts[:, ending.start + 1 : width + 1] - counts[:, ending.start + 1 - n : width + 1 - n]
+            count, before_count = both[:, n:], both[:, :-n]
+            open_n = np.take_along_axis(grid.open, after[:, oldest], axis=1)
         out[name] = formulas.window_values(
             n,
-            count=count[:, n:],
-            open_n=np.take_along_axis(grid.open, after[:, CONTEXT_MINUTES - n + 1 : width - n + 1], axis=1),
-            high=maximum_filter1d(grid.high[:, reach], n, axis=1, origin=origin, mode="nearest")[:, n - 1 :],
-            low=minimum_filter1d(grid.low[:, reach], n, axis=1, origin=origin, mode="nearest")[:, n - 1 :],
+            count=count,
+            open_n=open_n,
+            high=highs.ending(n, CONTEXT_MINUTES - reach),
+            low=lows.ending(n, CONTEXT_MINUTES - reach),
             close=grid.close[:, block],
             volume=volume[:, n:],
             base_volume=base.trailing(n, block),
             before_volume=volume[:, :-n],
-            before_count=count[:, :-n],
+            before_count=before_count,
         )
     return out
+
+
+class SlidingExtremes:
+    """Sliding maxima (or minima) of each row over windows of any length, built by doubling.
+
+    The extreme of the ``a + b`` values ending at a column is that of the ``a`` ending there and the
+    ``b`` ending ``a`` columns before: each length is one pass over the row from lengths already
+    built (1, 2, 4, 5, 10, 15, 30, 60, ... for the windows of metrics.md). Extremes are exact, so the
+    values are those of any other sliding extreme.
+    """
+
+    def __init__(self, values: FloatArray, func: np.ufunc) -> None:
+        self._func = func
+        # Length n -> the extremes of the n values ending at each column from n - 1 on (index j: column j + n - 1).
+        self._spans: dict[int, FloatArray] = {1: values}
+
+    def ending(self, n: int, start: int) -> FloatArray:
+        """Return the extremes of the ``n`` values ending at each column from ``start`` on."""
+        return self._span(n)[:, start - n + 1 :]
+
+    def _span(self, n: int) -> FloatArray:
+        found = self._spans.get(n)
+        if found is not None:
+            return found
+        a = max(length for length in self._spans if length <= n)
+        if 2 * a <= n:
+            self._join(a, a)
+        else:
+            self._join(a, n - a)
+        return self._span(n)
+
+    def _join(self, a: int, b: int) -> None:
+        longer, shorter = self._span(a), self._span(b)
+        width = longer.shape[1] - b
+        self._spans[a + b] = self._func(longer[:, b:], shorter[:, :width])
 
 
 def _running_count(present: BoolArray) -> IntArray:
@@ -298,10 +413,12 @@ class RunningSum:
 
     def __init__(self, values: FloatArray) -> None:
         rows, width = values.shape
-        self.high = np.zeros((rows, width + 1))
+        self.high = np.empty((rows, width + 1))
+        self.high[:, 0] = 0.0
         np.cumsum(values, axis=1, out=self.high[:, 1:])
         error = _two_sum_error(self.high[:, :-1], values, self.high[:, 1:])
-        self.low = np.zeros((rows, width + 1))
+        self.low = np.empty((rows, width + 1))
+        self.low[:, 0] = 0.0
         np.cumsum(error, axis=1, out=self.low[:, 1:])
 
     def trailing(self, n: int, ending: slice) -> FloatArray:
@@ -312,9 +429,13 @@ class RunningSum:
         difference = upper - lower
         correction = self.low[:, new] - self.low[:, old]
         # Running sums of volumes never fall: where the older one is at least half the newer, their
-        # difference is exact (Sterbenz), so only the running sums' own errors remain.
-        if not (lower >= 0.5 * upper).all():
-            correction += _two_sum_error(upper, -lower, difference)
+        # difference is exact (Sterbenz), so only the running sums' own errors remain. That fails
+        # near the start of the sums: the difference's own error is taken up to the last column where
+        # it fails (elsewhere it is exactly 0).
+        exact = lower >= 0.5 * upper
+        if not exact.all():
+            cut = int(np.flatnonzero(~exact.all(axis=0))[-1]) + 1
+            correction[:, :cut] += _two_sum_error(upper[:, :cut], -lower[:, :cut], difference[:, :cut])
         difference += correction
         return difference
 
@@ -323,5 +444,7 @@ def _two_sum_error(a: FloatArray, b: FloatArray, total: FloatArray) -> FloatArra
     """Return the rounding error of ``total = fl(a + b)`` exactly (Knuth's TwoSum)."""
     b_virtual = total - a
     a_virtual = total - b_virtual
-    error: FloatArray = (a - a_virtual) + (b - b_virtual)
+    np.subtract(a, a_virtual, out=a_virtual)  # the parts a and b lost, in the temporaries' place
+    np.subtract(b, b_virtual, out=b_virtual)
+    error: FloatArray = np.add(a_virtual, b_virtual, out=a_virtual)
     return error

@@ -8,8 +8,11 @@ OHLCV-only CSV, plain or gzip), no broker or database needed::
         --alerts-out alerts.jsonl
 
 The report goes to ``--report-dir``, by default ``backtest-report`` in the data directory
-(``SCREENER_DATA_DIR``, ``.screener``), which also keeps the parsed files for the next run. The
-run prints its throughput in symbol-minutes per CPU-second.
+(``SCREENER_DATA_DIR``), which also keeps the parsed files for the next run. The data directory's
+default, ``.screener``, is relative to the working directory: where no such folder exists (not a
+folder screener runs in), ``--report-dir`` is required rather than creating one there. Alerts go to
+``--alerts-out`` block by block, so memory does not grow with them. The run prints its throughput in
+symbol-minutes per CPU-second.
 
 Rules are the 20 shipped ones (``seed/rules.json``) unless ``--rule-file`` (a JSON list of rule
 objects) or ``--expr NAME=EXPRESSION`` add others; ``--rules`` keeps only the named ones (rules they
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import time
 from datetime import UTC, datetime
@@ -29,7 +33,7 @@ from tqdm import tqdm
 
 from functions.rules.blockwise import run_backtest
 from functions.rules.errors import RuleError
-from functions.rules.report import write_alerts, write_report
+from functions.rules.report import AlertsWriter, write_report
 from functions.rules.ruleset import Rule, RuleSet
 from functions.rules.store import seed_file_rules
 from marketdata.klines import KlineFileError
@@ -87,6 +91,24 @@ def select_rules(args: argparse.Namespace) -> list[Rule]:
     return selected
 
 
+def report_folder(args: argparse.Namespace, settings: Settings) -> Path | None:
+    """Return where the report goes: ``--report-dir``, else ``backtest-report`` in the data directory.
+
+    The data directory defaults to ``.screener`` under the working directory; when that folder does
+    not exist (not a folder screener runs in), there is no default: the user must say where.
+    """
+    if args.report_dir is not None:
+        return Path(args.report_dir).resolve()
+    if _has_data_dir(settings):
+        return (settings.data_dir / "backtest-report").resolve()
+    return None
+
+
+def _has_data_dir(settings: Settings) -> bool:
+    """Return whether the data directory is one to write into: set absolute, or present here."""
+    return settings.data_dir.is_absolute() or settings.data_dir.is_dir()
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run the backtest; return the exit status."""
     try:
@@ -95,7 +117,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"screener backtest: {exc}", file=sys.stderr)
         return 2
     symbols = [s.strip().upper() for s in args.symbols.split(",")] if args.symbols else None
-    report_dir = args.report_dir or settings.data_dir / "backtest-report"
+    report_dir = report_folder(args, settings)
+    if report_dir is None:
+        print(
+            f"screener backtest: no data directory here ({settings.data_dir.resolve()} does not exist): "
+            "pass --report-dir, or set SCREENER_DATA_DIR to put the report and the parsed files under it",
+            file=sys.stderr,
+        )
+        return 2
     if args.start is not None and args.end is not None and args.end <= args.start:
         print("screener backtest: --to must be after --from", file=sys.stderr)
         return 2
@@ -104,8 +133,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     def advance(minutes: int) -> None:
         bar.update(minutes)
 
+    writer = AlertsWriter(args.alerts_out) if args.alerts_out else None
+    # Parsed files are kept in the data directory when there is one (else parsed again each run).
+    cache = (settings.data_dir / "kline-cache").resolve() if _has_data_dir(settings) else None
     began, cpu = time.perf_counter(), time.process_time()
     try:
+        # Alerts go to the file block by block: memory does not grow with them.
         result = run_backtest(
             args.data,
             rules,
@@ -113,24 +146,28 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             start=args.start,
             end=args.end,
             on_block=advance,
-            cache=settings.data_dir / "kline-cache",
+            on_alerts=writer,
+            keep_alerts=False,
+            cache=cache,
         )
     except KlineFileError as exc:
         print(f"screener backtest: {exc}", file=sys.stderr)
         return 2
     finally:
         bar.close()
+        if writer is not None:
+            writer.close()
     seconds, cpu_seconds = time.perf_counter() - began, time.process_time() - cpu
     if result.symbol_minutes == 0:
         print("screener backtest: the chosen span holds no data", file=sys.stderr)
         return 2
-    if args.alerts_out:
-        write_alerts(args.alerts_out, result.alerts)
     paths = write_report(result, report_dir)
     print(
-        f"{len(result.alerts)} alerts over {result.symbol_minutes} symbol-minutes of {len(result.symbols)} symbols "
-        f"in {seconds:.1f}s ({cpu_seconds:.2f} CPU-s: {result.symbol_minutes / max(cpu_seconds, 1e-9):,.0f} "
-        f"symbol-minutes per CPU-second); report: {paths['markdown']}, chart: {paths['chart']}"
+        f"{result.count} alerts over {result.symbol_minutes} symbol-minutes of {len(result.symbols)} symbols "
+        f"in {seconds:.1f}s ({cpu_seconds:.2f} CPU-s, reading, metrics, rules and alerts file: "
+        f"{result.symbol_minutes / max(cpu_seconds, 1e-9):,.0f} symbol-minutes per CPU-second; "
+        f"peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB); "
+        f"report: {paths['markdown']}, chart: {paths['chart']}"
         + (f", alerts: {args.alerts_out}" if args.alerts_out else "")
     )
     return 0

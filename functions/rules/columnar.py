@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -25,7 +27,7 @@ from functions.rules.compiler import FALSE, TRUE, Scope, TruthArray
 from functions.rules.config import RulesConfig
 from functions.rules.ruleset import CompiledRule
 from functions.rules.vocabulary import METRICS, MetricSpec
-from screener.events.models import MINUTE_MS, Alert, alert_id, minute_close_iso
+from screener.events.models import MINUTE_MS, Alert, AlertAudience, alert_id, minute_close_iso
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -53,7 +55,7 @@ def gated(metrics: ColumnMetrics, name: str, min_coverage: float) -> FloatArray:
     spec = METRICS[name]
     values = metric_array(metrics, spec)
     window = spec.gated_window
-    if window is None:
+    if window is None or (window in metrics.full_coverage and min_coverage <= 1.0):
         return values
     covered = metrics.windows[window]["coverage"] >= min_coverage
     return values if covered.all() else np.where(covered, values, np.nan)
@@ -177,24 +179,63 @@ class BlockEvaluator:
             for rule_type, keep in looks.items()
         }
 
-    def evaluate(self, frame: BlockFrame, evaluated: BoolArray) -> dict[str, BoolArray]:
-        """Return, per enabled rule, where it fires (S, T) among the ``evaluated`` cells; record them."""
+    def evaluate(
+        self, frame: BlockFrame, evaluated: BoolArray, rows: npt.NDArray[np.int64] | None = None
+    ) -> dict[str, BoolArray]:
+        """Return, per enabled rule, where it fires (S, T) among the ``evaluated`` cells; record them.
+
+        ``rows`` (indices into ``symbols``, ascending) says which symbols the frame holds when not
+        all: the others have no minute to evaluate in the block, so nothing fires for them.
+        """
+        if rows is None:
+            return self._evaluate(frame, evaluated)
+        full = self._history
+        self._history = {
+            rule_type: _History(h.keep, h.fired[rows], h.last_fired[rows], h.true_before[rows])
+            for rule_type, h in full.items()
+        }
+        try:
+            fired = self._evaluate(frame, evaluated)
+        finally:
+            subset, self._history = self._history, full
+        self.skip(evaluated.shape[1])
+        for rule_type, history in full.items():
+            done = subset[rule_type]
+            history.fired[rows], history.last_fired[rows], history.true_before[rows] = (
+                done.fired,
+                done.last_fired,
+                done.true_before,
+            )
+        return fired
+
+    def skip(self, minutes: int) -> None:
+        """Carry the firing history over a block of ``minutes`` in which no symbol fires."""
+        shape = (len(self.symbols), minutes)
+        for history in self._history.values():
+            self._remember(history, np.zeros(shape, dtype=bool), None, shape)
+
+    def _evaluate(self, frame: BlockFrame, evaluated: BoolArray) -> dict[str, BoolArray]:
         truth: dict[str, TruthArray] = {}
         fired: dict[str, BoolArray] = {}
         shape = evaluated.shape
+        everywhere = bool(evaluated.all())
         for stage in self._plan:
             if len(stage) == 1 and not _self_recent(stage[0]):
                 compiled = stage[0]
                 recent = {key: self._recent(key, fired, shape) for key in compiled.recents}
                 value = compiled.predicate(Scope(frame, truth, recent))
-                value = np.where(evaluated.reshape(-1), value, FALSE)
+                if not everywhere:
+                    value = np.where(evaluated.reshape(-1), value, FALSE)
                 truth[compiled.rule_type] = value
                 if compiled.rule_type in self._history:
                     fired[compiled.rule_type] = self._decide(compiled, value.reshape(shape) == TRUE)
             else:
                 self._minute_by_minute(stage, frame, evaluated, truth, fired)
         for rule_type, history in self._history.items():
-            self._remember(history, fired.get(rule_type, np.zeros(shape, dtype=bool)), truth.get(rule_type), shape)
+            found = fired.get(rule_type)
+            self._remember(
+                history, np.zeros(shape, dtype=bool) if found is None else found, truth.get(rule_type), shape
+            )
         return {rule_type: fired[rule_type] for rule_type in self._run if rule_type in fired}
 
     def _recent(self, key: tuple[str, int], fired: Mapping[str, BoolArray], shape: tuple[int, int]) -> TruthArray:
@@ -208,8 +249,8 @@ class BlockEvaluator:
         both = np.concatenate((history.fired, block), axis=1)
         counts = np.zeros((shape[0], both.shape[1] + 1), dtype=np.int64)
         np.cumsum(both, axis=1, out=counts[:, 1:])
-        now = history.keep + np.arange(shape[1])
-        window = counts[:, now] - counts[:, now - span]
+        now = slice(history.keep, history.keep + shape[1])  # span <= keep: the window starts in ``both``
+        window = counts[:, now] - counts[:, now.start - span : now.stop - span]
         return np.where(window > 0, TRUE, FALSE).astype(np.int8).reshape(-1)
 
     def _decide(self, compiled: CompiledRule, true: BoolArray) -> BoolArray:
@@ -263,7 +304,7 @@ class BlockEvaluator:
             sub = frame.select(flat)
             sub_truth = {k: v[flat] for k, v in truth.items()}
             for compiled in stage:
-                recent = {key: self._recent_column(key, fired, column) for key in compiled.recents}
+                recent = {key: self._recent_column(key, fired, column, rows) for key in compiled.recents}
                 value = compiled.predicate(Scope(sub, sub_truth, recent))
                 value = np.where(evaluated[:, column], value, FALSE).astype(np.int8)
                 sub_truth[compiled.rule_type] = value
@@ -272,11 +313,12 @@ class BlockEvaluator:
                     before = truth[compiled.rule_type][flat - 1] == TRUE if column else None
                     fired[compiled.rule_type][:, column] = self._decide_column(compiled, value == TRUE, column, before)
 
-    def _recent_column(self, key: tuple[str, int], fired: Mapping[str, BoolArray], column: int) -> TruthArray:
-        """Return recent(rule, duration) at one column of the block."""
+    def _recent_column(
+        self, key: tuple[str, int], fired: Mapping[str, BoolArray], column: int, rows: int
+    ) -> TruthArray:
+        """Return recent(rule, duration) at one column of the block (of ``rows`` symbols)."""
         rule_type, duration = key
         history = self._history.get(rule_type)
-        rows = len(self.symbols)
         if history is None:
             return np.full(rows, FALSE, dtype=np.int8)
         span = -(-duration // MINUTE_MS)
@@ -359,39 +401,81 @@ def _strongly_connected(edges: Mapping[str, Sequence[str]]) -> list[list[str]]:
     return out
 
 
+class FoundAlert(NamedTuple):
+    """An alert the backtest found: the fields of ``Alert``, made into one only when asked (``alert()``).
+
+    A backtest finds alerts by the thousand; a tuple costs a fraction of a validated model, and the
+    ISO timestamp is derived from ``minute`` when read.
+    """
+
+    id: str
+    rule_type: str
+    symbol: str
+    minute: int
+    price: float
+    metadata: dict[str, float | None]
+    description: str
+    audience: AlertAudience
+
+    @property
+    def timestamp(self) -> str:
+        """Return the ISO-8601 UTC instant at which the alert's minute closed."""
+        return minute_close_iso(self.minute)
+
+    def alert(self) -> Alert:
+        """Return the alert as the pipeline's ``Alert``."""
+        # Built without validation: every field is of its type by construction.
+        return Alert.model_construct(
+            id=self.id,
+            symbol=self.symbol,
+            rule_type=self.rule_type,
+            description=self.description,
+            timestamp=self.timestamp,
+            price=self.price,
+            metadata=self.metadata,
+            minute=self.minute,
+            audience=self.audience,
+        )
+
+
 def block_alerts(
     config: RulesConfig, frame: BlockFrame, symbols: Sequence[str], fired: Mapping[str, BoolArray]
-) -> list[Alert]:
+) -> list[FoundAlert]:
     """Return the alerts of a block's firings, with the metric values each rule read (``metadata``)."""
     ruleset = config.ruleset
     metrics = frame.metrics
     alerts = []
     for rule_type, where in fired.items():
-        rule = ruleset.by_type[rule_type].rule
-        read = ruleset.read_metrics(rule_type)
         rows, columns = np.nonzero(where)
         if not len(rows):
             continue
+        rule = ruleset.by_type[rule_type].rule
+        read = ruleset.read_metrics(rule_type)
         flat = rows * frame.minutes + columns
-        values = {m.label: frame.column(m.name, m.symbol, rule.min_coverage)[flat].tolist() for m in read}
+        labels = [m.label for m in read]
+        # Per alert, the values it read in ``labels``' order, null for NaN.
+        columns_read = [frame.column(m.name, m.symbol, rule.min_coverage)[flat].tolist() for m in read]
+        read_values = (
+            zip(*([None if math.isnan(x) else x for x in values] for values in columns_read), strict=True)
+            if columns_read
+            else repeat(())
+        )
         prices = metrics.last_price[rows, columns].tolist()
+        minutes = (metrics.first + MINUTE_MS * columns).tolist()
         description = rule.description or rule.name
         audience = config.audiences[rule_type]
-        for k, (row, column) in enumerate(zip(rows.tolist(), columns.tolist(), strict=True)):
-            minute = metrics.minute(column)
+        for row, minute, price, values in zip(rows.tolist(), minutes, prices, read_values, strict=True):
             symbol = symbols[row]
-            # Built without validation: every field is of its type by construction (a backtest has thousands).
             alerts.append(
-                Alert.model_construct(
-                    id=alert_id(rule_type, symbol, minute),
-                    symbol=symbol,
-                    rule_type=rule_type,
-                    description=description,
-                    timestamp=minute_close_iso(minute),
-                    price=prices[k],
-                    metadata={label: None if math.isnan(v[k]) else v[k] for label, v in values.items()},
-                    minute=minute,
-                    audience=audience,
+                FoundAlert(
+                    alert_id(rule_type, symbol, minute),
+                    rule_type,
+                    symbol,
+                    minute,
+                    price,
+                    dict(zip(labels, values, strict=True)),
+                    description,
+                    audience,
                 )
             )
     return alerts

@@ -11,7 +11,7 @@ Arithmetic with a null, a division by zero or an overflow gives null.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -66,11 +66,31 @@ class Scope:
 
     def subset(self, rows: npt.NDArray[np.int64]) -> Scope:
         """Return the scope of some rows only."""
-        return Scope(
-            self.frame.select(rows),
-            {k: v[rows] for k, v in self.truth.items()},
-            {k: v[rows] for k, v in self.recent.items()},
-        )
+        return Scope(self.frame.select(rows), _Rows(self.truth, rows), _Rows(self.recent, rows))
+
+
+class _Rows(Mapping[Any, TruthArray]):
+    """Some rows of each array of a mapping, selected when read (a predicate reads few of them)."""
+
+    def __init__(self, arrays: Mapping[Any, TruthArray], rows: npt.NDArray[np.int64]) -> None:
+        self._arrays = arrays
+        self._rows = rows
+        self._selected: dict[Any, TruthArray] = {}
+
+    def __getitem__(self, key: Any) -> TruthArray:
+        found = self._selected.get(key)
+        if found is None:
+            found = self._selected[key] = self._arrays[key][self._rows]
+        return found
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._arrays
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
 
 
 Numeric = Callable[[Scope], FloatArray | np.float64]
@@ -127,15 +147,20 @@ def _short_circuit(
     def evaluate(scope: Scope) -> TruthArray:
         size = scope.frame.size
         result = np.array(np.broadcast_to(parts[0](scope), (size,)), dtype=np.int8)
+        open_rows: npt.NDArray[np.intp] | None = None  # the rows not yet decided, None: not known
         for part in parts[1:]:
-            open_rows = np.flatnonzero(result != decided)
+            if open_rows is None:
+                open_rows = np.flatnonzero(result != decided)
             if len(open_rows) == 0:
                 break
             if len(open_rows) < _SUBSET_SHARE * size:
                 value = np.broadcast_to(part(scope.subset(open_rows)), (len(open_rows),))
-                result[open_rows] = func(result[open_rows], value)
+                combined = func(result[open_rows], value)
+                result[open_rows] = combined
+                open_rows = open_rows[combined != decided]  # the open rows shrink without a pass over all
             else:
                 result = func(result, part(scope)).astype(np.int8, copy=False)
+                open_rows = None
         return result
 
     return evaluate
@@ -168,16 +193,17 @@ def _truth(
     holds: npt.NDArray[np.bool_] | np.bool_, left: FloatArray | np.float64, right: FloatArray | np.float64
 ) -> TruthArray:
     """Return TRUE where ``holds``, FALSE elsewhere, UNKNOWN where either side is null (NaN)."""
-    out = np.where(holds, TRUE, FALSE)
+    if isinstance(holds, np.ndarray):
+        out: TruthArray = holds.view(np.int8) * np.int8(TRUE)  # False 0 (FALSE), True 2 (TRUE)
+    else:
+        out = np.where(holds, TRUE, FALSE)
     for side in (left, right):
         if np.ndim(side) == 0:
             if np.isnan(side):
                 return np.full(np.shape(out), UNKNOWN, dtype=np.int8)
-        # A finite sum has no NaN term: one pass without a temporary in the usual case.
-        elif not _all_finite(side):
-            unknown = np.isnan(side)
-            if unknown.any():
-                out = np.where(unknown, UNKNOWN, out)
+        # The minimum is NaN exactly when a value is: one pass without a temporary in the usual case.
+        elif np.size(side) and np.isnan(np.minimum.reduce(side, axis=None)):
+            out = np.where(np.isnan(side), UNKNOWN, out)
     return out.astype(np.int8, copy=False)
 
 

@@ -8,14 +8,17 @@ way: down for the bearish rules (``SHORT_RULES``), up for every other rule (cust
 from __future__ import annotations
 
 import json
-import statistics
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import orjson
 
 from functions.rules.blockwise import HORIZONS, BacktestResult
-from screener.events.models import Alert, minute_close_iso
+from functions.rules.columnar import FoundAlert
+from screener.events.models import MINUTE_MS, Alert, minute_close_iso
 
 SHORT_RULES = frozenset(
     {
@@ -41,80 +44,98 @@ class ReturnStats:
     hit_rate: float | None
 
 
-def alert_line(alert: Alert) -> str:
+def alert_line(alert: Alert | FoundAlert, timestamp: str | None = None) -> bytes:
     """Return the alert as one JSON line: ``id, rule_type, symbol, timestamp, price, metadata``.
+
+    ``timestamp`` is the alert's, when the caller has it already.
 
     ``metadata`` holds the value of every metric the rule read (through the rules it references
     too), null where the metric was null or gated by coverage: enough to see from the file alone
     why an alert fired, or to find where two runs differ.
     """
-    return json.dumps(
+    return orjson.dumps(
         {
             "id": alert.id,
             "rule_type": alert.rule_type,
             "symbol": alert.symbol,
-            "timestamp": alert.timestamp,
+            "timestamp": alert.timestamp if timestamp is None else timestamp,
             "price": alert.price,
             "metadata": alert.metadata,
         }
     )
 
 
-def write_alerts(path: Path, alerts: Sequence[Alert]) -> None:
+class AlertsWriter:
+    """Write alerts as JSON lines as they come (``run_backtest``'s ``on_alerts``), in time order."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._out: BinaryIO = path.open("wb")
+
+    def __call__(self, alerts: Sequence[Alert | FoundAlert]) -> None:
+        """Append ``alerts``."""
+        # The close instants of all the alerts' minutes at once (as ``minute_close_iso`` spells them).
+        closes = (np.array([a.minute for a in alerts], dtype=np.int64) + MINUTE_MS).astype("datetime64[ms]")
+        stamps = np.char.add(np.datetime_as_string(closes, unit="s"), "Z").tolist()
+        self._out.write(b"".join(alert_line(a, stamp) + b"\n" for a, stamp in zip(alerts, stamps, strict=True)))
+
+    def close(self) -> None:
+        """Flush and close the file."""
+        self._out.close()
+
+
+def write_alerts(path: Path, alerts: Sequence[Alert | FoundAlert]) -> None:
     """Write ``alerts`` as JSON lines, in time order."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as out:
-        for alert in alerts:
-            out.write(alert_line(alert) + "\n")
+    writer = AlertsWriter(path)
+    try:
+        writer(alerts)
+    finally:
+        writer.close()
 
 
 def return_stats(result: BacktestResult) -> dict[str, dict[str, ReturnStats]]:
-    """Return, per rule and horizon, the forward-return statistics of its alerts."""
-    returns: dict[str, dict[str, list[float]]] = {}
-    for alert, forward in zip(result.alerts, result.returns, strict=True):
-        per_horizon = returns.setdefault(alert.rule_type, {h: [] for h in HORIZONS})
-        for name in HORIZONS:
-            value = forward[name]
-            if value is not None:
-                per_horizon[name].append(value)
+    """Return, per rule that fired and horizon, the forward-return statistics of its alerts."""
     stats: dict[str, dict[str, ReturnStats]] = {}
-    for rule_type, per_horizon in sorted(returns.items()):
+    for number in sorted(set(result.rule_index.tolist()), key=result.rule_types.__getitem__):
+        rule_type = result.rule_types[number]
         sign = -1.0 if rule_type in SHORT_RULES else 1.0
-        stats[rule_type] = {
-            name: ReturnStats(
+        forward = result.forward[result.rule_index == number]
+        per_horizon = {}
+        for h, name in enumerate(HORIZONS):
+            values = forward[:, h][~np.isnan(forward[:, h])]
+            per_horizon[name] = ReturnStats(
                 count=len(values),
-                mean=statistics.fmean(values) if values else None,
-                median=statistics.median(values) if values else None,
-                hit_rate=sum(1 for v in values if sign * v > 0) / len(values) if values else None,
+                mean=float(np.mean(values)) if len(values) else None,
+                median=float(np.median(values)) if len(values) else None,
+                hit_rate=float(np.count_nonzero(sign * values > 0)) / len(values) if len(values) else None,
             )
-            for name, values in per_horizon.items()
-        }
+        stats[rule_type] = per_horizon
     return stats
 
 
 def build_report(result: BacktestResult) -> dict[str, object]:
     """Return the report as a JSON-ready dict."""
-    per_rule = Counter(a.rule_type for a in result.alerts)
-    per_rule_symbol: dict[str, Counter[str]] = {}
-    for alert in result.alerts:
-        per_rule_symbol.setdefault(alert.rule_type, Counter())[alert.symbol] += 1
     stats = return_stats(result)
+    rules: dict[str, object] = {}
+    for rule_type in sorted(stats):
+        fired = result.symbol_index[result.rule_index == result.rule_types.index(rule_type)]
+        numbers, counts = np.unique(fired, return_counts=True)
+        rules[rule_type] = {
+            "alerts": len(fired),
+            "direction": "short" if rule_type in SHORT_RULES else "long",
+            "by_symbol": dict(
+                sorted((result.symbols[n], int(c)) for n, c in zip(numbers.tolist(), counts.tolist(), strict=True))
+            ),
+            "forward_returns": {h: s.__dict__ for h, s in stats[rule_type].items()},
+        }
     return {
         "from": minute_close_iso(result.start - 60_000),  # the first evaluated minute's open time
         "to": minute_close_iso(result.end - 60_000),  # exclusive
         "symbols": sorted(result.symbols),
         "symbol_minutes": result.symbol_minutes,
         "quote_volume_derived": sorted(result.quote_volume_derived),
-        "alerts": len(result.alerts),
-        "rules": {
-            rule_type: {
-                "alerts": count,
-                "direction": "short" if rule_type in SHORT_RULES else "long",
-                "by_symbol": dict(sorted(per_rule_symbol[rule_type].items())),
-                "forward_returns": {h: s.__dict__ for h, s in stats[rule_type].items()},
-            }
-            for rule_type, count in sorted(per_rule.items())
-        },
+        "alerts": result.count,
+        "rules": rules,
     }
 
 

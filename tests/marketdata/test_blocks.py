@@ -14,27 +14,55 @@ from screener.events.models import MINUTE_MS
 CONTEXT = 2880
 
 
-def test_blocks_hold_the_files_candles_and_only_a_few_files_at_once(klines_dir: Path, tmp_path: Path) -> None:
+def test_blocks_hold_the_files_candles_read_by_span_from_the_cache(klines_dir: Path, tmp_path: Path) -> None:
     source = next((klines_dir / "binance-um-2026-02").glob("DOTUSDT-*.csv.gz"))
     lines = gzip.decompress(source.read_bytes()).decode().splitlines()
     header, rows = lines[0], lines[1:]
     days = 7 * 1440
+    folder = tmp_path / "klines"
+    folder.mkdir()
     for k in range(4):  # four files of a week each
         part = rows[k * days : (k + 1) * days]
-        (tmp_path / f"DOTUSDT-1m-2026-02-w{k}.csv.gz").write_bytes(gzip.compress("\n".join([header, *part]).encode()))
+        (folder / f"DOTUSDT-1m-2026-02-w{k}.csv.gz").write_bytes(gzip.compress("\n".join([header, *part]).encode()))
     whole = read_klines(source)
-    market = MarketBlocks(tmp_path)
+    market = MarketBlocks(folder, cache=tmp_path / "cache")
     assert market.first == whole.first_open_time
     assert market.last() == whole.last_open_time
+    assert len(list((tmp_path / "cache").glob("DOTUSDT-*.npy"))) == 4, "each file parsed once into the cache"
     block = market.first
-    most = 0
     while block <= market.last():
         grid = market.grid(["DOTUSDT"], block - CONTEXT * MINUTE_MS, block + DAY_MS)
         minutes = grid.first + MINUTE_MS * np.flatnonzero(grid.present[0])
         lo, hi = np.searchsorted(whole.open_time, [grid.first, block + DAY_MS])
         np.testing.assert_array_equal(minutes, whole.open_time[lo:hi])
         np.testing.assert_array_equal(grid.values[3, 0, grid.present[0]], whole.values[lo:hi, 3])  # closes
-        market.drop_before(block + DAY_MS - CONTEXT * MINUTE_MS)
-        most = max(most, market.rows_held())
         block += DAY_MS
-    assert most <= days + CONTEXT + 1440, "at most one file beyond the context is held"
+
+
+def test_spans_off_midnight_overlapping_files_and_a_broken_entry(klines_dir: Path, tmp_path: Path) -> None:
+    source = next((klines_dir / "binance-um-2026-02").glob("DOTUSDT-*.csv.gz"))
+    lines = gzip.decompress(source.read_bytes()).decode().splitlines()
+    header, rows = lines[0], lines[1:]
+    folder = tmp_path / "klines"
+    folder.mkdir()
+    # Two files overlapping by a day, the second with other closes there: the first file's minutes win.
+    first, second = rows[: 3 * 1440], rows[2 * 1440 : 5 * 1440]
+    changed = [",".join([*r.split(",")[:4], "1.5", *r.split(",")[5:]]) for r in second]
+    (folder / "DOTUSDT-1m-a.csv").write_text("\n".join([header, *first]))
+    (folder / "DOTUSDT-1m-b.csv").write_text("\n".join([header, *changed]))
+    whole = read_klines(source)
+    cache = tmp_path / "cache"
+    market = MarketBlocks(folder, cache=cache)
+    start = whole.first_open_time + 100 * MINUTE_MS
+    end = whole.first_open_time + (4 * 1440 + 7) * MINUTE_MS
+    open_time, values = market.rows("DOTUSDT", start, end)
+    lo, hi = np.searchsorted(whole.open_time, [start, end])
+    np.testing.assert_array_equal(open_time, whole.open_time[lo:hi])
+    in_first = open_time < whole.first_open_time + 3 * 1440 * MINUTE_MS
+    np.testing.assert_array_equal(values[3][in_first], whole.values[lo:hi, 3][in_first])
+    assert (values[3][~in_first] == 1.5).all()
+    # A cut entry is parsed again rather than read short.
+    entry = next(cache.glob("DOTUSDT-1m-a.csv.*.npy"))
+    entry.write_bytes(entry.read_bytes()[:-100])
+    again = MarketBlocks(folder, cache=cache)
+    np.testing.assert_array_equal(again.rows("DOTUSDT", start, end)[1], values)

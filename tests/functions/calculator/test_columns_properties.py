@@ -107,3 +107,22 @@ def test_the_rings_bar_by_bar_step_gives_the_bits_of_whole_rows_in_any_pieces(
         got += out[:, 0, 1:].T.tolist()
         state = carried.CarriedState(out[:, :, -1])
     assert np.array(got).tobytes() == np.array(expected).tobytes()
+
+
+@settings(max_examples=100, deadline=None)
+@given(relative=prices, scale=st.sampled_from([1e-7, 1.0, 1e5]), rows=st.integers(min_value=1, max_value=5))
+def test_seeding_many_rows_at_once_is_the_bar_by_bar_loop_bit_for_bit(
+    relative: list[float], scale: float, rows: int
+) -> None:
+    # Rows at different ages (each starts a few bars later): numpy's steps equal Python's exactly.
+    closes = [p * scale for p in relative]
+    states = [[0.0] * len(carried.FIELDS) for _ in range(rows)]
+    for r in range(rows):
+        for close in closes[: 7 * r]:
+            carried.advance_one(states[r], close)
+    many = np.array(states).T
+    for close in closes[: carried.STEADY_BARS + 2]:
+        for row in states:
+            carried.advance_one(row, close)
+        many = carried.advance_many(many, np.full(rows, close))
+        assert many.T.tolist() == states

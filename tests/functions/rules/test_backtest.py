@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,7 +73,7 @@ def test_backtest_reports_into_the_data_directory_and_prints_its_throughput(
     status = backtest.run(args, load_settings({}, data_dir=tmp_path / "state"))
     assert status == 0
     assert (tmp_path / "state" / "backtest-report" / "report.json").is_file()
-    assert list((tmp_path / "state" / "kline-cache").glob("ALGOUSDT-*.npz")), "the parsed file is kept for next time"
+    assert list((tmp_path / "state" / "kline-cache").glob("ALGOUSDT-*.npy")), "the parsed file is kept for next time"
     assert "symbol-minutes per CPU-second" in capsys.readouterr().out
 
 
@@ -101,3 +103,30 @@ def test_backtest_only_named_rules_fire(klines_dir: Path, tmp_path: Path) -> Non
     assert status == 0
     fired = {json.loads(line)["rule_type"] for line in alerts_out.read_text().splitlines()}
     assert fired <= {"futures_whale_accumulation", "futures_whale_distribution"}
+
+
+def test_outside_a_project_folder_the_report_folder_must_be_given(
+    klines_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The data directory's default is relative (.screener): in a folder without one, nothing is
+    # created there by default; with --report-dir the run goes ahead (parsing into a temporary cache).
+    monkeypatch.chdir(tmp_path)
+    argv = [
+        "--data", str(klines_dir / "binance-um-2026-02"), "--symbols", "ALGOUSDT",
+        "--from", "2026-02-03T00:00", "--to", "2026-02-03T01:00", "--no-progress",
+    ]  # fmt: skip
+    settings = load_settings({}, data_dir=Path(".screener"))
+    args = build_parser(["backtest", *argv]).parse_args(["backtest", *argv])
+    assert backtest.run(args, settings) == 2
+    assert "--report-dir" in capsys.readouterr().err
+    args = build_parser(["backtest", *argv]).parse_args(["backtest", *argv, "--report-dir", "out"])
+    assert backtest.run(args, settings) == 0
+    assert (tmp_path / "out" / "report.json").is_file()
+    assert not (tmp_path / ".screener").exists()
+
+
+def test_the_backtest_does_not_import_the_collector() -> None:
+    # The readers it shares with the replay collector live in marketdata/: a function never loads the collector.
+    code = "import sys, functions.rules.backtest; print(sorted(m for m in sys.modules if m.startswith('collector')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
