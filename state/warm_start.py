@@ -1,7 +1,8 @@
 """Rebuild the rings of symbols that have none in Redis from PostgreSQL, so metrics are complete at once.
 
 After a first start or a flush, each symbol's last two laps of minutes come from ``candles_1m`` (the
-1-minute ring and its previous lap) and its older bars from ``bars`` (the seeded native klines). The
+1-minute ring and its previous lap) and its older bars from ``bars`` (seeded from Binance or the replay's
+warm-up, then rolled up by the recorder as minutes are stored: ``screener.db.bars``). The
 seeds are merged first and the minutes after, oldest first, through the same write script as live
 candles: a bar that both sources know gets the seed's values, updated by the stored minutes.
 
