@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,6 +102,10 @@ class Stack:
         self.gateway_port: int = args.port if args.port is not None else settings.gateway_port
         self.failure: str | None = None  # why the stack stopped by itself, when it did
         self.server_restarts = 0
+        # One thread starts and restarts every embedded server, for the whole run: the kernel stops a
+        # server when the thread that started it ends (terminate_with_parent), and blocking waits for
+        # a server (up to a minute for PostgreSQL) must not stop the loop supervising the children.
+        self._server_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedded-servers")
         self._stopping = asyncio.Event()
 
     # --- servers ---------------------------------------------------------------------------------
@@ -143,7 +148,7 @@ class Stack:
                     continue
                 log.error("%s (embedded) exited with %s; restarting it on the same port", server.name, code)
                 try:
-                    server.restart()  # in this thread: see start_servers
+                    await asyncio.get_running_loop().run_in_executor(self._server_thread, server.restart)
                 except EmbeddedServerError as exc:
                     wait = delay[server.name] = min(MAX_RESTART_DELAY, 2 * delay.get(server.name, 0.5))
                     log.error("%s could not be restarted (%s); trying again in %.0fs", server.name, exc, wait)
@@ -411,9 +416,7 @@ class Stack:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
-        # Started from the loop's own thread, not a worker thread: the kernel stops a server when the
-        # thread that started it ends (terminate_with_parent), and a worker thread may end first.
-        self.start_servers()
+        await asyncio.get_running_loop().run_in_executor(self._server_thread, self.start_servers)
         try:
             await self.prepare()
             self.plan_children()
@@ -432,7 +435,8 @@ class Stack:
             await asyncio.gather(*supervisors, *helpers, return_exceptions=True)
         finally:
             stackfiles.remove_servers(self.data_dir)
-            await asyncio.to_thread(self.stop_servers)
+            await asyncio.get_running_loop().run_in_executor(self._server_thread, self.stop_servers)
+            self._server_thread.shutdown()
             if self.failure is None:
                 log.info("stopped")
             else:

@@ -107,6 +107,17 @@ def _binary_beside_python(name: str) -> Path:
     raise EmbeddedServerError(f"{name} not found beside {sys.executable}: install the project (pip install -e .)")
 
 
+def _spawn(command: list[str]) -> subprocess.Popen[bytes]:
+    """Start a server in a session of its own (a Ctrl-C reaches only the supervisor) that ends with us."""
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=terminate_with_parent,  # noqa: PLW1509 (one libc call, resolved before the fork)
+    )
+
+
 def start_nats(data_dir: Path, port: int | None = None, monitor_port: int | None = None) -> EmbeddedServer:
     """Start ``nats-server`` with JetStream and its monitoring port."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -118,13 +129,7 @@ def start_nats(data_dir: Path, port: int | None = None, monitor_port: int | None
         *("-a", "127.0.0.1", "-p", str(port), "-m", str(monitor_port)),
         *("-js", "-sd", str(data_dir / "jetstream"), "-l", str(log_file)),
     ]
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        preexec_fn=terminate_with_parent,  # noqa: PLW1509 (one libc call, resolved before the fork)
-    )
+    process = _spawn(command)
     _wait_for_port(port, process, "nats-server", log_file, timeout=20)
     _wait_for_port(monitor_port, process, "nats-server monitoring", log_file, timeout=20)
     return EmbeddedServer(
@@ -152,13 +157,7 @@ def start_redis(data_dir: Path, port: int | None = None) -> EmbeddedServer:
         *("--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
         *("--dir", str(data_dir), "--logfile", str(log_file), "--daemonize", "no"),
     ]
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        preexec_fn=terminate_with_parent,  # noqa: PLW1509 (one libc call, resolved before the fork)
-    )
+    process = _spawn(command)
     _wait_for_port(port, process, "redis-server", log_file, timeout=20)
     return EmbeddedServer(
         "redis", f"redis://127.0.0.1:{port}/0", process, data_dir, relaunch=partial(start_redis, data_dir, port)
