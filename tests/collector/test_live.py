@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -252,6 +253,24 @@ def test_kline_event_model_keeps_binance_names() -> None:
     assert set(BinanceKlineEvent.model_fields) == {"e", "E", "s", "k"}
 
 
+@contextlib.asynccontextmanager
+async def collector_ready(
+    settings: Settings, emitter: CandleEmitter, clock: SimulatedClock, pool: asyncpg.Pool
+) -> AsyncIterator[LiveCollector]:
+    """Run a live collector until its first backfill is done, yield it, then stop it and close ``pool``."""
+    async with aiohttp.ClientSession() as session:
+        collector = LiveCollector(settings, emitter, session, clock, pool=pool, tuning=FAST)
+        task = asyncio.create_task(collector.run())
+        try:
+            async with asyncio.timeout(30):
+                await collector.ready.wait()
+            yield collector
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await pool.close()
+
+
 async def bar_series(pg: asyncpg.Connection, expected: int) -> bool:
     return bool(await pg.fetchval("SELECT count(DISTINCT (symbol, interval)) FROM bars") == expected)
 
@@ -285,17 +304,8 @@ async def test_start_fetches_only_the_minutes_not_already_stored(
     emitter = CandleEmitter(Publisher(jetstream))
     pool = await asyncpg.create_pool(postgres_dsn, min_size=1, max_size=2)
     assert pool is not None
-    async with aiohttp.ClientSession() as session:
-        collector = LiveCollector(settings, emitter, session, clock, pool=pool, tuning=FAST)
-        task = asyncio.create_task(collector.run())
-        try:
-            async with asyncio.timeout(30):
-                await collector.ready.wait()
-            await until(lambda: bar_series(pg, 5 * 6))  # seeded with the backfill
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await pool.close()
+    async with collector_ready(settings, emitter, clock, pool):
+        await until(lambda: bar_series(pg, 5 * 6))  # seeded with the backfill
     emitted = {(c.symbol, c.open_time) for c in await closed_events(jetstream)}
     # The sweep stops at the last minute that closed more than the grace period ago.
     missing_tail = {first + 7 * MINUTE_MS, first + 8 * MINUTE_MS}
@@ -338,16 +348,8 @@ async def test_each_symbols_bars_are_stored_before_its_first_candle_is_published
     pool = await asyncpg.create_pool(postgres_dsn, min_size=1, max_size=3)
     assert pool is not None
     emitter = SeedCheckingEmitter(Publisher(jetstream), pool)
-    async with aiohttp.ClientSession() as session:
-        collector = LiveCollector(settings, emitter, session, clock, pool=pool, tuning=FAST)
-        task = asyncio.create_task(collector.run())
-        try:
-            async with asyncio.timeout(30):
-                await collector.ready.wait()
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await pool.close()
+    async with collector_ready(settings, emitter, clock, pool):
+        pass
     assert emitter.seeded_first == dict.fromkeys(sorted(market.symbols), True)
 
 
