@@ -48,6 +48,9 @@ from screener.events.models import MINUTE_MS, Alert, alert_id, minute_close_iso 
 from screener.events.nats_binding import to_binary  # noqa: E402
 from screener.names import EVENT_SOURCE_RULES, TYPE_ALERT_TRIGGERED  # noqa: E402
 
+sys.path.insert(0, str(REPO / "bench"))
+from socket_floor import floor_ms  # noqa: E402
+
 STAMP = b'"sent_ns":'
 # File descriptors a process needs beyond its sockets (servers' connections, pipes, the interpreter).
 SPARE_FDS = 200
@@ -402,6 +405,26 @@ async def measure(env: dict[str, str], args: argparse.Namespace, gateways: int, 
     }
 
 
+async def kernel_floor(args: argparse.Namespace, clients: int) -> float:
+    """Return the median time (ms) of one plain ``send`` per socket to ``clients`` loopback sockets.
+
+    On the gateway's core, the readers on the load generator's: the least a flush can take here.
+    """
+    gateway_cpus, client_cpus = pinning(1, args.pin)
+    frame_bytes = len(alert_event(0)[2])
+    times = await asyncio.get_running_loop().run_in_executor(
+        None,
+        lambda: floor_ms(
+            clients,
+            frame_bytes,
+            writer_cpus=gateway_cpus[0] if gateway_cpus else None,
+            reader_cpus=client_cpus,
+            reader_processes=args.client_processes,
+        ),
+    )
+    return statistics.median(times)
+
+
 async def main_async(args: argparse.Namespace) -> None:
     biggest = max(args.clients)
     # This process only opens a few sockets; the figure is checked per process where the sockets are.
@@ -440,15 +463,20 @@ async def main_async(args: argparse.Namespace) -> None:
         )
         print(
             f"{'gw':>3} {'clients':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'all ms':>8} {'msgs/s':>9} "
-            f"{'KiB/conn':>9} {'fanout ms':>10} {'delivered':>15}  cores"
+            f"{'KiB/conn':>9} {'fanout ms':>10} {'floor ms':>9} {'x floor':>8} {'delivered':>15}  cores"
         )
+        floors: dict[int, float] = {}
         for gateways in args.gateways:
             for clients in args.clients:
                 r = await measure(env, args, gateways, clients)
                 rate = r["received"] / r["seconds"] if r["seconds"] else float("nan")
+                if args.floor and clients not in floors:
+                    floors[clients] = await kernel_floor(args, clients)
+                floor = floors.get(clients, float("nan"))
                 print(
                     f"{gateways:>3} {clients:>8} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} "
                     f"{r['all_ms']:>8.1f} {rate:>9.0f} {r['rss_per_connection_kib']:>9.1f} {r['fanout_ms']:>10.2f} "
+                    f"{floor:>9.1f} {r['fanout_ms'] / floor:>8.2f} "
                     f"{r['received']:>7}/{r['expected']:<7}  {r['pinned']}"
                     + (f" closed early: {r['closed_early']}" if r["closed_early"] else ""),
                     flush=True,
@@ -471,6 +499,12 @@ def main() -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="pin each gateway to a core and the clients to the others (when cores are left over)",
+    )
+    parser.add_argument(
+        "--floor",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time a plain send loop to as many loopback sockets (the kernel's floor)",
     )
     asyncio.run(main_async(parser.parse_args()))
 
