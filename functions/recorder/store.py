@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 
 import asyncpg
 
-from screener.db.bars import roll_up_statements
+from screener.db.bars import roll_up, roll_up_statements
 from screener.db.partitions import PartitionCache
 from screener.events.models import Candle
 
@@ -84,6 +84,5 @@ async def insert_records(
         await conn.copy_records_to_table(_STAGE, records=records, columns=CANDLE_COLUMNS)
         status = await conn.execute(_INSERT)
         if roll_up_bars:
-            for statement, roll_up in _ROLL_UPS:
-                await conn.execute(statement, *roll_up.arguments)
+            await roll_up(conn, _ROLL_UPS)
     return int(status.rsplit(" ", 1)[-1])

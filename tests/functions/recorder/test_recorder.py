@@ -188,3 +188,31 @@ async def test_bars_are_rolled_up_as_their_minutes_are_stored_in_any_order(
     assert {k: v[:4] for k, v in got.items()} == {k: v[:4] for k, v in expected.items()}  # open, high, low, close
     assert all(got[k][4] == pytest.approx(v[4], rel=1e-12) for k, v in expected.items())  # sums in another order
     assert {interval for interval, _ in got} == set(INTERVAL_MINUTES)
+
+
+async def test_a_minute_stored_after_its_bars_are_whole_changes_every_bar_that_holds_it(
+    recorder: Recorder, pg: asyncpg.Connection, klines_dir: Path
+) -> None:
+    """A day stored minute by minute in order but for one middle minute, which comes last with the
+    day's highest high: every bar holding it, 5m to 1d, is rewritten with that high (a coarser bar is
+    rolled up again when a finer one it is made of changes, not only when a minute completes it)."""
+    series = read_klines(klines_dir / "binance-um-2026-02" / "ALGOUSDT-1m-2026-02.csv.gz")
+    day = series.first_open_time + 1440 * MINUTE_MS
+    minutes = list(series.candles(day, day + 1440 * MINUTE_MS))
+    late_index = 7 * 60 + 32  # 07:32: the middle of its 5m, 15m, 1h, 4h and 8h bars and of the day
+    peak = max(c.high for c in minutes) * 2
+    late = minutes[late_index].model_copy(update={"high": peak})
+    for candle in minutes[:late_index] + minutes[late_index + 1 :]:
+        await recorder.handle(deliveries(recorder, [candle]))
+    before = await pg.fetchval("SELECT count(*) FROM bars WHERE symbol = 'ALGOUSDT' AND high = $1", peak)
+
+    await recorder.handle(deliveries(recorder, [late]))
+
+    rows = await pg.fetch(
+        f"SELECT {BAR_COLUMNS} FROM bars WHERE symbol = 'ALGOUSDT' AND open_time <= to_timestamp($1 / 1000.0) "
+        "AND open_time + (CASE interval WHEN '5m' THEN 5 WHEN '15m' THEN 15 WHEN '1h' THEN 60 WHEN '4h' THEN 240 "
+        "WHEN '8h' THEN 480 ELSE 1440 END) * interval '1 minute' > to_timestamp($1 / 1000.0)",
+        late.open_time,
+    )
+    assert before == 0
+    assert {r["interval"]: r["high"] for r in rows} == dict.fromkeys(INTERVAL_MINUTES, peak)
