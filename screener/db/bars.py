@@ -50,20 +50,41 @@ ROLL_UPS: tuple[RollUp, ...] = tuple(
 assert all(r.span_ms % r.source_span_ms == 0 for r in ROLL_UPS), "a bar must be whole source bars"
 assert {r.interval for r in ROLL_UPS} == set(INTERVAL_MINUTES), "every stored interval is rolled up"
 
-# The bars of one interval that the rows just written may complete or change: those holding a
-# minute just stored (the finest roll-up), or a finer bar the previous roll-up just wrote.
-_TOUCHED_BY_MINUTES = (
-    "SELECT DISTINCT symbol, to_timestamp((open_time - open_time % $2::bigint) / 1000.0) AS bar FROM {stage}"
-)
+# The bars of one interval that the rows just written may complete, close or change: those holding
+# a minute just stored, and, when a minute comes after a hole, the bar of the symbol's stored minute
+# before the hole (closed now, without its last minute) for the finest roll-up; for the others, the
+# bars holding a finer bar the previous roll-up just wrote. LATERAL: index probes, one per row.
+_TOUCHED_BY_MINUTES = """
+SELECT DISTINCT m.symbol, to_timestamp((m.open_ms - m.open_ms % $2::bigint) / 1000.0) AS bar
+FROM (
+    SELECT symbol, open_time AS open_ms FROM {stage}
+    UNION ALL
+    SELECT st.symbol, (extract(epoch FROM p.open_time) * 1000)::bigint
+    FROM {stage} AS st
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS stored FROM candles_1m AS c
+        WHERE c.symbol = st.symbol AND c.open_time = to_timestamp((st.open_time - {minute_ms}) / 1000.0)
+    ) AS just_before
+    CROSS JOIN LATERAL (
+        SELECT c.open_time FROM candles_1m AS c
+        WHERE c.symbol = st.symbol AND c.open_time < to_timestamp(st.open_time / 1000.0)
+        ORDER BY c.open_time DESC LIMIT 1
+    ) AS p
+    WHERE just_before.stored = 0
+) AS m
+"""
 _TOUCHED_BY_BARS = (
     "SELECT DISTINCT symbol, to_timestamp((open_ms - open_ms % $2::bigint) / 1000.0) AS bar "
     "FROM unnest($5::text[], $6::bigint[]) AS w(symbol, open_ms)"
 )
-# A bar is written once its first and its last source rows are stored, whatever order they came
-# in (any stored source row of a bar re-checks it): then its open and close, all the rings read, are
-# final. ON CONFLICT: a redelivered batch writes the same values again; a seeded bar gets the same
-# open and close (its high, low and volumes from the stored minutes). RETURNING: the bars written,
-# which are all a coarser bar can have changed by.
+# A bar is written once it is closed: its last source row is stored, or a minute of its symbol
+# after its end is (a hole, a delisting). It holds what is stored of it, as the calculator's rings
+# hold a bar: open of its first stored minute, close of its last, so a bar missing its start (a
+# listing) or its end (a hole) is the one the rings had, and a Redis flush long after rebuilds the
+# same rings (tests/state/test_warm_start_gaps.py). A source row stored later (late, out of order)
+# writes it again. ON CONFLICT: a redelivered batch writes the same values again; a seeded bar gets
+# the same open and close (its high, low and volumes from the stored minutes). RETURNING: the bars
+# written, which are all a coarser bar can have changed by.
 # LATERAL: each touched bar reads its own few source rows through the primary key's index. As a
 # join, the planner (no statistics on the session's staging table) scanned the whole day's
 # partition of ``candles_1m`` for every batch: 10-15x the cost of storing the minutes, growing
@@ -75,12 +96,14 @@ FROM ({touched}) AS t
 CROSS JOIN LATERAL (
     SELECT (array_agg(s.open ORDER BY s.open_time))[1] AS open, max(s.high) AS high, min(s.low) AS low,
            (array_agg(s.close ORDER BY s.open_time DESC))[1] AS close, sum(s.volume) AS volume,
-           sum(s.quote_volume) AS quote_volume, min(s.open_time) AS first, max(s.open_time) AS last
+           sum(s.quote_volume) AS quote_volume, max(s.open_time) AS last
     FROM {source} AS s
     WHERE s.symbol = t.symbol {source_filter}
       AND s.open_time >= t.bar AND s.open_time < t.bar + $3::interval
 ) AS a
-WHERE a.first = t.bar AND a.last = t.bar + $4::interval
+WHERE a.last IS NOT NULL
+  AND (a.last = t.bar + $4::interval
+       OR EXISTS (SELECT 1 FROM candles_1m AS n WHERE n.symbol = t.symbol AND n.open_time >= t.bar + $3::interval))
 ON CONFLICT (symbol, interval, open_time) DO UPDATE SET
     open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
     volume = EXCLUDED.volume, quote_volume = EXCLUDED.quote_volume
@@ -98,7 +121,7 @@ def roll_up_statements(stage: str) -> list[tuple[str, RollUp]]:
     statements = []
     for roll_up in ROLL_UPS:
         if roll_up.source == "1m":
-            touched = _TOUCHED_BY_MINUTES.format(stage=stage)
+            touched = _TOUCHED_BY_MINUTES.format(stage=stage, minute_ms=MINUTE_MS)
             source, source_filter = "candles_1m", ""
         else:
             touched = _TOUCHED_BY_BARS
