@@ -83,8 +83,10 @@ _TOUCHED_BY_BARS = (
 # listing) or its end (a hole) is the one the rings had, and a Redis flush long after rebuilds the
 # same rings (tests/state/test_warm_start_gaps.py). A source row stored later (late, out of order)
 # writes it again. ON CONFLICT: a redelivered batch writes the same values again; a seeded bar gets
-# the same open and close (its high, low and volumes from the stored minutes). RETURNING: the bars
-# written, which are all a coarser bar can have changed by.
+# the same open and close (its high, low and volumes from the stored minutes), but is never replaced
+# by a bar missing its start: Binance's bar of the day the live backfill starts in stays whole for
+# the charts (``gateway.candles``). RETURNING: the bars written, which are all a coarser bar can
+# have changed by.
 # LATERAL: each touched bar reads its own few source rows through the primary key's index. As a
 # join, the planner (no statistics on the session's staging table) scanned the whole day's
 # partition of ``candles_1m`` for every batch: 10-15x the cost of storing the minutes, growing
@@ -96,7 +98,7 @@ FROM ({touched}) AS t
 CROSS JOIN LATERAL (
     SELECT (array_agg(s.open ORDER BY s.open_time))[1] AS open, max(s.high) AS high, min(s.low) AS low,
            (array_agg(s.close ORDER BY s.open_time DESC))[1] AS close, sum(s.volume) AS volume,
-           sum(s.quote_volume) AS quote_volume, max(s.open_time) AS last
+           sum(s.quote_volume) AS quote_volume, min(s.open_time) AS first, max(s.open_time) AS last
     FROM {source} AS s
     WHERE s.symbol = t.symbol {source_filter}
       AND s.open_time >= t.bar AND s.open_time < t.bar + $3::interval
@@ -104,6 +106,8 @@ CROSS JOIN LATERAL (
 WHERE a.last IS NOT NULL
   AND (a.last = t.bar + $4::interval
        OR EXISTS (SELECT 1 FROM candles_1m AS n WHERE n.symbol = t.symbol AND n.open_time >= t.bar + $3::interval))
+  AND (a.first = t.bar
+       OR NOT EXISTS (SELECT 1 FROM bars AS b WHERE b.symbol = t.symbol AND b.interval = $1 AND b.open_time = t.bar))
 ON CONFLICT (symbol, interval, open_time) DO UPDATE SET
     open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
     volume = EXCLUDED.volume, quote_volume = EXCLUDED.quote_volume

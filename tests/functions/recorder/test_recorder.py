@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 from nats.js import JetStreamContext
 
+from collector.bars import Bar, upsert_bars
 from collector.emitter import CandleEmitter, closed_candle_event
 from functions.recorder.function import Recorder
 from marketdata.klines import read_klines
@@ -224,3 +225,29 @@ async def test_a_minute_stored_after_its_bars_are_whole_changes_every_bar_that_h
     )
     assert before == 0
     assert {r["interval"]: r["high"] for r in rows} == dict.fromkeys(INTERVAL_MINUTES, peak)
+
+
+async def test_a_seeded_bar_is_not_replaced_by_the_part_of_it_the_minutes_hold(
+    recorder: Recorder, pg: asyncpg.Connection, klines_dir: Path
+) -> None:
+    """The live collector seeds Binance's whole bars, then backfills minutes from mid-bar: the bars
+    those minutes start in keep Binance's values (the charts read them), the later ones are rolled up."""
+    series = read_klines(klines_dir / "binance-um-2026-02" / "ALGOUSDT-1m-2026-02.csv.gz")
+    day = series.first_open_time + 1440 * MINUTE_MS
+    whole_day = list(series.candles(day, day + 1440 * MINUTE_MS))
+    seeds = [
+        Bar("ALGOUSDT", interval, bar_open, *values[:4], values[4], values[4] * values[3])
+        for (interval, bar_open), values in stored_bars(whole_day).items()
+    ]
+    await upsert_bars(pg, seeds)
+    backfilled = list(series.candles(day + (14 * 60 + 37) * MINUTE_MS, day + 1441 * MINUTE_MS))  # 14:37 to 00:00
+
+    await recorder.handle(deliveries(recorder, backfilled))
+
+    rows = await pg.fetch(f"SELECT {BAR_COLUMNS} FROM bars WHERE symbol = 'ALGOUSDT'")
+    got = {(r["interval"], r["open_time"]): (r["open"], r["high"], r["low"], r["close"]) for r in rows}
+    seeded = {(s.interval, s.open_time): (s.open, s.high, s.low, s.close) for s in seeds}
+    assert got.keys() == seeded.keys()
+    assert got[("1d", day)] == seeded[("1d", day)]
+    assert got[("8h", day + 480 * MINUTE_MS)] == seeded[("8h", day + 480 * MINUTE_MS)]  # 14:37 is in it
+    assert got[("5m", day + (14 * 60 + 35) * MINUTE_MS)] == seeded[("5m", day + (14 * 60 + 35) * MINUTE_MS)]
