@@ -15,6 +15,7 @@ gateway's own mean time to hand one alert to every client (from its /metrics, on
     .venv/bin/python bench/fanout.py                                  # 1,000, 5,000 and 10,000 clients
     .venv/bin/python bench/fanout.py --clients 10000 --gateways 1 2   # one and two gateway processes
     .venv/bin/python bench/fanout.py --clients 1000 --alerts 100 --rate 10
+    .venv/bin/python bench/fanout.py --plot docs/img/fanout.png       # and draw the figures
 """
 
 from __future__ import annotations
@@ -405,6 +406,36 @@ async def measure(env: dict[str, str], args: argparse.Namespace, gateways: int, 
     }
 
 
+def plot(path: Path, rows: list[tuple[int, int, dict[str, Any]]], floors: dict[int, float]) -> None:
+    """Draw p50 and p99 alert-to-client latency per client count, with the gateway's flush and the floor (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8, 4), dpi=110)
+    for gateways in sorted({g for g, _, _ in rows}):
+        mine = sorted((c, r) for g, c, r in rows if g == gateways)
+        clients = [c for c, _ in mine]
+        label = f"{gateways} gateway{'s' if gateways > 1 else ''}"
+        axis.plot(clients, [r["p99_ms"] for _, r in mine], marker="o", label=f"p99, {label}")
+        axis.plot(clients, [r["p50_ms"] for _, r in mine], marker="o", linestyle=":", label=f"p50, {label}")
+        if gateways == 1:
+            axis.plot(clients, [r["fanout_ms"] for _, r in mine], marker="s", label="gateway's flush, 1 gateway")
+    if floors:
+        counts = sorted(floors)
+        floor = [floors[c] for c in counts]
+        axis.plot(counts, floor, color="#333333", linestyle="--", label="kernel floor (send loop)")
+    axis.axhline(100, color="#eb5757", linewidth=1, label="target p99 100 ms")
+    axis.set_xlabel("WebSocket clients")
+    axis.set_ylabel("ms")
+    axis.set_title("Alert fan-out on loopback, 2 cores: latency to the clients and the floor")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
 async def kernel_floor(args: argparse.Namespace, clients: int) -> float:
     """Return the median time (ms) of one plain ``send`` per socket to ``clients`` loopback sockets.
 
@@ -466,9 +497,11 @@ async def main_async(args: argparse.Namespace) -> None:
             f"{'KiB/conn':>9} {'fanout ms':>10} {'floor ms':>9} {'x floor':>8} {'delivered':>15}  cores"
         )
         floors: dict[int, float] = {}
+        rows: list[tuple[int, int, dict[str, Any]]] = []
         for gateways in args.gateways:
             for clients in args.clients:
                 r = await measure(env, args, gateways, clients)
+                rows.append((gateways, clients, r))
                 rate = r["received"] / r["seconds"] if r["seconds"] else float("nan")
                 if args.floor and clients not in floors:
                     floors[clients] = await kernel_floor(args, clients)
@@ -482,6 +515,9 @@ async def main_async(args: argparse.Namespace) -> None:
                     flush=True,
                 )
         print(f"load average {os.getloadavg()[0]:.2f} at the end")
+        if args.plot:
+            plot(args.plot, rows, floors)
+            print(f"plot written to {args.plot}")
     finally:
         for server in (pg_server, redis_server, nats_server):
             server.stop()
@@ -500,6 +536,7 @@ def main() -> None:
         default=True,
         help="pin each gateway to a core and the clients to the others (when cores are left over)",
     )
+    parser.add_argument("--plot", type=Path, help="write a PNG of the figures there (e.g. docs/img/fanout.png)")
     parser.add_argument(
         "--floor",
         action=argparse.BooleanOptionalAction,
