@@ -15,7 +15,7 @@ the outcome logged. A failed alert counts against the webhook and enough of them
 (``store.PausePolicy``); a delivered one clears the count.
 
 With billing on (``Settings.billing_enabled``), only owners with a live plan are recipients, and a
-re-driven delivery whose owner's plan ended meanwhile is ``skipped`` (``store.entitled_owners``).
+re-driven delivery whose owner's plan ended meanwhile is ``skipped`` (``screener.db.plans.entitled_owners``).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from functions.notifier.ratelimit import TokenBucket
 from functions.notifier.store import PausePolicy
 from screener.config import Settings
 from screener.connections import create_pg_pool
+from screener.db.plans import entitled_owners
 from screener.events.envelope import InvalidEvent, expect_type, parse_data
 from screener.events.models import Alert
 from screener.names import CONSUMER_NOTIFIER, TYPE_ALERT_TRIGGERED
@@ -184,7 +185,7 @@ class Notifier:
         jobs, unusable = claims.jobs, list(claims.unusable)
         if self._settings.billing_enabled and jobs:
             # A plan may have ended while the delivery waited for a dead process's lease to run out.
-            allowed = await store.entitled_owners(self._db, (job.webhook.user_id for job in jobs), self._clock())
+            allowed = await entitled_owners(self._db, (job.webhook.user_id for job in jobs), self._clock())
             unusable += [(job.key, "the owner's plan has ended") for job in jobs if job.webhook.user_id not in allowed]
             jobs = [job for job in jobs if job.webhook.user_id in allowed]
         for key, reason in unusable:

@@ -13,7 +13,7 @@ Who receives an alert on their webhooks (rules.md, "Behaviour every rule shares"
    entry matches the pair or its base asset, case-insensitively (``BTC`` matches BTCUSDT);
 5. with billing on (``paid_only``), only webhooks whose owner may use the paid features now: an
    account that is not disabled and is an admin, ``active``, on a running trial or ``canceled`` with
-   time left (``LIVE_PLAN_SQL``, the gateway's ``plans.entitled``). An owner without an account row
+   time left (``screener.db.plans``, the gateway's ``plans.entitled``). An owner without an account row
    receives nothing: the gateway makes the row at their first call, and decides their plan then.
 
 The delivery log ``webhook_deliveries`` has one row per (webhook, alert). A row is written
@@ -35,19 +35,11 @@ from typing import Any
 import asyncpg
 
 from functions.notifier.models import DeliveryJob, DeliveryKey, DeliveryResult, InvalidWebhook, Webhook
+from screener.db.plans import entitled_owners
 from screener.events.models import Alert, AlertAudience, base_asset, minute_close_iso
-from screener.subjects import user_uuid
 
 # asyncpg.Pool and asyncpg.Connection both offer fetch/execute.
 Executor = Any
-
-# Who may use the paid features at $2 (client.md decision 7): the rule of gateway.accounts.plans.entitled,
-# which tests/functions/notifier/test_plan_gating.py holds this to.
-LIVE_PLAN_SQL = """u.disabled_at IS NULL AND (
-    u.role = 'admin'
-    OR u.status = 'active'
-    OR (u.status = 'trial' AND (u.trial_ends_at IS NULL OR u.trial_ends_at > $2))
-    OR (u.status = 'canceled' AND u.plan_expires_at > $2))"""
 
 _WEBHOOK_COLUMNS = "w.id, w.user_id, w.kind, w.url, w.secret, w.chat_id, w.failure_count, w.paused_until"
 
@@ -135,18 +127,6 @@ class WebhookHealth:
 
     failure_count: int
     paused_until: datetime | None
-
-
-async def entitled_owners(db: Executor, owners: Iterable[str], now: datetime) -> set[str]:
-    """Return those of ``owners`` (webhook ``user_id``s, token subjects) whose account has a live plan at ``now``."""
-    by_id: dict[uuid.UUID, list[str]] = {}
-    for owner in set(owners):
-        by_id.setdefault(user_uuid(owner), []).append(owner)
-    if not by_id:
-        return set()
-    sql = f"SELECT u.id FROM users u WHERE u.id = ANY($1::uuid[]) AND {LIVE_PLAN_SQL}"
-    rows = await db.fetch(sql, list(by_id), now)
-    return {owner for row in rows for owner in by_id[row["id"]]}
 
 
 async def find_recipients(

@@ -1,7 +1,7 @@
 """With billing on, the notifier delivers only to owners with a live plan (client.md decision 7).
 
 The API refuses an expired user's watchlist and webhooks (403); their webhooks made earlier must not
-keep delivering alerts either. ``LIVE_PLAN_SQL`` is held here to the gateway's ``plans.entitled``.
+keep delivering alerts either. ``screener.db.plans.LIVE_PLAN_SQL`` is held here to the gateway's ``plans.entitled``.
 Billing off: every webhook delivers as before, account row or not.
 """
 
@@ -18,11 +18,12 @@ import pytest
 
 from functions.notifier.delivery import RetryPolicy
 from functions.notifier.function import Notifier
-from functions.notifier.store import entitled_owners, find_recipients
+from functions.notifier.store import find_recipients
 from functions.rules.history import AlertHistory
 from gateway.accounts import store as accounts_store
 from gateway.accounts.plans import entitled
 from screener.config import Settings
+from screener.db.plans import entitled_owners
 from screener.events.envelope import make_event
 from screener.names import EVENT_SOURCE_RULES, TYPE_ALERT_TRIGGERED
 from screener.runtime.function import Delivery
