@@ -396,7 +396,7 @@ def create_app(
 
         metrics_store = MetricsStore(redis)
     registry = Registry()
-    switches = RuleSwitches(pool)
+    switches = RuleSwitches(pool, gate_plans=settings.billing_enabled)
     hub = Hub(nc, switches, registry, settings.ws_send_queue)
     gw = Gateway(
         settings=settings,

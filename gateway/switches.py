@@ -3,6 +3,10 @@
 The cache follows ``screener_rules_changed``: the row triggers of 008 say which rule or which user's
 switches changed, and only those rows are read again (a switch flipped through another replica takes
 effect here within moments; a preferences-only write notifies nothing).
+
+With billing on, a user's own rules are a paid feature (client.md decision 7): the alerts of an
+owner without a live plan reach no stream. Plans end by the clock and by Whop's webhooks (to any
+replica), so the owners' plans are read again every ``PLAN_REFRESH_SECONDS`` and after each reload.
 """
 
 from __future__ import annotations
@@ -11,15 +15,18 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
 from functions.rules.changes import RuleChanges
+from screener.db.plans import entitled_owners
 from screener.events.models import Alert
 
 log = logging.getLogger(__name__)
 CHANNEL = "screener_rules_changed"
+PLAN_REFRESH_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -35,8 +42,13 @@ class RuleInfo:
 class RuleSwitches:
     """An in-memory view of alert_rules and user_settings.rules."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, gate_plans: bool = False) -> None:
+        """Read ``pool``; with ``gate_plans`` (billing on), stream owners' alerts only while their plan is live."""
         self._pool = pool
+        self._gate_plans = gate_plans
+        # Owners of rules whose plan has ended: their own alerts go to no stream.
+        self.lapsed_owners: frozenset[str] = frozenset()
+        self._plans_task: asyncio.Task[None] | None = None
         self.rules: dict[str, RuleInfo] = {}
         self._overrides: dict[str, dict[str, bool]] = {}
         self._listener: asyncpg.pool.PoolConnectionProxy | None = None
@@ -51,12 +63,15 @@ class RuleSwitches:
         self._listener = await self._pool.acquire()
         await self._listener.add_listener(CHANNEL, self._on_notify)
         self._reload_task = asyncio.create_task(self._reload_loop(), name="gateway-switches-reload")
+        if self._gate_plans:
+            self._plans_task = asyncio.create_task(self._plans_loop(), name="gateway-switches-plans")
 
     async def close(self) -> None:
         """Stop listening."""
-        if self._reload_task:
-            self._reload_task.cancel()
-            await asyncio.gather(self._reload_task, return_exceptions=True)
+        for task in (self._reload_task, self._plans_task):
+            if task:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._listener is not None:
             try:
                 await self._listener.remove_listener(CHANNEL, self._on_notify)
@@ -71,7 +86,24 @@ class RuleSwitches:
             settings = await conn.fetch("SELECT user_id, rules FROM user_settings")
         self.rules = {r["rule_type"]: RuleInfo(r["rule_type"], r["name"], r["default_on"], r["owner"]) for r in rules}
         self._overrides = {s["user_id"]: _bool_map(s["rules"]) for s in settings}
+        await self.refresh_plans()
         self.version += 1
+
+    async def refresh_plans(self) -> None:
+        """Read again which rule owners have a live plan (billing on; otherwise nobody is gated)."""
+        if not self._gate_plans:
+            return
+        owners = {info.owner for info in self.rules.values() if info.owner is not None}
+        live = await entitled_owners(self._pool, owners, datetime.now(UTC))
+        self.lapsed_owners = frozenset(owners - live)
+
+    async def _plans_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PLAN_REFRESH_SECONDS)
+            try:
+                await self.refresh_plans()
+            except (OSError, asyncpg.PostgresError) as exc:  # the loop boundary: keep the last answer
+                log.warning("reading the rule owners' plans failed: %s", exc)
 
     async def apply(self, changes: RuleChanges) -> None:
         """Read again only the rules and users ``changes`` names (everything: ``reload``)."""
@@ -94,6 +126,8 @@ class RuleSwitches:
             self._overrides.pop(user_id, None)
         for row in settings:
             self._overrides[row["user_id"]] = _bool_map(row["rules"])
+        if changes.rule_types:
+            await self.refresh_plans()  # a new rule may have a new owner
         self.version += 1
 
     def _on_notify(self, _conn: object, _pid: object, _channel: object, payload: object) -> None:
@@ -133,7 +167,11 @@ class RuleSwitches:
         """Return whether ``alert`` belongs on ``user_id``'s stream now."""
         audience = alert.audience
         if audience.owner is not None:
-            return user_id == audience.owner and self.enabled_for(user_id, alert.rule_type)
+            return (
+                user_id == audience.owner
+                and audience.owner not in self.lapsed_owners
+                and self.enabled_for(user_id, alert.rule_type)
+            )
         if not audience.public and (user_id is None or user_id not in audience.users):
             return False
         return self.enabled_for(user_id, alert.rule_type)
