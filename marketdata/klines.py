@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import gzip
 import io
+import logging
 import re
-from collections.abc import Iterator
+import zipfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,9 +42,15 @@ BINANCE_COLUMNS = (
     "quote_volume", "count", "taker_buy_volume", "taker_buy_quote_volume", "ignore",
 )  # fmt: skip
 OHLCV_COLUMNS = ("open_time", "open", "high", "low", "close", "volume")
-# Symbol = the file name up to the first dash: BTCUSDT-1m-futures.csv.gz, ALGOUSDT-1m-2026-02.csv.gz.
-_SYMBOL = re.compile(r"^([A-Z0-9]+)-")
-KLINE_SUFFIXES = (".csv", ".csv.gz")
+# Symbol = the file name up to the first dash, in any case: BTCUSDT-1m-futures.csv.gz,
+# 1000pepeusdt-1m-2026-03.csv, ETHUSDT_250627-1m-2025-05.zip (a delivery contract).
+_SYMBOL = re.compile(r"^([A-Za-z0-9]+(?:_[0-9]+)?)-")
+KLINE_SUFFIXES = (".csv", ".csv.gz", ".zip")
+# An open time at or above this is in microseconds (in milliseconds it would be the year 5138).
+MICROSECOND_STAMPS = 1e14
+Bad = list[tuple[int, str]]  # (line, reason) of the rows a file had to skip
+
+log = logging.getLogger(__name__)
 
 
 class KlineFileError(ValueError):
@@ -115,32 +123,44 @@ class KlineSeries:
 
 
 def symbol_of(path: Path) -> str:
-    """Return the symbol a kline file is named after (``BTCUSDT-1m-...csv.gz`` -> ``BTCUSDT``)."""
+    """Return the symbol a kline file is named after (``btcusdt-1m-...csv.gz`` -> ``BTCUSDT``).
+
+    A delivery contract keeps its date (``ETHUSDT_250627-1m-...`` -> ``ETHUSDT_250627``; see
+    ``is_perpetual``).
+    """
     match = _SYMBOL.match(path.name)
     if not match:
         raise KlineFileError(f"{path}: cannot tell the symbol from the file name (expected SYMBOL-1m-...)")
-    return match.group(1)
+    return match.group(1).upper()
+
+
+def is_perpetual(symbol: str) -> bool:
+    """Return whether ``symbol`` names a perpetual: Binance names a delivery contract ``ETHUSDT_250627``."""
+    return "_" not in symbol
 
 
 def read_klines(path: Path, symbol: str | None = None) -> KlineSeries:
-    """Read one kline CSV (12-column Binance or 6-column OHLCV, plain or ``.gz``) into a series.
+    """Read one kline CSV (12-column Binance or 6-column OHLCV; plain, ``.gz`` or ``.zip``) into a series.
 
-    Rows are sorted by open time and duplicate minutes dropped (the first is kept). Raise
-    ``KlineFileError`` naming the file, line and problem when it cannot be read.
+    Rows are sorted by open time and duplicate minutes dropped (the first is kept). A row that is
+    not a valid candle (a malformed line, an open time off the minute, or what metrics.md calls
+    invalid: prices not finite and > 0, low above or high below the open or close, negative
+    volumes) is skipped and logged with its line and reason, so it cannot reach any window. Open
+    times in microseconds (Binance's spot files since 2025) are read as milliseconds. Raise
+    ``KlineFileError`` naming the file and the problem when it holds no valid row.
     """
     symbol = symbol or symbol_of(path)
-    try:
-        raw = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
-    except (OSError, EOFError) as exc:
-        raise KlineFileError(f"{path}: {exc}") from None
+    raw = _file_bytes(path).removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark
     first_line, _, rest = raw.partition(b"\n")
     first_line = first_line.strip()
     has_header = bool(first_line) and not first_line[:1].isdigit()
     try:
-        columns = [c.strip() for c in first_line.decode("utf-8").split(",")] if has_header else None
+        columns = [c.strip().lower() for c in first_line.decode("utf-8").split(",")] if has_header else None
     except UnicodeDecodeError as exc:
         raise KlineFileError(f"{path}: {exc}") from None
-    table = _parse_table(path, rest if has_header else raw)
+    before = 1 if has_header else 0  # lines before the body
+    body = rest if has_header else raw
+    table, lines, bad = _parse_table(path, body, before, len(columns) if columns else None)
     width = table.shape[1]
     if columns is None:
         if width >= 11:
@@ -153,10 +173,10 @@ def read_klines(path: Path, symbol: str | None = None) -> KlineSeries:
     missing = [name for name in OHLCV_COLUMNS if name not in index]
     if missing:
         raise KlineFileError(f"{path}: missing column(s) {missing}")
-    open_time = table[:, index["open_time"]].astype(np.int64)
-    if np.any(open_time % MINUTE_MS):
-        bad = int(open_time[np.nonzero(open_time % MINUTE_MS)[0][0]])
-        raise KlineFileError(f"{path}: open_time {bad} is not a whole minute (expected epoch milliseconds)")
+    open_time_column = table[:, index["open_time"]]
+    if len(open_time_column) and np.nanmax(open_time_column) >= MICROSECOND_STAMPS:
+        log.info("%s: open_time in microseconds, read as milliseconds", path)
+        open_time_column = open_time_column / 1000.0
     high, low, close, volume = (table[:, index[name]] for name in ("high", "low", "close", "volume"))
     derived = "quote_volume" not in index
     zeros = np.zeros_like(volume)
@@ -171,6 +191,20 @@ def read_klines(path: Path, symbol: str | None = None) -> KlineSeries:
             column("count"), column("taker_buy_volume"), column("taker_buy_quote_volume"),
         ]
     ).astype(np.float64)  # fmt: skip
+    invalid = invalid_rows(open_time_column, values)
+    if invalid:
+        numbers = lines if lines is not None else _line_numbers(body, before)
+        bad = sorted(bad + [(numbers[row], reason) for row, reason in invalid])
+        keep = np.ones(len(values), dtype=bool)
+        keep[[row for row, _ in invalid]] = False
+        open_time_column, values = open_time_column[keep], values[keep]
+    if bad:
+        shown = "; ".join(f"line {line}: {reason}" for line, reason in bad[:5])
+        more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
+        log.warning("%s: %d invalid row(s) skipped: %s%s", path, len(bad), shown, more)
+    if not len(values):
+        raise KlineFileError(f"{path}: no valid rows ({bad[0][1]} at line {bad[0][0]})")
+    open_time = open_time_column.astype(np.int64)
     if np.all(np.diff(open_time) > 0):  # in order, one row a minute: as recorded
         return KlineSeries(symbol, open_time, values, derived)
     order = np.argsort(open_time, kind="stable")
@@ -179,40 +213,138 @@ def read_klines(path: Path, symbol: str | None = None) -> KlineSeries:
     return KlineSeries(symbol, open_time[keep], values[keep], derived)
 
 
-def _parse_table(path: Path, body: bytes) -> FloatArray:
-    """Parse comma-separated numbers, one row per line, into a 2-D array (numpy's C parser)."""
+def invalid_rows(open_time: FloatArray, values: FloatArray) -> list[tuple[int, str]]:
+    """Return ``(row, reason)`` of every row that is not a valid candle (metrics.md), in row order.
+
+    ``values`` has the columns of ``KlineSeries.VALUE_COLUMNS``; the checks are
+    ``Candle.validation_error``'s, on whole columns.
+    """
+    o, h, lo, c = values[:, 0], values[:, 1], values[:, 2], values[:, 3]
+    prices, volumes = values[:, :4], values[:, 4:]
+    with np.errstate(invalid="ignore"):
+        checks = (
+            (~(np.isfinite(open_time) & (open_time % MINUTE_MS == 0)), "open_time is not a whole minute in ms"),
+            (~np.all(np.isfinite(prices) & (prices > 0), axis=1), "prices must be finite and > 0"),
+            (lo > np.minimum(o, c), "low > min(open, close)"),
+            (h < np.maximum(o, c), "high < max(open, close)"),
+            (~np.all(np.isfinite(volumes) & (volumes >= 0), axis=1), "volumes and trades must be finite and >= 0"),
+        )
+    found: dict[int, str] = {}
+    for mask, reason in checks:
+        for row in np.flatnonzero(mask).tolist():
+            found.setdefault(row, reason)
+    return sorted(found.items())
+
+
+def _file_bytes(path: Path) -> bytes:
+    """Return the CSV text of ``path``: plain, gzip, or the one CSV in a zip (data.binance.vision's downloads)."""
+    name = path.name.lower()
+    try:
+        if name.endswith(".gz"):
+            return gzip.decompress(path.read_bytes())
+        if name.endswith(".zip"):
+            with zipfile.ZipFile(path) as archive:
+                members = [m for m in archive.namelist() if m.lower().endswith(".csv")]
+                if len(members) != 1:
+                    raise KlineFileError(f"{path}: expected one CSV file in the zip, found {members}")
+                return archive.read(members[0])
+        return path.read_bytes()
+    except (OSError, EOFError, zipfile.BadZipFile, gzip.BadGzipFile) as exc:
+        raise KlineFileError(f"{path}: {exc}") from None
+
+
+def _line_numbers(body: bytes, before: int) -> list[int]:
+    """Return the line number (from 1, in the file) of each non-blank line of ``body``."""
+    return [before + i + 1 for i, line in enumerate(body.split(b"\n")) if line.strip()]
+
+
+def _parse_table(path: Path, body: bytes, before: int, width: int | None) -> tuple[FloatArray, list[int] | None, Bad]:
+    """Parse comma-separated numbers, one row per line, into a 2-D array (numpy's C parser).
+
+    Return the table, the line number of each row (None: row ``i`` is the ``i``-th non-blank line
+    of ``body``) and the ``(line, reason)`` of every line skipped. A line that does not parse (text
+    where a number belongs, a row cut short, a width other than the header's or else the usual
+    one) is skipped, so one damaged line costs that minute, not the file.
+    """
     if not body.strip():
         raise KlineFileError(f"{path}: no rows")
     try:
         table: FloatArray = np.loadtxt(io.BytesIO(body), delimiter=",", ndmin=2, dtype=np.float64)
-    except ValueError as exc:  # the message names the line and the problem
-        raise KlineFileError(f"{path}: {exc}") from None
-    if table.shape[0] == 0:
-        raise KlineFileError(f"{path}: no rows")
-    return table
+        if width is None or table.shape[1] == width:
+            return table, None, []
+    except ValueError:
+        pass  # a malformed line: parse line by line, skipping the bad ones
+    split = [(number, line.strip().split(b",")) for number, line in zip(
+        _line_numbers(body, before), (line for line in body.split(b"\n") if line.strip()), strict=True
+    )]  # fmt: skip
+    if width is None:
+        widths = [len(cells) for _, cells in split[:1000]]
+        width = max(set(widths), key=widths.count)
+    rows: list[list[float]] = []
+    lines: list[int] = []
+    bad: Bad = []
+    for number, cells in split:
+        try:
+            if len(cells) != width:
+                raise ValueError(f"{len(cells)} columns, expected {width}")
+            rows.append([float(cell) for cell in cells])
+        except ValueError as exc:
+            bad.append((number, str(exc)))
+            continue
+        lines.append(number)
+    return np.array(rows, dtype=np.float64).reshape(len(rows), width), lines, bad
 
 
 def kline_files(folder: Path) -> list[Path]:
-    """Return the kline CSV files of ``folder``, sorted by name."""
+    """Return the kline CSV files of ``folder`` (``.csv``, ``.csv.gz``, ``.zip``, any case), sorted by name."""
     if not folder.is_dir():
         raise KlineFileError(f"{folder}: not a folder of kline CSV files")
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(KLINE_SUFFIXES))
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(KLINE_SUFFIXES))
 
 
-def read_folder(folder: Path, symbols: list[str] | None = None) -> dict[str, KlineSeries]:
-    """Read every kline file of ``folder`` (or only those of ``symbols``); return series by symbol.
+def files_by_symbol(folder: Path, symbols: Sequence[str] | None = None) -> dict[str, list[Path]]:
+    """Return the kline files of ``folder`` (or of ``symbols`` only) by symbol, each symbol's sorted by name.
 
-    Several files of one symbol (e.g. consecutive months) are concatenated.
+    Only perpetuals are read: a file named after no symbol, or after a delivery contract
+    (``ETHUSDT_250627-...``, which expires and would sit beside its perpetual), is skipped with a
+    warning. Raise ``KlineFileError`` when no file is left.
     """
     wanted = {s.upper() for s in symbols} if symbols else None
-    parts: dict[str, list[KlineSeries]] = {}
+    files: dict[str, list[Path]] = {}
     for path in kline_files(folder):
-        symbol = symbol_of(path)
-        if wanted is None or symbol in wanted:
-            parts.setdefault(symbol, []).append(read_klines(path, symbol))
-    if not parts:
+        try:
+            symbol = symbol_of(path)
+        except KlineFileError as exc:
+            log.warning("%s; skipped", exc)
+            continue
+        if not is_perpetual(symbol):
+            log.warning("%s: %s is a delivery contract, not a perpetual; skipped", path, symbol)
+        elif wanted is None or symbol in wanted:
+            files.setdefault(symbol, []).append(path)
+    if not files:
         raise KlineFileError(f"{folder}: no kline files" + (f" for {sorted(wanted)}" if wanted else ""))
-    return {symbol: _concat(symbol, series) for symbol, series in sorted(parts.items())}
+    return dict(sorted(files.items()))
+
+
+def read_folder(folder: Path, symbols: Sequence[str] | None = None) -> dict[str, KlineSeries]:
+    """Read every kline file of ``folder`` (or only those of ``symbols``); return series by symbol.
+
+    Several files of one symbol (e.g. consecutive months) are concatenated. A file that cannot be
+    read (no valid row, damaged, an unknown layout) is skipped with a warning naming it and why;
+    raise ``KlineFileError`` when none can be.
+    """
+    parts: dict[str, list[KlineSeries]] = {}
+    for symbol, paths in files_by_symbol(folder, symbols).items():
+        for path in paths:
+            try:
+                series = read_klines(path, symbol)
+            except KlineFileError as exc:
+                log.warning("%s; file skipped", exc)
+                continue
+            parts.setdefault(symbol, []).append(series)
+    if not parts:
+        raise KlineFileError(f"{folder}: no kline file could be read (see the warnings above)")
+    return {symbol: _concat(symbol, series) for symbol, series in parts.items()}
 
 
 def _concat(symbol: str, parts: list[KlineSeries]) -> KlineSeries:

@@ -45,9 +45,10 @@ def test_spans_off_midnight_overlapping_files_and_a_broken_entry(klines_dir: Pat
     header, rows = lines[0], lines[1:]
     folder = tmp_path / "klines"
     folder.mkdir()
-    # Two files overlapping by a day, the second with other closes there: the first file's minutes win.
+    # Two files overlapping by a day, the second with other closes there (its lows, so the candles
+    # stay valid): the first file's minutes win.
     first, second = rows[: 3 * 1440], rows[2 * 1440 : 5 * 1440]
-    changed = [",".join([*r.split(",")[:4], "1.5", *r.split(",")[5:]]) for r in second]
+    changed = [",".join([*r.split(",")[:4], r.split(",")[3], *r.split(",")[5:]]) for r in second]
     (folder / "DOTUSDT-1m-a.csv").write_text("\n".join([header, *first]))
     (folder / "DOTUSDT-1m-b.csv").write_text("\n".join([header, *changed]))
     whole = read_klines(source)
@@ -60,7 +61,7 @@ def test_spans_off_midnight_overlapping_files_and_a_broken_entry(klines_dir: Pat
     np.testing.assert_array_equal(open_time, whole.open_time[lo:hi])
     in_first = open_time < whole.first_open_time + 3 * 1440 * MINUTE_MS
     np.testing.assert_array_equal(values[3][in_first], whole.values[lo:hi, 3][in_first])
-    assert (values[3][~in_first] == 1.5).all()
+    np.testing.assert_array_equal(values[3][~in_first], whole.values[lo:hi, 2][~in_first])
     # A cut entry is parsed again rather than read short.
     entry = next(cache.glob("DOTUSDT-1m-a.csv.*.npy"))
     entry.write_bytes(entry.read_bytes()[:-100])
