@@ -24,6 +24,7 @@ import gzip
 import io
 import logging
 import re
+import time
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -48,6 +49,9 @@ _SYMBOL = re.compile(r"^([A-Za-z0-9]+(?:_[0-9]+)?)-")
 KLINE_SUFFIXES = (".csv", ".csv.gz", ".zip")
 # An open time at or above this is in microseconds (in milliseconds it would be the year 5138).
 MICROSECOND_STAMPS = 1e14
+# A folder of at least this many files is read with a progress line every tenth of them.
+PROGRESS_FILES = 20
+GZIP_MAGIC, ZIP_MAGIC = b"\x1f\x8b", b"PK\x03\x04"
 Bad = list[tuple[int, str]]  # (line, reason) of the rows a file had to skip
 
 log = logging.getLogger(__name__)
@@ -237,18 +241,21 @@ def invalid_rows(open_time: FloatArray, values: FloatArray) -> list[tuple[int, s
 
 
 def _file_bytes(path: Path) -> bytes:
-    """Return the CSV text of ``path``: plain, gzip, or the one CSV in a zip (data.binance.vision's downloads)."""
-    name = path.name.lower()
+    """Return the CSV text of ``path``: plain, gzip, or the one CSV in a zip (data.binance.vision's downloads).
+
+    The compression is told from the content, whatever the name says.
+    """
     try:
-        if name.endswith(".gz"):
-            return gzip.decompress(path.read_bytes())
-        if name.endswith(".zip"):
-            with zipfile.ZipFile(path) as archive:
+        raw = path.read_bytes()
+        if raw.startswith(GZIP_MAGIC):  # by content, not name: a .csv may be compressed
+            return gzip.decompress(raw)
+        if raw.startswith(ZIP_MAGIC):
+            with zipfile.ZipFile(io.BytesIO(raw)) as archive:
                 members = [m for m in archive.namelist() if m.lower().endswith(".csv")]
                 if len(members) != 1:
                     raise KlineFileError(f"{path}: expected one CSV file in the zip, found {members}")
                 return archive.read(members[0])
-        return path.read_bytes()
+        return raw
     except (OSError, EOFError, zipfile.BadZipFile, gzip.BadGzipFile) as exc:
         raise KlineFileError(f"{path}: {exc}") from None
 
@@ -334,14 +341,16 @@ def read_folder(folder: Path, symbols: Sequence[str] | None = None) -> dict[str,
     raise ``KlineFileError`` when none can be.
     """
     parts: dict[str, list[KlineSeries]] = {}
-    for symbol, paths in files_by_symbol(folder, symbols).items():
-        for path in paths:
-            try:
-                series = read_klines(path, symbol)
-            except KlineFileError as exc:
-                log.warning("%s; file skipped", exc)
-                continue
-            parts.setdefault(symbol, []).append(series)
+    files = [(symbol, path) for symbol, paths in files_by_symbol(folder, symbols).items() for path in paths]
+    began = time.monotonic()
+    for done, (symbol, path) in enumerate(files, 1):
+        try:
+            parts.setdefault(symbol, []).append(read_klines(path, symbol))
+        except KlineFileError as exc:
+            log.warning("%s; file skipped", exc)
+        if len(files) >= PROGRESS_FILES and done % (len(files) // 10) == 0:  # a long start-up says how far it is
+            log.info("read %d of %d kline files of %s (%.0f s)", done, len(files), folder, time.monotonic() - began)
+    parts = {symbol: series for symbol, series in parts.items() if series}
     if not parts:
         raise KlineFileError(f"{folder}: no kline file could be read (see the warnings above)")
     return {symbol: _concat(symbol, series) for symbol, series in parts.items()}

@@ -67,6 +67,21 @@ def test_layout_variants_read_the_same_rows(algo: tuple[str, list[str]], tmp_pat
     with zipfile.ZipFile(tmp_path / "ALGOUSDT-1m-2026-02.zip", "w") as archive:
         archive.writestr("ALGOUSDT-1m-2026-02.csv", "\n".join([header, *rows]))
     np.testing.assert_array_equal(read_klines(tmp_path / "ALGOUSDT-1m-2026-02.zip").values, expected.values)
+    # compressed, whatever the name says
+    (tmp_path / "ALGOUSDT-1m-gzip.csv").write_bytes(gzip.compress("\n".join([header, *rows]).encode()))
+    np.testing.assert_array_equal(read_klines(tmp_path / "ALGOUSDT-1m-gzip.csv").values, expected.values)
+
+
+def test_a_large_folder_is_read_with_progress_lines(
+    algo: tuple[str, list[str]], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    header, rows = algo
+    for k in range(20):
+        write(tmp_path / f"S{k:02d}USDT-1m-2026-02.csv", [header, *rows[:3]])
+    with caplog.at_level(logging.INFO, logger="marketdata.klines"):
+        assert len(read_folder(tmp_path)) == 20
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("read ")]
+    assert [line.split(" kline")[0] for line in progress] == [f"read {k} of 20" for k in range(2, 21, 2)]
 
 
 def test_open_times_in_microseconds_are_read_as_milliseconds(algo: tuple[str, list[str]], tmp_path: Path) -> None:
