@@ -13,9 +13,10 @@ from pathlib import Path
 
 import nats
 import nats.errors
+import pytest
 
 from screener.config import load_settings
-from screener.embedded.servers import start_nats
+from screener.embedded.servers import free_port, start_nats
 from screener.ports import EXIT_PORT_IN_USE
 from screener.stack import Child, Stack
 
@@ -119,3 +120,14 @@ def _alive(pid: int) -> bool:
     with contextlib.suppress(OSError):
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     return False
+
+
+async def test_replay_data_that_is_not_there_stops_up_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for data, said in [(tmp_path / "typo", "not a folder of kline CSV files"), (tmp_path, "no kline files")]:
+        args = argparse.Namespace(port=free_port(), data=data, speed=None, source=None)
+        stack = Stack(load_settings({}, data_dir=tmp_path / "screener"), args)
+        assert await stack.run() == 2
+        assert said in capsys.readouterr().err
+        assert not stack.servers and not stack.children and not (tmp_path / "screener").exists()
