@@ -164,15 +164,16 @@ def read_klines(path: Path, symbol: str | None = None) -> KlineSeries:
         raise KlineFileError(f"{path}: {exc}") from None
     before = 1 if has_header else 0  # lines before the body
     body = rest if has_header else raw
-    table, lines, bad = _parse_table(path, body, before, len(columns) if columns else None)
+    table, lines, bad = _parse_table(path, body, before)
     width = table.shape[1]
-    if columns is None:
-        if width >= 11:
-            columns = list(BINANCE_COLUMNS[:width])
-        elif width == 6:
-            columns = list(OHLCV_COLUMNS)
-        else:
-            raise KlineFileError(f"{path}: {width} columns, expected 12 (Binance) or 6 (OHLCV)")
+    if columns is not None:
+        columns = columns[:width]  # a header naming more columns than the rows have (checked below)
+    elif width >= 11:
+        columns = list(BINANCE_COLUMNS[:width])
+    elif width == 6:
+        columns = list(OHLCV_COLUMNS)
+    else:
+        raise KlineFileError(f"{path}: {width} columns, expected 12 (Binance) or 6 (OHLCV)")
     index = {name: i for i, name in enumerate(columns)}
     missing = [name for name in OHLCV_COLUMNS if name not in index]
     if missing:
@@ -265,28 +266,26 @@ def _line_numbers(body: bytes, before: int) -> list[int]:
     return [before + i + 1 for i, line in enumerate(body.split(b"\n")) if line.strip()]
 
 
-def _parse_table(path: Path, body: bytes, before: int, width: int | None) -> tuple[FloatArray, list[int] | None, Bad]:
+def _parse_table(path: Path, body: bytes, before: int) -> tuple[FloatArray, list[int] | None, Bad]:
     """Parse comma-separated numbers, one row per line, into a 2-D array (numpy's C parser).
 
     Return the table, the line number of each row (None: row ``i`` is the ``i``-th non-blank line
     of ``body``) and the ``(line, reason)`` of every line skipped. A line that does not parse (text
-    where a number belongs, a row cut short, a width other than the header's or else the usual
-    one) is skipped, so one damaged line costs that minute, not the file.
+    where a number belongs, a row cut short: a width other than most lines') is skipped, so one
+    damaged line costs that minute, not the file.
     """
     if not body.strip():
         raise KlineFileError(f"{path}: no rows")
     try:
         table: FloatArray = np.loadtxt(io.BytesIO(body), delimiter=",", ndmin=2, dtype=np.float64)
-        if width is None or table.shape[1] == width:
-            return table, None, []
+        return table, None, []
     except ValueError:
         pass  # a malformed line: parse line by line, skipping the bad ones
     split = [(number, line.strip().split(b",")) for number, line in zip(
         _line_numbers(body, before), (line for line in body.split(b"\n") if line.strip()), strict=True
     )]  # fmt: skip
-    if width is None:
-        widths = [len(cells) for _, cells in split[:1000]]
-        width = max(set(widths), key=widths.count)
+    widths = [len(cells) for _, cells in split[:1000]]
+    width = max(set(widths), key=widths.count)
     rows: list[list[float]] = []
     lines: list[int] = []
     bad: Bad = []

@@ -58,6 +58,7 @@ def test_layout_variants_read_the_same_rows(algo: tuple[str, list[str]], tmp_pat
         "crlf-and-blank-lines.csv": ("\r\n", [header, *rows, "", ""]),
         "no-header.csv.gz": ("\n", rows),
         "byte-order-mark.csv": ("\n", ["\ufeff" + header, *rows]),
+        "header-without-ignore.csv": ("\n", [header.removesuffix(",ignore"), *rows]),
     }
     for name, (newline, lines) in variants.items():
         series = read_klines(write(tmp_path / f"ALGOUSDT-{name}", lines, newline))
