@@ -293,6 +293,10 @@ class Stack:
             if self._stopping.is_set():
                 return
             lived = time.monotonic() - child.started_at
+            if code == 0 and child.name == "collector":  # a replay without loop ended: nothing to restart
+                await asyncio.to_thread(_append_line, child.log_path, "collector finished its replay; not restarted")
+                log.info("collector finished its replay (SCREENER_REPLAY_LOOP=false); the rest keeps serving")
+                return
             if code == EXIT_CONFIG:  # a restart would meet the same taken port or unreadable data: stop
                 await asyncio.to_thread(
                     _append_line, child.log_path, f"{child.name} cannot run as configured; not restarted"

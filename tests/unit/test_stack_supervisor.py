@@ -131,3 +131,13 @@ async def test_replay_data_that_is_not_there_stops_up_before_anything_starts(
         assert await stack.run() == 2
         assert said in capsys.readouterr().err
         assert not stack.servers and not stack.children and not (tmp_path / "screener").exists()
+
+
+async def test_a_collector_that_finished_its_replay_is_not_restarted(tmp_path: Path) -> None:
+    stack = _stack(tmp_path)
+    child = _child(tmp_path, "collector", "print('replay finished')")
+    stack.children.append(child)
+    async with asyncio.timeout(20):
+        await stack.supervise(child)
+    assert child.restarts == 0 and stack.failure is None and not stack._stopping.is_set()
+    assert child.log_path.read_text().splitlines()[-1].endswith("collector finished its replay; not restarted")
