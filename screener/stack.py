@@ -363,6 +363,10 @@ class Stack:
                         counts.append(f"{stream.name.lower()} {(await js.stream_info(stream.name)).state.messages}")
                     except Exception as exc:  # a progress line must never stop the stack
                         counts.append(f"{stream.name.lower()} ? ({exc})")
+                if counts[0] == f"{STREAM_CANDLES.name.lower()} 0":  # still starting: say how far it is
+                    collector = next((c for c in self.children if c.name == "collector"), None)
+                    if collector is not None:
+                        counts[0] += f" (collector: {await asyncio.to_thread(_latest_message, collector.log_path)})"
                 try:  # what the dashboard shows a visitor, not the stream's every alert
                     async with pool.acquire() as conn:
                         counts.append((await alert_counts(conn)).describe())
@@ -484,6 +488,18 @@ def _last_line(path: Path) -> str:
         return f"see {path}"
     own = [line for line in lines if line.strip() and " screener up: " not in line]
     return own[-1].strip() if own else f"see {path}"
+
+
+def _latest_message(path: Path) -> str:
+    """Return the message of the newest log line of a child (``... LEVEL logger: message``), read from its tail."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - 4096))
+            lines = handle.read().decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return "starting"
+    own = [line for line in lines if line.strip() and " screener up: " not in line]
+    return own[-1].split(": ", 1)[-1].strip() if own else "starting"
 
 
 def _redact(url: str) -> str:

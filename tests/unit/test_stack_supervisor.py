@@ -18,7 +18,7 @@ import pytest
 from screener.config import load_settings
 from screener.embedded.servers import free_port, start_nats
 from screener.ports import EXIT_PORT_IN_USE
-from screener.stack import Child, Stack
+from screener.stack import Child, Stack, _latest_message
 
 
 def _stack(tmp_path: Path) -> Stack:
@@ -141,3 +141,14 @@ async def test_a_collector_that_finished_its_replay_is_not_restarted(tmp_path: P
         await stack.supervise(child)
     assert child.restarts == 0 and stack.failure is None and not stack._stopping.is_set()
     assert child.log_path.read_text().splitlines()[-1].endswith("collector finished its replay; not restarted")
+
+
+def test_the_progress_line_of_a_starting_stack_says_what_the_collector_is_doing(tmp_path: Path) -> None:
+    log = tmp_path / "collector.log"
+    assert _latest_message(log) == "starting"
+    log.write_text(
+        "x" * 5000 + "\n"
+        "2026-12-06 06:07:41,498 INFO marketdata.klines: read 50 of 56 kline files of /data (8 s)\n"
+        "2026-12-06 06:07:42 screener up: collector exited with 1; restarting in 1s\n"
+    )
+    assert _latest_message(log) == "read 50 of 56 kline files of /data (8 s)"
