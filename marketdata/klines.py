@@ -49,6 +49,9 @@ _SYMBOL = re.compile(r"^([A-Za-z0-9]+(?:_[0-9]+)?)-")
 KLINE_SUFFIXES = (".csv", ".csv.gz", ".zip")
 # An open time at or above this is in microseconds (in milliseconds it would be the year 5138).
 MICROSECOND_STAMPS = 1e14
+# Open times outside these (epoch ms) are no Binance kline: 2017-01-01 (before its first) and
+# 2100-01-01. One such row (a 0, seconds for milliseconds) would stretch a replay's timeline over decades.
+FIRST_OPEN_TIME, LAST_OPEN_TIME = 1_483_228_800_000, 4_102_444_800_000
 # A folder of at least this many files is read with a progress line every tenth of them.
 PROGRESS_FILES = 20
 GZIP_MAGIC, ZIP_MAGIC = b"\x1f\x8b", b"PK\x03\x04"
@@ -229,6 +232,7 @@ def invalid_rows(open_time: FloatArray, values: FloatArray) -> list[tuple[int, s
     with np.errstate(invalid="ignore"):
         checks = (
             (~(np.isfinite(open_time) & (open_time % MINUTE_MS == 0)), "open_time is not a whole minute in ms"),
+            (~((open_time >= FIRST_OPEN_TIME) & (open_time < LAST_OPEN_TIME)), "open_time not within 2017-2099 in ms"),
             (~np.all(np.isfinite(prices) & (prices > 0), axis=1), "prices must be finite and > 0"),
             (lo > np.minimum(o, c), "low > min(open, close)"),
             (h < np.maximum(o, c), "high < max(open, close)"),
