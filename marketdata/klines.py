@@ -306,10 +306,15 @@ def _parse_table(path: Path, body: bytes, before: int) -> tuple[FloatArray, list
 
 
 def kline_files(folder: Path) -> list[Path]:
-    """Return the kline CSV files of ``folder`` (``.csv``, ``.csv.gz``, ``.zip``, any case), sorted by name."""
+    """Return the kline CSV files in ``folder`` and its subfolders (``.csv``, ``.csv.gz``, ``.zip``, any case).
+
+    Subfolders too, because Binance's download scripts file each symbol under its own
+    (``futures/um/monthly/klines/BTCUSDT/1m/BTCUSDT-1m-2026-03.zip``). Sorted by file name.
+    """
     if not folder.is_dir():
         raise KlineFileError(f"{folder}: not a folder of kline CSV files")
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(KLINE_SUFFIXES))
+    found = (p for p in folder.rglob("*") if p.is_file() and p.name.lower().endswith(KLINE_SUFFIXES))
+    return sorted(found, key=lambda p: (p.name, p))
 
 
 def files_by_symbol(folder: Path, symbols: Sequence[str] | None = None) -> dict[str, list[Path]]:

@@ -68,6 +68,11 @@ def test_layout_variants_read_the_same_rows(algo: tuple[str, list[str]], tmp_pat
     with zipfile.ZipFile(tmp_path / "ALGOUSDT-1m-2026-02.zip", "w") as archive:
         archive.writestr("ALGOUSDT-1m-2026-02.csv", "\n".join([header, *rows]))
     np.testing.assert_array_equal(read_klines(tmp_path / "ALGOUSDT-1m-2026-02.zip").values, expected.values)
+    # Binance's download scripts file each symbol in a folder of its own
+    nested = tmp_path / "futures" / "um" / "monthly" / "klines" / "ALGOUSDT" / "1m"
+    nested.mkdir(parents=True)
+    (tmp_path / "ALGOUSDT-1m-2026-02.zip").rename(nested / "ALGOUSDT-1m-2026-02.zip")
+    np.testing.assert_array_equal(read_folder(tmp_path / "futures")["ALGOUSDT"].values, expected.values)
     # compressed, whatever the name says
     (tmp_path / "ALGOUSDT-1m-gzip.csv").write_bytes(gzip.compress("\n".join([header, *rows]).encode()))
     np.testing.assert_array_equal(read_klines(tmp_path / "ALGOUSDT-1m-gzip.csv").values, expected.values)
