@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +68,23 @@ def test_spans_off_midnight_overlapping_files_and_a_broken_entry(klines_dir: Pat
     entry.write_bytes(entry.read_bytes()[:-100])
     again = MarketBlocks(folder, cache=cache)
     np.testing.assert_array_equal(again.rows("DOTUSDT", start, end)[1], values)
+
+
+def test_files_of_one_name_in_two_folders_keep_their_own_rows(klines_dir: Path, tmp_path: Path) -> None:
+    """Months filed as ``2026-01/DOTUSDT-1m.csv``, ``2026-02/DOTUSDT-1m.csv``: same name, size and time."""
+    source = next((klines_dir / "binance-um-2026-02").glob("DOTUSDT-*.csv.gz"))
+    lines = gzip.decompress(source.read_bytes()).decode().splitlines()
+    header, rows = lines[0], lines[1:]
+    folder = tmp_path / "klines"
+    for month, part in (("a", rows[:1440]), ("b", rows[1440:2880])):
+        (folder / month).mkdir(parents=True)
+        (folder / month / "DOTUSDT-1m.csv").write_text("\n".join([header, *part]))
+    first, second = (folder / "a" / "DOTUSDT-1m.csv"), (folder / "b" / "DOTUSDT-1m.csv")
+    second.write_bytes(second.read_bytes()[: first.stat().st_size].ljust(first.stat().st_size, b"\n"))
+    stamp = first.stat().st_mtime_ns
+    for path in (first, second):
+        os.utime(path, ns=(stamp, stamp))
+    whole = read_klines(source)
+    open_time, _ = MarketBlocks(folder, cache=tmp_path / "cache").rows("DOTUSDT", whole.first_open_time, 2**62)
+    second_rows = read_klines(second)
+    np.testing.assert_array_equal(open_time, np.concatenate([whole.open_time[:1440], second_rows.open_time]))
