@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from marketdata.klines import KlineFileError, KlineSeries, files_by_symbol
+from marketdata.klines import KlineFileError, KlineSeries, files_by_symbol, report_overlaps
 from marketdata.parsed_cache import DAY_MS as DAY_MS  # noqa: PLC0414 (re-exported: the unit of blocks)
 from marketdata.parsed_cache import CachedFile, cached_file
 from screener.events.models import MINUTE_MS
@@ -63,6 +63,7 @@ class MarketBlocks:
         where = Path(self._temporary.name) if self._temporary is not None else cache
         assert where is not None
         self._files: dict[str, list[CachedFile]] = {}
+        spans: dict[str, list[tuple[Path, int, int]]] = {}
         for symbol, paths in files.items():
             for path in paths:
                 try:  # as marketdata.klines.read_folder: a file that cannot be read is skipped, and said so
@@ -71,8 +72,11 @@ class MarketBlocks:
                     log.warning("%s; file skipped", exc)
                     continue
                 self._files.setdefault(symbol, []).append(entry)
+                spans.setdefault(symbol, []).append((path, entry.first, entry.last))
         if not self._files:
             raise KlineFileError(f"{folder}: no kline file could be read (see the warnings above)")
+        for symbol_spans in spans.values():
+            report_overlaps(symbol_spans)
         self.symbols = sorted(self._files)
         self.first = min(f.first for entries in self._files.values() for f in entries)
         self._last = max(f.last for entries in self._files.values() for f in entries)

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import logging
 import re
 import time
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -349,19 +351,42 @@ def read_folder(folder: Path, symbols: Sequence[str] | None = None) -> dict[str,
     raise ``KlineFileError`` when none can be.
     """
     parts: dict[str, list[KlineSeries]] = {}
+    spans: dict[str, list[tuple[Path, int, int]]] = {}
     files = [(symbol, path) for symbol, paths in files_by_symbol(folder, symbols).items() for path in paths]
     began = time.monotonic()
     for done, (symbol, path) in enumerate(files, 1):
         try:
-            parts.setdefault(symbol, []).append(read_klines(path, symbol))
+            series = read_klines(path, symbol)
+            parts.setdefault(symbol, []).append(series)
+            spans.setdefault(symbol, []).append((path, series.first_open_time, series.last_open_time))
         except KlineFileError as exc:
             log.warning("%s; file skipped", exc)
         if len(files) >= PROGRESS_FILES and done % (len(files) // 10) == 0:  # a long start-up says how far it is
             log.info("read %d of %d kline files of %s (%.0f s)", done, len(files), folder, time.monotonic() - began)
-    parts = {symbol: series for symbol, series in parts.items() if series}
     if not parts:
         raise KlineFileError(f"{folder}: no kline file could be read (see the warnings above)")
+    for symbol_spans in spans.values():
+        report_overlaps(symbol_spans)
     return {symbol: _concat(symbol, series) for symbol, series in parts.items()}
+
+
+def report_overlaps(spans: Sequence[tuple[Path, int, int]]) -> None:
+    """Log the files of one symbol (``(path, first, last open time)``, in name order) whose spans overlap.
+
+    Their shared minutes are taken from the first file by name (as ``read_folder`` and
+    ``marketdata.blocks`` do); the line says so, because two months that both hold a day are a
+    download to check.
+    """
+    for (a, a_first, a_last), (b, b_first, b_last) in itertools.combinations(spans, 2):
+        if a_first <= b_last and b_first <= a_last:
+            log.info(
+                "%s and %s share minutes %s to %s; those of %s are read",
+                a, b, _iso(max(a_first, b_first)), _iso(min(a_last, b_last)), a.name,
+            )  # fmt: skip
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def _concat(symbol: str, parts: list[KlineSeries]) -> KlineSeries:

@@ -174,3 +174,23 @@ def test_a_folder_with_nothing_readable_says_so(tmp_path: Path) -> None:
     empty.mkdir()
     with pytest.raises(KlineFileError, match="no kline files"):
         read_folder(empty)
+
+
+def test_two_files_sharing_minutes_are_reported_and_the_first_by_name_kept(
+    algo: tuple[str, list[str]], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    header, rows = algo
+    write(tmp_path / "ALGOUSDT-1m-2026-01.csv.gz", [header, *rows[:100]])
+    closes_changed = [",".join([*r.split(",")[:4], r.split(",")[3], *r.split(",")[5:]]) for r in rows[90:]]
+    write(tmp_path / "ALGOUSDT-1m-2026-02.csv.gz", [header, *closes_changed])
+    with caplog.at_level(logging.INFO, logger="marketdata.klines"):
+        series = read_folder(tmp_path)["ALGOUSDT"]
+        blocks = MarketBlocks(tmp_path)
+    assert len(series) == len(rows)
+    assert series.values[95, 3] == float(rows[95].split(",")[4])  # January's close, not February's
+    assert series.values[150, 3] == float(rows[150].split(",")[3])
+    shared = "share minutes 2026-02-01 01:30 to 2026-02-01 01:39; those of ALGOUSDT-1m-2026-01.csv.gz are read"
+    assert [r.getMessage().endswith(shared) for r in caplog.records].count(True) == 2  # the stream's, the backtest's
+    assert blocks.rows("ALGOUSDT", series.first_open_time, series.last_open_time + 60_000)[1][3].tolist() == (
+        series.values[:, 3].tolist()
+    )
