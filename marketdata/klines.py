@@ -46,8 +46,9 @@ BINANCE_COLUMNS = (
 )  # fmt: skip
 OHLCV_COLUMNS = ("open_time", "open", "high", "low", "close", "volume")
 # Symbol = the file name up to the first dash, in any case: BTCUSDT-1m-futures.csv.gz,
-# 1000pepeusdt-1m-2026-03.csv, ETHUSDT_250627-1m-2025-05.zip (a delivery contract).
-_SYMBOL = re.compile(r"^([A-Za-z0-9]+(?:_[0-9]+)?)-")
+# 1000pepeusdt-1m-2026-03.csv, ETHUSDT_250627-1m-2025-05.zip (a delivery contract), BTCUSD_PERP-1m-...
+# (COIN-M).
+_SYMBOL = re.compile(r"^([A-Za-z0-9]+(?:_[A-Za-z0-9]+)?)-")
 KLINE_SUFFIXES = (".csv", ".csv.gz", ".zip")
 # An open time at or above this is in microseconds (in milliseconds it would be the year 5138).
 MICROSECOND_STAMPS = 1e14
@@ -134,8 +135,8 @@ class KlineSeries:
 def symbol_of(path: Path) -> str:
     """Return the symbol a kline file is named after (``btcusdt-1m-...csv.gz`` -> ``BTCUSDT``).
 
-    A delivery contract keeps its date (``ETHUSDT_250627-1m-...`` -> ``ETHUSDT_250627``; see
-    ``is_perpetual``).
+    A delivery or COIN-M contract keeps its suffix (``ETHUSDT_250627-1m-...`` -> ``ETHUSDT_250627``;
+    see ``is_perpetual``).
     """
     match = _SYMBOL.match(path.name)
     if not match:
@@ -144,7 +145,7 @@ def symbol_of(path: Path) -> str:
 
 
 def is_perpetual(symbol: str) -> bool:
-    """Return whether ``symbol`` names a perpetual: Binance names a delivery contract ``ETHUSDT_250627``."""
+    """Return whether ``symbol`` is a USD-M perpetual (not ``ETHUSDT_250627``, delivery, or ``BTCUSD_PERP``)."""
     return "_" not in symbol
 
 
@@ -322,9 +323,9 @@ def kline_files(folder: Path) -> list[Path]:
 def files_by_symbol(folder: Path, symbols: Sequence[str] | None = None) -> dict[str, list[Path]]:
     """Return the kline files of ``folder`` (or of ``symbols`` only) by symbol, each symbol's sorted by name.
 
-    Only perpetuals are read: a file named after no symbol, or after a delivery contract
-    (``ETHUSDT_250627-...``, which expires and would sit beside its perpetual), is skipped with a
-    warning. Raise ``KlineFileError`` when no file is left.
+    Only USD-M perpetuals are read: a file named after no symbol, a delivery contract
+    (``ETHUSDT_250627-...``, which expires and would sit beside its perpetual) or a COIN-M one
+    (``BTCUSD_PERP``, volumes in contracts) is skipped with a warning. Raise ``KlineFileError`` when no file is left.
     """
     wanted = {s.upper() for s in symbols} if symbols else None
     files: dict[str, list[Path]] = {}
@@ -335,7 +336,7 @@ def files_by_symbol(folder: Path, symbols: Sequence[str] | None = None) -> dict[
             log.warning("%s; skipped", exc)
             continue
         if not is_perpetual(symbol):
-            log.warning("%s: %s is a delivery contract, not a perpetual; skipped", path, symbol)
+            log.warning("%s: %s is not a USD-M perpetual (a delivery or COIN-M contract); skipped", path, symbol)
         elif wanted is None or symbol in wanted:
             files.setdefault(symbol, []).append(path)
     if not files:
