@@ -49,6 +49,8 @@ OHLCV_COLUMNS = ("open_time", "open", "high", "low", "close", "volume")
 # 1000pepeusdt-1m-2026-03.csv, ETHUSDT_250627-1m-2025-05.zip (a delivery contract), BTCUSD_PERP-1m-...
 # (COIN-M).
 _SYMBOL = re.compile(r"^([A-Za-z0-9]+(?:_[A-Za-z0-9]+)?)-")
+# The interval after the symbol, as data.binance.vision names its files: BTCUSDT-1h-2026-02.zip.
+_INTERVAL = re.compile(r"^[^-]+-(\d+(?:s|m|h|d|w|mo))(?:[-.]|$)", re.IGNORECASE)
 KLINE_SUFFIXES = (".csv", ".csv.gz", ".zip")
 # An open time at or above this is in microseconds (in milliseconds it would be the year 5138).
 MICROSECOND_STAMPS = 1e14
@@ -323,7 +325,8 @@ def kline_files(folder: Path) -> list[Path]:
 def files_by_symbol(folder: Path, symbols: Sequence[str] | None = None) -> dict[str, list[Path]]:
     """Return the kline files of ``folder`` (or of ``symbols`` only) by symbol, each symbol's sorted by name.
 
-    Only USD-M perpetuals are read: a file named after no symbol, a delivery contract
+    Only 1-minute klines of USD-M perpetuals are read: a file named after another interval
+    (``BTCUSDT-1h-2026-02.zip``: its bars would pass for minutes), after no symbol, a delivery contract
     (``ETHUSDT_250627-...``, which expires and would sit beside its perpetual) or a COIN-M one
     (``BTCUSD_PERP``, volumes in contracts) is skipped with a warning. Raise ``KlineFileError`` when no file is left.
     """
@@ -335,7 +338,10 @@ def files_by_symbol(folder: Path, symbols: Sequence[str] | None = None) -> dict[
         except KlineFileError as exc:
             log.warning("%s; skipped", exc)
             continue
-        if not is_perpetual(symbol):
+        interval = _INTERVAL.match(path.name)
+        if interval and interval.group(1).lower() != "1m":  # Binance's other intervals, downloaded alongside
+            log.warning("%s: %s klines, not 1-minute ones; skipped", path, interval.group(1))
+        elif not is_perpetual(symbol):
             log.warning("%s: %s is not a USD-M perpetual (a delivery or COIN-M contract); skipped", path, symbol)
         elif wanted is None or symbol in wanted:
             files.setdefault(symbol, []).append(path)

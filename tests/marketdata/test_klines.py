@@ -42,6 +42,7 @@ def test_symbols_come_from_names_in_any_case_and_delivery_contracts_are_skipped(
     write(tmp_path / "BTCDOMUSDT-1m-2026-02.CSV", rows)
     write(tmp_path / "ETHUSDT_250627-1m-2026-02.csv", [header, *rows])
     write(tmp_path / "BTCUSD_PERP-1m-2026-02.csv", [header, *rows])
+    write(tmp_path / "1000pepeusdt-1h-2026-02.csv.gz", [header, *rows[::60]])  # would win every hour's minute
     write(tmp_path / "notes.csv", ["a,b"])
     with caplog.at_level(logging.WARNING):
         market = read_folder(tmp_path)
@@ -49,6 +50,11 @@ def test_symbols_come_from_names_in_any_case_and_delivery_contracts_are_skipped(
     assert market["1000PEPEUSDT"].candle(0).symbol == "1000PEPEUSDT"
     assert "ETHUSDT_250627 is not a USD-M perpetual (a delivery or COIN-M contract); skipped" in caplog.text
     assert "BTCUSD_PERP is not a USD-M perpetual" in caplog.text
+    assert "1000pepeusdt-1h-2026-02.csv.gz: 1h klines, not 1-minute ones; skipped" in caplog.text
+    assert (
+        market["1000PEPEUSDT"].values.tolist()
+        == read_klines(tmp_path / "1000pepeusdt-1m-2026-02.csv.gz").values.tolist()
+    )
     assert "notes.csv: cannot tell the symbol" in caplog.text
     assert MarketBlocks(tmp_path).symbols == ["1000PEPEUSDT", "BTCDOMUSDT"]
 
