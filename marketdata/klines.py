@@ -45,6 +45,8 @@ BINANCE_COLUMNS = (
     "quote_volume", "count", "taker_buy_volume", "taker_buy_quote_volume", "ignore",
 )  # fmt: skip
 OHLCV_COLUMNS = ("open_time", "open", "high", "low", "close", "volume")
+# Other names of the open time in headers (freqtrade's and pandas' exports, Binance's API docs).
+OPEN_TIME_NAMES = {"date": "open_time", "time": "open_time", "timestamp": "open_time", "open time": "open_time"}
 # Symbol = the file name up to the first dash, in any case: BTCUSDT-1m-futures.csv.gz,
 # 1000pepeusdt-1m-2026-03.csv, ETHUSDT_250627-1m-2025-05.zip (a delivery contract), BTCUSD_PERP-1m-...
 # (COIN-M).
@@ -167,7 +169,7 @@ def read_klines(path: Path, symbol: str | None = None) -> KlineSeries:
     first_line = first_line.strip()
     has_header = bool(first_line) and not first_line[:1].isdigit()
     try:
-        columns = [c.strip().lower() for c in first_line.decode("utf-8").split(",")] if has_header else None
+        columns = [c.strip().strip('"').lower() for c in first_line.decode("utf-8").split(",")] if has_header else None
     except UnicodeDecodeError as exc:
         raise KlineFileError(f"{path}: {exc}") from None
     before = 1 if has_header else 0  # lines before the body
@@ -182,7 +184,7 @@ def read_klines(path: Path, symbol: str | None = None) -> KlineSeries:
         columns = list(OHLCV_COLUMNS)
     else:
         raise KlineFileError(f"{path}: {width} columns, expected 12 (Binance) or 6 (OHLCV)")
-    index = {name: i for i, name in enumerate(columns)}
+    index = {OPEN_TIME_NAMES.get(name, name): i for i, name in enumerate(columns)}
     missing = [name for name in OHLCV_COLUMNS if name not in index]
     if missing:
         raise KlineFileError(f"{path}: missing column(s) {missing}")
@@ -302,12 +304,28 @@ def _parse_table(path: Path, body: bytes, before: int) -> tuple[FloatArray, list
         try:
             if len(cells) != width:
                 raise ValueError(f"{len(cells)} columns, expected {width}")
-            rows.append([float(cell) for cell in cells])
+            rows.append([_epoch_ms(cells[0]), *(float(cell) for cell in cells[1:])])
         except ValueError as exc:
             bad.append((number, str(exc)))
             continue
         lines.append(number)
     return np.array(rows, dtype=np.float64).reshape(len(rows), width), lines, bad
+
+
+def _epoch_ms(cell: bytes) -> float:
+    """Return an open time cell as epoch milliseconds: a number, or an ISO date-time (UTC unless it says).
+
+    Exports of freqtrade or pandas write ``2025-05-04 15:33:00+00:00`` where Binance writes milliseconds.
+    """
+    try:
+        return float(cell)
+    except ValueError:
+        pass
+    try:
+        instant = datetime.fromisoformat(cell.decode("utf-8").strip().strip('"').replace("Z", "+00:00"))
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError(f"open time {cell.decode('utf-8', 'replace')!r} is neither a number nor a date") from None
+    return (instant if instant.tzinfo else instant.replace(tzinfo=UTC)).timestamp() * 1000.0
 
 
 def kline_files(folder: Path) -> list[Path]:

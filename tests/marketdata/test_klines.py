@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import logging
 import zipfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,15 @@ def test_layout_variants_read_the_same_rows(algo: tuple[str, list[str]], tmp_pat
         series = read_klines(write(tmp_path / f"ALGOUSDT-{name}", lines, newline))
         np.testing.assert_array_equal(series.open_time, expected.open_time, err_msg=name)
         np.testing.assert_array_equal(series.values, expected.values, err_msg=name)
+    # an export of freqtrade or pandas: the open time as a date, OHLCV only
+    dated = []
+    for row in rows:
+        cells = row.split(",")
+        stamp = datetime.fromtimestamp(int(cells[0]) / 1000, UTC).isoformat(sep=" ")
+        dated.append(",".join([stamp, *cells[1:6]]))
+    exported = read_klines(write(tmp_path / "ALGOUSDT-1m-export.csv", ["date,open,high,low,close,volume", *dated]))
+    np.testing.assert_array_equal(exported.open_time, expected.open_time)
+    np.testing.assert_array_equal(exported.values[:, :5], expected.values[:, :5])
     # data.binance.vision serves each month as a zip of one CSV
     with zipfile.ZipFile(tmp_path / "ALGOUSDT-1m-2026-02.zip", "w") as archive:
         archive.writestr("ALGOUSDT-1m-2026-02.csv", "\n".join([header, *rows]))
