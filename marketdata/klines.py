@@ -159,9 +159,10 @@ def read_klines(path: Path, symbol: str | None = None) -> KlineSeries:
     Rows are sorted by open time and duplicate minutes dropped (the first is kept). A row that is
     not a valid candle (a malformed line, an open time off the minute, or what metrics.md calls
     invalid: prices not finite and > 0, low above or high below the open or close, negative
-    volumes) is skipped and logged with its line and reason, so it cannot reach any window. Open
-    times in microseconds (Binance's spot files since 2025) are read as milliseconds. Raise
-    ``KlineFileError`` naming the file and the problem when it holds no valid row.
+    volumes, an open time outside 2017-2099) is skipped and logged with its line and reason, so it
+    cannot reach any window. Open times in microseconds (Binance's spot files since 2025) are read
+    as milliseconds, ISO date-times (freqtrade's and pandas' exports) as UTC unless they say
+    otherwise. Raise ``KlineFileError`` naming the file and the problem when it holds no valid row.
     """
     symbol = symbol or symbol_of(path)
     raw = _file_bytes(path).removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark
@@ -189,7 +190,8 @@ def read_klines(path: Path, symbol: str | None = None) -> KlineSeries:
     if missing:
         raise KlineFileError(f"{path}: missing column(s) {missing}")
     open_time_column = table[:, index["open_time"]]
-    if len(open_time_column) and np.nanmax(open_time_column) >= MICROSECOND_STAMPS:
+    finite = open_time_column[np.isfinite(open_time_column)]
+    if finite.size and np.median(finite) >= MICROSECOND_STAMPS:  # the file's unit, not one stray row's
         log.info("%s: open_time in microseconds, read as milliseconds", path)
         open_time_column = open_time_column / 1000.0
     high, low, close, volume = (table[:, index[name]] for name in ("high", "low", "close", "volume"))

@@ -142,18 +142,19 @@ def test_invalid_rows_are_skipped_with_their_line_and_reason(
     change(70, c0=str(int(rows[70].split(",")[0]) + 1000))  # not on the minute
     change(80, c0="0")  # on a minute, of 1970: it would stretch the timeline over decades
     change(90, c0=str(int(rows[90].split(",")[0]) // 1000 // 60 * 60))  # in seconds, on a minute by chance
+    change(100, c0=str(int(rows[100].split(",")[0]) * 1000))  # one in microseconds: the row, not the file
     damaged[-1] = damaged[-1][:20]  # the last line cut short (an interrupted download)
     path = write(tmp_path / "ALGOUSDT-1m-2026-02.csv", [header, *damaged])
     with caplog.at_level(logging.WARNING):
         series = read_klines(path)
-    skipped = {10, 20, 30, 40, 50, 60, 70, 80, 90, len(rows) - 1}
+    skipped = {10, 20, 30, 40, 50, 60, 70, 80, 90, 100, len(rows) - 1}
     good = [i for i in range(len(rows)) if i not in skipped]
     assert series.open_time.tolist() == [int(rows[i].split(",")[0]) for i in good]
     assert [series.candle(i).close for i in range(len(series))] == [float(rows[i].split(",")[4]) for i in good]
     assert all(series.candle(i).validation_error() is None for i in range(len(series)))
     message = caplog.text
-    assert f"{path}: 10 invalid row(s) skipped: line 12: high < max(open, close)" in message
-    assert "line 22: prices must be finite and > 0" in message and "and 5 more" in message
+    assert f"{path}: 11 invalid row(s) skipped: line 12: high < max(open, close)" in message
+    assert "line 22: prices must be finite and > 0" in message and "and 6 more" in message
 
 
 def test_a_file_without_valid_rows_is_skipped_and_the_others_read(
