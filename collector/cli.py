@@ -21,10 +21,12 @@ from collector.clock import SystemClock
 from collector.emitter import CandleEmitter
 from collector.health import CollectorHealth
 from collector.replay.runner import load_market, prepare_replay
+from marketdata.klines import KlineFileError
 from screener import eventloop
 from screener.config import Settings
 from screener.connections import connect_nats, create_pg_pool
 from screener.health import serve_health
+from screener.ports import EXIT_CONFIG
 from screener.runtime.publisher import Publisher
 from screener.streams import ensure_streams
 from screener.tracing import setup_tracing
@@ -120,6 +122,9 @@ async def _main(settings: Settings, args: argparse.Namespace) -> int:
         await task
     except asyncio.CancelledError:
         log.info("collector stopped")
+    except KlineFileError as exc:  # a restart would read the same files: say why, once
+        log.error("replay data cannot be read: %s", exc)
+        return EXIT_CONFIG
     return 0
 
 

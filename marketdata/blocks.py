@@ -8,6 +8,7 @@ so memory holds one grid however many symbols and months the recording has.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from marketdata.klines import KlineFileError, KlineSeries, kline_files, symbol_of
+from marketdata.klines import KlineFileError, KlineSeries, files_by_symbol, report_overlaps
 from marketdata.parsed_cache import DAY_MS as DAY_MS  # noqa: PLC0414 (re-exported: the unit of blocks)
-from marketdata.parsed_cache import cached_file
+from marketdata.parsed_cache import CachedFile, cached_file
 from screener.events.models import MINUTE_MS
 
 FloatArray = npt.NDArray[np.float64]
@@ -30,6 +31,8 @@ GRID_COLUMNS = ("open", "high", "low", "close", "volume", "quote_volume")
 _VALUE_INDEX = [KlineSeries.VALUE_COLUMNS.index(name) for name in GRID_COLUMNS]
 # What a minute without a candle holds in each column (Grid).
 _NEUTRAL = (0.0, -np.inf, np.inf, 0.0, 0.0, 0.0)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,19 +58,26 @@ class MarketBlocks:
 
     def __init__(self, folder: Path, symbols: Sequence[str] | None = None, cache: Path | None = None) -> None:
         """Index the files of ``folder``, parsing into ``cache`` (a folder) those it does not hold yet."""
-        wanted = {s.upper() for s in symbols} if symbols else None
-        files: dict[str, list[Path]] = {}
-        for path in kline_files(folder):
-            symbol = symbol_of(path)
-            if wanted is None or symbol in wanted:
-                files.setdefault(symbol, []).append(path)
-        if not files:
-            raise KlineFileError(f"{folder}: no kline files" + (f" for {sorted(wanted)}" if wanted else ""))
+        files = files_by_symbol(folder, symbols)
         self._temporary = tempfile.TemporaryDirectory(prefix="kline-cache-") if cache is None else None
         where = Path(self._temporary.name) if self._temporary is not None else cache
         assert where is not None
-        self.symbols = sorted(files)
-        self._files = {s: [cached_file(path, where) for path in sorted(files[s])] for s in self.symbols}
+        self._files: dict[str, list[CachedFile]] = {}
+        spans: dict[str, list[tuple[Path, int, int]]] = {}
+        for symbol, paths in files.items():
+            for path in paths:
+                try:  # as marketdata.klines.read_folder: a file that cannot be read is skipped, and said so
+                    entry = cached_file(path, where)
+                except KlineFileError as exc:
+                    log.warning("%s; file skipped", exc)
+                    continue
+                self._files.setdefault(symbol, []).append(entry)
+                spans.setdefault(symbol, []).append((path, entry.first, entry.last))
+        if not self._files:
+            raise KlineFileError(f"{folder}: no kline file could be read (see the warnings above)")
+        for symbol_spans in spans.values():
+            report_overlaps(symbol_spans)
+        self.symbols = sorted(self._files)
         self.first = min(f.first for entries in self._files.values() for f in entries)
         self._last = max(f.last for entries in self._files.values() for f in entries)
 

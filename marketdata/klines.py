@@ -22,9 +22,14 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
+import logging
 import re
-from collections.abc import Iterator
+import time
+import zipfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +45,26 @@ BINANCE_COLUMNS = (
     "quote_volume", "count", "taker_buy_volume", "taker_buy_quote_volume", "ignore",
 )  # fmt: skip
 OHLCV_COLUMNS = ("open_time", "open", "high", "low", "close", "volume")
-# Symbol = the file name up to the first dash: BTCUSDT-1m-futures.csv.gz, ALGOUSDT-1m-2026-02.csv.gz.
-_SYMBOL = re.compile(r"^([A-Z0-9]+)-")
-KLINE_SUFFIXES = (".csv", ".csv.gz")
+# Other names of the open time in headers (freqtrade's and pandas' exports, Binance's API docs).
+OPEN_TIME_NAMES = {"date": "open_time", "time": "open_time", "timestamp": "open_time", "open time": "open_time"}
+# Symbol = the file name up to the first dash, in any case: BTCUSDT-1m-futures.csv.gz,
+# 1000pepeusdt-1m-2026-03.csv, ETHUSDT_250627-1m-2025-05.zip (a delivery contract), BTCUSD_PERP-1m-...
+# (COIN-M).
+_SYMBOL = re.compile(r"^([A-Za-z0-9]+(?:_[A-Za-z0-9]+)?)-")
+# The interval after the symbol, as data.binance.vision names its files: BTCUSDT-1h-2026-02.zip.
+_INTERVAL = re.compile(r"^[^-]+-(\d+(?:s|m|h|d|w|mo))(?:[-.]|$)", re.IGNORECASE)
+KLINE_SUFFIXES = (".csv", ".csv.gz", ".zip")
+# An open time at or above this is in microseconds (in milliseconds it would be the year 5138).
+MICROSECOND_STAMPS = 1e14
+# Open times outside these (epoch ms) are no Binance kline: 2017-01-01 (before its first) and
+# 2100-01-01. One such row (a 0, seconds for milliseconds) would stretch a replay's timeline over decades.
+FIRST_OPEN_TIME, LAST_OPEN_TIME = 1_483_228_800_000, 4_102_444_800_000
+# A folder of at least this many files is read with a progress line every tenth of them.
+PROGRESS_FILES = 20
+GZIP_MAGIC, ZIP_MAGIC = b"\x1f\x8b", b"PK\x03\x04"
+Bad = list[tuple[int, str]]  # (line, reason) of the rows a file had to skip
+
+log = logging.getLogger(__name__)
 
 
 class KlineFileError(ValueError):
@@ -115,48 +137,63 @@ class KlineSeries:
 
 
 def symbol_of(path: Path) -> str:
-    """Return the symbol a kline file is named after (``BTCUSDT-1m-...csv.gz`` -> ``BTCUSDT``)."""
+    """Return the symbol a kline file is named after (``btcusdt-1m-...csv.gz`` -> ``BTCUSDT``).
+
+    A delivery or COIN-M contract keeps its suffix (``ETHUSDT_250627-1m-...`` -> ``ETHUSDT_250627``;
+    see ``is_perpetual``).
+    """
     match = _SYMBOL.match(path.name)
     if not match:
         raise KlineFileError(f"{path}: cannot tell the symbol from the file name (expected SYMBOL-1m-...)")
-    return match.group(1)
+    return match.group(1).upper()
+
+
+def is_perpetual(symbol: str) -> bool:
+    """Return whether ``symbol`` is a USD-M perpetual (not ``ETHUSDT_250627``, delivery, or ``BTCUSD_PERP``)."""
+    return "_" not in symbol
 
 
 def read_klines(path: Path, symbol: str | None = None) -> KlineSeries:
-    """Read one kline CSV (12-column Binance or 6-column OHLCV, plain or ``.gz``) into a series.
+    """Read one kline CSV (12-column Binance or 6-column OHLCV; plain, ``.gz`` or ``.zip``) into a series.
 
-    Rows are sorted by open time and duplicate minutes dropped (the first is kept). Raise
-    ``KlineFileError`` naming the file, line and problem when it cannot be read.
+    Rows are sorted by open time and duplicate minutes dropped (the first is kept). A row that is
+    not a valid candle (a malformed line, an open time off the minute, or what metrics.md calls
+    invalid: prices not finite and > 0, low above or high below the open or close, negative
+    volumes, an open time outside 2017-2099) is skipped and logged with its line and reason, so it
+    cannot reach any window. Open times in microseconds (Binance's spot files since 2025) are read
+    as milliseconds, ISO date-times (freqtrade's and pandas' exports) as UTC unless they say
+    otherwise. Raise ``KlineFileError`` naming the file and the problem when it holds no valid row.
     """
     symbol = symbol or symbol_of(path)
-    try:
-        raw = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
-    except (OSError, EOFError) as exc:
-        raise KlineFileError(f"{path}: {exc}") from None
+    raw = _file_bytes(path).removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark
     first_line, _, rest = raw.partition(b"\n")
     first_line = first_line.strip()
     has_header = bool(first_line) and not first_line[:1].isdigit()
     try:
-        columns = [c.strip() for c in first_line.decode("utf-8").split(",")] if has_header else None
+        columns = [c.strip().strip('"').lower() for c in first_line.decode("utf-8").split(",")] if has_header else None
     except UnicodeDecodeError as exc:
         raise KlineFileError(f"{path}: {exc}") from None
-    table = _parse_table(path, rest if has_header else raw)
+    before = 1 if has_header else 0  # lines before the body
+    body = rest if has_header else raw
+    table, lines, bad = _parse_table(path, body, before)
     width = table.shape[1]
-    if columns is None:
-        if width >= 11:
-            columns = list(BINANCE_COLUMNS[:width])
-        elif width == 6:
-            columns = list(OHLCV_COLUMNS)
-        else:
-            raise KlineFileError(f"{path}: {width} columns, expected 12 (Binance) or 6 (OHLCV)")
-    index = {name: i for i, name in enumerate(columns)}
+    if columns is not None:
+        columns = columns[:width]  # a header naming more columns than the rows have (checked below)
+    elif width >= 11:
+        columns = list(BINANCE_COLUMNS[:width])
+    elif width == 6:
+        columns = list(OHLCV_COLUMNS)
+    else:
+        raise KlineFileError(f"{path}: {width} columns, expected 12 (Binance) or 6 (OHLCV)")
+    index = {OPEN_TIME_NAMES.get(name, name): i for i, name in enumerate(columns)}
     missing = [name for name in OHLCV_COLUMNS if name not in index]
     if missing:
         raise KlineFileError(f"{path}: missing column(s) {missing}")
-    open_time = table[:, index["open_time"]].astype(np.int64)
-    if np.any(open_time % MINUTE_MS):
-        bad = int(open_time[np.nonzero(open_time % MINUTE_MS)[0][0]])
-        raise KlineFileError(f"{path}: open_time {bad} is not a whole minute (expected epoch milliseconds)")
+    open_time_column = table[:, index["open_time"]]
+    finite = open_time_column[np.isfinite(open_time_column)]
+    if finite.size and np.median(finite) >= MICROSECOND_STAMPS:  # the file's unit, not one stray row's
+        log.info("%s: open_time in microseconds, read as milliseconds", path)
+        open_time_column = open_time_column / 1000.0
     high, low, close, volume = (table[:, index[name]] for name in ("high", "low", "close", "volume"))
     derived = "quote_volume" not in index
     zeros = np.zeros_like(volume)
@@ -171,6 +208,20 @@ def read_klines(path: Path, symbol: str | None = None) -> KlineSeries:
             column("count"), column("taker_buy_volume"), column("taker_buy_quote_volume"),
         ]
     ).astype(np.float64)  # fmt: skip
+    invalid = invalid_rows(open_time_column, values)
+    if invalid:
+        numbers = lines if lines is not None else _line_numbers(body, before)
+        bad = sorted(bad + [(numbers[row], reason) for row, reason in invalid])
+        keep = np.ones(len(values), dtype=bool)
+        keep[[row for row, _ in invalid]] = False
+        open_time_column, values = open_time_column[keep], values[keep]
+    if bad:
+        shown = "; ".join(f"line {line}: {reason}" for line, reason in bad[:5])
+        more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
+        log.warning("%s: %d invalid row(s) skipped: %s%s", path, len(bad), shown, more)
+    if not len(values):
+        raise KlineFileError(f"{path}: no valid rows ({bad[0][1]} at line {bad[0][0]})")
+    open_time = open_time_column.astype(np.int64)
     if np.all(np.diff(open_time) > 0):  # in order, one row a minute: as recorded
         return KlineSeries(symbol, open_time, values, derived)
     order = np.argsort(open_time, kind="stable")
@@ -179,40 +230,190 @@ def read_klines(path: Path, symbol: str | None = None) -> KlineSeries:
     return KlineSeries(symbol, open_time[keep], values[keep], derived)
 
 
-def _parse_table(path: Path, body: bytes) -> FloatArray:
-    """Parse comma-separated numbers, one row per line, into a 2-D array (numpy's C parser)."""
+def invalid_rows(open_time: FloatArray, values: FloatArray) -> list[tuple[int, str]]:
+    """Return ``(row, reason)`` of every row that is not a valid candle (metrics.md), in row order.
+
+    ``values`` has the columns of ``KlineSeries.VALUE_COLUMNS``; the checks are
+    ``Candle.validation_error``'s, on whole columns.
+    """
+    o, h, lo, c = values[:, 0], values[:, 1], values[:, 2], values[:, 3]
+    prices, volumes = values[:, :4], values[:, 4:]
+    with np.errstate(invalid="ignore"):
+        checks = (
+            (~(np.isfinite(open_time) & (open_time % MINUTE_MS == 0)), "open_time is not a whole minute in ms"),
+            (~((open_time >= FIRST_OPEN_TIME) & (open_time < LAST_OPEN_TIME)), "open_time not within 2017-2099 in ms"),
+            (~np.all(np.isfinite(prices) & (prices > 0), axis=1), "prices must be finite and > 0"),
+            (lo > np.minimum(o, c), "low > min(open, close)"),
+            (h < np.maximum(o, c), "high < max(open, close)"),
+            (~np.all(np.isfinite(volumes) & (volumes >= 0), axis=1), "volumes and trades must be finite and >= 0"),
+        )
+    found: dict[int, str] = {}
+    for mask, reason in checks:
+        for row in np.flatnonzero(mask).tolist():
+            found.setdefault(row, reason)
+    return sorted(found.items())
+
+
+def _file_bytes(path: Path) -> bytes:
+    """Return the CSV text of ``path``: plain, gzip, or the one CSV in a zip (data.binance.vision's downloads).
+
+    The compression is told from the content, whatever the name says.
+    """
+    try:
+        raw = path.read_bytes()
+        if raw.startswith(GZIP_MAGIC):  # by content, not name: a .csv may be compressed
+            return gzip.decompress(raw)
+        if raw.startswith(ZIP_MAGIC):
+            with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+                members = [m for m in archive.namelist() if m.lower().endswith(".csv")]
+                if len(members) != 1:
+                    raise KlineFileError(f"{path}: expected one CSV file in the zip, found {members}")
+                return archive.read(members[0])
+        return raw
+    except (OSError, EOFError, zipfile.BadZipFile, gzip.BadGzipFile) as exc:
+        raise KlineFileError(f"{path}: {exc}") from None
+
+
+def _line_numbers(body: bytes, before: int) -> list[int]:
+    """Return the line number (from 1, in the file) of each non-blank line of ``body``."""
+    return [before + i + 1 for i, line in enumerate(body.split(b"\n")) if line.strip()]
+
+
+def _parse_table(path: Path, body: bytes, before: int) -> tuple[FloatArray, list[int] | None, Bad]:
+    """Parse comma-separated numbers, one row per line, into a 2-D array (numpy's C parser).
+
+    Return the table, the line number of each row (None: row ``i`` is the ``i``-th non-blank line
+    of ``body``) and the ``(line, reason)`` of every line skipped. A line that does not parse (text
+    where a number belongs, a row cut short: a width other than most lines') is skipped, so one
+    damaged line costs that minute, not the file.
+    """
     if not body.strip():
         raise KlineFileError(f"{path}: no rows")
     try:
         table: FloatArray = np.loadtxt(io.BytesIO(body), delimiter=",", ndmin=2, dtype=np.float64)
-    except ValueError as exc:  # the message names the line and the problem
-        raise KlineFileError(f"{path}: {exc}") from None
-    if table.shape[0] == 0:
-        raise KlineFileError(f"{path}: no rows")
-    return table
+        return table, None, []
+    except ValueError:
+        pass  # a malformed line: parse line by line, skipping the bad ones
+    split = [(number, line.strip().split(b",")) for number, line in zip(
+        _line_numbers(body, before), (line for line in body.split(b"\n") if line.strip()), strict=True
+    )]  # fmt: skip
+    widths = [len(cells) for _, cells in split[:1000]]
+    width = max(set(widths), key=widths.count)
+    rows: list[list[float]] = []
+    lines: list[int] = []
+    bad: Bad = []
+    for number, cells in split:
+        try:
+            if len(cells) != width:
+                raise ValueError(f"{len(cells)} columns, expected {width}")
+            rows.append([_epoch_ms(cells[0]), *(float(cell) for cell in cells[1:])])
+        except ValueError as exc:
+            bad.append((number, str(exc)))
+            continue
+        lines.append(number)
+    return np.array(rows, dtype=np.float64).reshape(len(rows), width), lines, bad
+
+
+def _epoch_ms(cell: bytes) -> float:
+    """Return an open time cell as epoch milliseconds: a number, or an ISO date-time (UTC unless it says).
+
+    Exports of freqtrade or pandas write ``2025-05-04 15:33:00+00:00`` where Binance writes milliseconds.
+    """
+    try:
+        return float(cell)
+    except ValueError:
+        pass
+    try:
+        instant = datetime.fromisoformat(cell.decode("utf-8").strip().strip('"').replace("Z", "+00:00"))
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError(f"open time {cell.decode('utf-8', 'replace')!r} is neither a number nor a date") from None
+    return (instant if instant.tzinfo else instant.replace(tzinfo=UTC)).timestamp() * 1000.0
 
 
 def kline_files(folder: Path) -> list[Path]:
-    """Return the kline CSV files of ``folder``, sorted by name."""
+    """Return the kline CSV files in ``folder`` and its subfolders (``.csv``, ``.csv.gz``, ``.zip``, any case).
+
+    Subfolders too, because Binance's download scripts file each symbol under its own
+    (``futures/um/monthly/klines/BTCUSDT/1m/BTCUSDT-1m-2026-03.zip``). Sorted by file name.
+    """
     if not folder.is_dir():
         raise KlineFileError(f"{folder}: not a folder of kline CSV files")
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(KLINE_SUFFIXES))
+    found = (p for p in folder.rglob("*") if p.is_file() and p.name.lower().endswith(KLINE_SUFFIXES))
+    return sorted(found, key=lambda p: (p.name, p))
 
 
-def read_folder(folder: Path, symbols: list[str] | None = None) -> dict[str, KlineSeries]:
-    """Read every kline file of ``folder`` (or only those of ``symbols``); return series by symbol.
+def files_by_symbol(folder: Path, symbols: Sequence[str] | None = None) -> dict[str, list[Path]]:
+    """Return the kline files of ``folder`` (or of ``symbols`` only) by symbol, each symbol's sorted by name.
 
-    Several files of one symbol (e.g. consecutive months) are concatenated.
+    Only 1-minute klines of USD-M perpetuals are read: a file named after another interval
+    (``BTCUSDT-1h-2026-02.zip``: its bars would pass for minutes), after no symbol, a delivery contract
+    (``ETHUSDT_250627-...``, which expires and would sit beside its perpetual) or a COIN-M one
+    (``BTCUSD_PERP``, volumes in contracts) is skipped with a warning. Raise ``KlineFileError`` when no file is left.
     """
     wanted = {s.upper() for s in symbols} if symbols else None
-    parts: dict[str, list[KlineSeries]] = {}
+    files: dict[str, list[Path]] = {}
     for path in kline_files(folder):
-        symbol = symbol_of(path)
-        if wanted is None or symbol in wanted:
-            parts.setdefault(symbol, []).append(read_klines(path, symbol))
-    if not parts:
+        try:
+            symbol = symbol_of(path)
+        except KlineFileError as exc:
+            log.warning("%s; skipped", exc)
+            continue
+        interval = _INTERVAL.match(path.name)
+        if interval and interval.group(1).lower() != "1m":  # Binance's other intervals, downloaded alongside
+            log.warning("%s: %s klines, not 1-minute ones; skipped", path, interval.group(1))
+        elif not is_perpetual(symbol):
+            log.warning("%s: %s is not a USD-M perpetual (a delivery or COIN-M contract); skipped", path, symbol)
+        elif wanted is None or symbol in wanted:
+            files.setdefault(symbol, []).append(path)
+    if not files:
         raise KlineFileError(f"{folder}: no kline files" + (f" for {sorted(wanted)}" if wanted else ""))
-    return {symbol: _concat(symbol, series) for symbol, series in sorted(parts.items())}
+    return dict(sorted(files.items()))
+
+
+def read_folder(folder: Path, symbols: Sequence[str] | None = None) -> dict[str, KlineSeries]:
+    """Read every kline file of ``folder`` (or only those of ``symbols``); return series by symbol.
+
+    Several files of one symbol (e.g. consecutive months) are concatenated. A file that cannot be
+    read (no valid row, damaged, an unknown layout) is skipped with a warning naming it and why;
+    raise ``KlineFileError`` when none can be.
+    """
+    parts: dict[str, list[KlineSeries]] = {}
+    spans: dict[str, list[tuple[Path, int, int]]] = {}
+    files = [(symbol, path) for symbol, paths in files_by_symbol(folder, symbols).items() for path in paths]
+    began = time.monotonic()
+    for done, (symbol, path) in enumerate(files, 1):
+        try:
+            series = read_klines(path, symbol)
+            parts.setdefault(symbol, []).append(series)
+            spans.setdefault(symbol, []).append((path, series.first_open_time, series.last_open_time))
+        except KlineFileError as exc:
+            log.warning("%s; file skipped", exc)
+        if len(files) >= PROGRESS_FILES and done % (len(files) // 10) == 0:  # a long start-up says how far it is
+            log.info("read %d of %d kline files of %s (%.0f s)", done, len(files), folder, time.monotonic() - began)
+    if not parts:
+        raise KlineFileError(f"{folder}: no kline file could be read (see the warnings above)")
+    for symbol_spans in spans.values():
+        report_overlaps(symbol_spans)
+    return {symbol: _concat(symbol, series) for symbol, series in parts.items()}
+
+
+def report_overlaps(spans: Sequence[tuple[Path, int, int]]) -> None:
+    """Log the files of one symbol (``(path, first, last open time)``, in name order) whose spans overlap.
+
+    Their shared minutes are taken from the first file by name (as ``read_folder`` and
+    ``marketdata.blocks`` do); the line says so, because two months that both hold a day are a
+    download to check.
+    """
+    for (a, a_first, a_last), (b, b_first, b_last) in itertools.combinations(spans, 2):
+        if a_first <= b_last and b_first <= a_last:
+            log.info(
+                "%s and %s share minutes %s to %s; those of %s are read",
+                a, b, _iso(max(a_first, b_first)), _iso(min(a_last, b_last)), a.name,
+            )  # fmt: skip
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def _concat(symbol: str, parts: list[KlineSeries]) -> KlineSeries:

@@ -2,7 +2,7 @@
 
 Parsing text is most of what reading a recording costs (about 200 ns a number); a backtest that
 runs again over the same files loads their rows instead. An entry is named after the file's name,
-size and modification time, so a changed file is parsed again; entries are plain ``.npy`` files
+folder, size and modification time, so a changed file is parsed again; entries are plain ``.npy`` files
 (one row per column, one column per minute) that can be deleted at any time.
 
 A ``CachedFile`` reads only the rows of a span of time (``rows``), found through the row at which
@@ -11,6 +11,7 @@ each UTC day begins, so a backtest holds the minutes of its current block, not w
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Sequence
@@ -37,9 +38,14 @@ ROWS = DERIVED_ROW + 1
 
 
 def entry_path(cache: Path, path: Path) -> Path:
-    """Return where the parsed rows of ``path`` are kept in ``cache``."""
+    """Return where the parsed rows of ``path`` are kept in ``cache``.
+
+    Named after the file's name and folder (files of one name in several subfolders, a month each,
+    must not share an entry), size and modification time.
+    """
     stat = path.stat()
-    return cache / f"{path.name}.{stat.st_size}.{stat.st_mtime_ns}.npy"
+    folder = hashlib.sha256(str(path.resolve().parent).encode()).hexdigest()[:12]
+    return cache / f"{path.name}.{folder}.{stat.st_size}.{stat.st_mtime_ns}.npy"
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,9 @@ DEFAULT_REPLAY_RECORDING = "binance-um-2025-05"
 # user sees real alerts within the first minute.
 WARMUP_14_DAYS = 14 * 1440
 RECORDING_WARMUP_MINUTES: dict[str, int] = {
-    # 2025-05-23 18:33 UTC (the 16 symbols overlap from 2025-05-09 18:18), 23 minutes before the
-    # first alerts (5 Big Bear on AVAXUSDT and ENAUSDT at 18:56)
-    "binance-um-2025-05": WARMUP_14_DAYS + 15,
+    # 2025-05-23 18:33 UTC (the recording starts 2025-05-04 15:33, ADAUSDT on 05-09 18:18), 23
+    # minutes before the first alerts (5 Big Bear on AVAXUSDT and ENAUSDT at 18:56)
+    "binance-um-2025-05": WARMUP_14_DAYS + 5 * 1440 + 180,
     # 2026-02-15 08:10 UTC, just before a market-wide drop
     "binance-um-2026-02": WARMUP_14_DAYS + 490,
 }

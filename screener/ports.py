@@ -15,9 +15,11 @@ from dataclasses import dataclass
 
 from screener.config import ENV_PREFIX
 
-# The exit status of a server that could not listen because its port is taken (EX_CONFIG of
-# sysexits.h: restarting cannot help, the configuration must change).
-EXIT_PORT_IN_USE = 78
+# The exit status of a child that cannot run as configured (EX_CONFIG of sysexits.h: restarting
+# cannot help, the configuration must change): a server whose port is taken, a replay whose data
+# cannot be read. Its last log line says why.
+EXIT_CONFIG = 78
+EXIT_PORT_IN_USE = EXIT_CONFIG
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ import asyncpg
 import nats
 from nats.js import JetStreamContext
 
+from marketdata.klines import KLINE_SUFFIXES, KlineFileError, files_by_symbol
 from screener import ports, stackfiles
 from screener.config import DEFAULT_REPLAY_RECORDING, Settings
 from screener.db.migrate import migrate
@@ -41,7 +42,7 @@ from screener.embedded.servers import (
     start_redis,
 )
 from screener.names import CONSUMERS, STREAM_CANDLES, STREAM_DEAD_LETTERS, STREAM_METRICS
-from screener.ports import EXIT_PORT_IN_USE
+from screener.ports import EXIT_CONFIG
 from screener.progress import alert_counts
 from screener.streams import ensure_all
 
@@ -107,6 +108,20 @@ class Stack:
         # a server (up to a minute for PostgreSQL) must not stop the loop supervising the children.
         self._server_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedded-servers")
         self._stopping = asyncio.Event()
+
+    def replay_data_problem(self) -> str | None:
+        """Return why the replay's data cannot be played (no such folder, no kline file in it), or None."""
+        source = self.args.source or self.settings.source
+        data = self.args.data or self.settings.replay_data
+        if source != "replay" or data is None:
+            return None  # live, or the shipped recording
+        if data.is_file():
+            return None if data.name.lower().endswith(KLINE_SUFFIXES) else f"{data}: not a kline CSV file"
+        try:
+            files_by_symbol(data)
+        except KlineFileError as exc:
+            return str(exc)
+        return None
 
     # --- servers ---------------------------------------------------------------------------------
     def start_servers(self) -> None:
@@ -278,9 +293,15 @@ class Stack:
             if self._stopping.is_set():
                 return
             lived = time.monotonic() - child.started_at
-            if code == EXIT_PORT_IN_USE:  # a restart would meet the same taken port: stop with its line
-                await asyncio.to_thread(_append_line, child.log_path, f"{child.name} could not listen; not restarted")
-                self.fail(f"{child.name} could not listen: {_last_line(child.log_path)}")
+            if code == 0 and child.name == "collector":  # a replay without loop ended: nothing to restart
+                await asyncio.to_thread(_append_line, child.log_path, "collector finished its replay; not restarted")
+                log.info("collector finished its replay (SCREENER_REPLAY_LOOP=false); the rest keeps serving")
+                return
+            if code == EXIT_CONFIG:  # a restart would meet the same taken port or unreadable data: stop
+                await asyncio.to_thread(
+                    _append_line, child.log_path, f"{child.name} cannot run as configured; not restarted"
+                )
+                self.fail(f"{child.name} cannot run as configured: {_last_line(child.log_path)}")
                 return
             delay = 1.0 if lived > 60 else min(MAX_RESTART_DELAY, delay * 2)
             child.restarts += 1
@@ -342,6 +363,10 @@ class Stack:
                         counts.append(f"{stream.name.lower()} {(await js.stream_info(stream.name)).state.messages}")
                     except Exception as exc:  # a progress line must never stop the stack
                         counts.append(f"{stream.name.lower()} ? ({exc})")
+                if counts[0] == f"{STREAM_CANDLES.name.lower()} 0":  # still starting: say how far it is
+                    collector = next((c for c in self.children if c.name == "collector"), None)
+                    if collector is not None:
+                        counts[0] += f" (collector: {await asyncio.to_thread(_latest_message, collector.log_path)})"
                 try:  # what the dashboard shows a visitor, not the stream's every alert
                     async with pool.acquire() as conn:
                         counts.append((await alert_counts(conn)).describe())
@@ -413,6 +438,10 @@ class Stack:
             for port in taken_ports:
                 print(f"screener up: {port.taken_message()}", file=sys.stderr, flush=True)
             return 1
+        missing = self.replay_data_problem()
+        if missing:  # before anything starts, rather than a collector restarted over and over
+            print(f"screener up: {missing}", file=sys.stderr, flush=True)
+            return 2
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
@@ -459,6 +488,18 @@ def _last_line(path: Path) -> str:
         return f"see {path}"
     own = [line for line in lines if line.strip() and " screener up: " not in line]
     return own[-1].strip() if own else f"see {path}"
+
+
+def _latest_message(path: Path) -> str:
+    """Return the message of the newest log line of a child (``... LEVEL logger: message``), read from its tail."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - 4096))
+            lines = handle.read().decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return "starting"
+    own = [line for line in lines if line.strip() and " screener up: " not in line]
+    return own[-1].split(": ", 1)[-1].strip() if own else "starting"
 
 
 def _redact(url: str) -> str:

@@ -1,5 +1,10 @@
 """The replay's timeline: real series merged by minute, virtual copies, and loops that keep time moving.
 
+The timeline runs from the first minute of any series to the last minute of any series, and each
+symbol has a candle at the minutes its file has: a symbol listed (or delisted) during the recording
+starts (or stops) there, as it did on the exchange, without cutting the others' minutes; a gap of
+hours in one file (a maintenance window) is a gap of that symbol only.
+
 Timeline minute ``t`` of loop ``k`` shows the recorded minute ``t - shift - k * period`` (``period`` is
 the recorded span, ``shift`` the time shift of a replay that looks live, 0 for recorded times), so a
 looping replay never goes back in time. A virtual symbol ``V0001ALGOUSDT`` is
@@ -39,15 +44,13 @@ def virtual_name(index: int, base: str) -> str:
 class ReplayMarket:
     """Recorded series on one minute timeline; ``candles_at(t)`` is every symbol's candle of minute ``t``."""
 
-    def __init__(self, series: dict[str, KlineSeries], virtual_symbols: int = 0, *, overlap_only: bool = True) -> None:
-        """Merge ``series``; with ``overlap_only`` keep only the span every series covers.
+    def __init__(self, series: dict[str, KlineSeries], virtual_symbols: int = 0) -> None:
+        """Merge ``series`` over the span from the first minute of any to the last minute of any.
 
         ``virtual_symbols`` > 0 replaces the real symbols by that many virtual copies (for load tests).
         """
         if not series:
             raise ValueError("a replay needs at least one recorded series")
-        if overlap_only:
-            series = _overlap(series)
         self.start_ms = min(s.first_open_time for s in series.values())
         self.last_ms = max(s.last_open_time for s in series.values())
         self.recorded_start_ms = self.start_ms
@@ -142,15 +145,3 @@ class ReplayMarket:
         if track is None:
             raise KeyError(f"{name} is not a symbol of this replay")
         return self.candles_between(track, first_ms, end_ms)
-
-
-def _overlap(series: dict[str, KlineSeries]) -> dict[str, KlineSeries]:
-    first = max(s.first_open_time for s in series.values())
-    last = min(s.last_open_time for s in series.values())
-    if first > last:
-        raise ValueError(f"the recorded series {sorted(series)} have no minute in common")
-    clipped = {}
-    for name, s in series.items():
-        keep = (s.open_time >= first) & (s.open_time <= last)
-        clipped[name] = KlineSeries(s.symbol, s.open_time[keep], s.values[keep], s.quote_volume_derived)
-    return clipped

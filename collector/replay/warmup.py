@@ -30,6 +30,8 @@ from screener.events.models import MINUTE_MS
 log = logging.getLogger(__name__)
 
 WARMUP_CANDLE_MINUTES = 2 * 1440
+# A warm-up of at least this many symbols logs a progress line every tenth of them.
+PROGRESS_SYMBOLS = 20
 
 
 def warmup_end(market: ReplayMarket, warmup_minutes: int) -> int:
@@ -44,7 +46,7 @@ async def warm_up(conn: asyncpg.Connection, market: ReplayMarket, warmup_minutes
     candles_from = max(market.start_ms, end - WARMUP_CANDLE_MINUTES * MINUTE_MS)
     partitions = PartitionCache()
     written = bars_written = 0
-    for track in market.tracks:
+    for done, track in enumerate(market.tracks, 1):
         written += await insert_records(conn, market.records_between(track, candles_from, end), partitions)
         times, values = market.track_arrays(track, market.start_ms, end)
         bars = [
@@ -53,6 +55,8 @@ async def warm_up(conn: asyncpg.Connection, market: ReplayMarket, warmup_minutes
             for bar in aggregate_bars(track.name, interval, times, values, end)[-SEED_BARS[interval] :]
         ]
         bars_written += await upsert_bars(conn, bars)
+        if len(market.tracks) >= PROGRESS_SYMBOLS and done % (len(market.tracks) // 10) == 0:
+            log.info("replay warm-up: %d of %d symbols written", done, len(market.tracks))
     log.info(
         "replay warm-up: %d candles and %d bars of %d symbols written before %s",
         written, bars_written, len(market.tracks), end,

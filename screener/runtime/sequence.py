@@ -164,8 +164,9 @@ class Sequencer:
         """Return the indices of the messages to process now, in order, and of those that must wait.
 
         Per symbol, messages are taken while each is its position's successor; the first that is not
-        (or that lies more than ``horizon_minutes`` past the symbol's position) waits, with every later
-        one. Messages at or before the position were done already and are in neither list.
+        (or that lies more than ``horizon_minutes`` past the minute before the first one taken) waits,
+        with every later one. Messages at or before the position were done already and are in neither
+        list.
         """
         by_symbol: dict[str, list[Pending]] = defaultdict(list)
         for item in pending:
@@ -178,8 +179,11 @@ class Sequencer:
             done = positions.get(symbol)
             horizon: int | None = None
             if horizon_minutes is not None:
-                first = done.minute if done is not None else items[0].minute - MINUTE_MS
-                horizon = first + horizon_minutes * MINUTE_MS
+                # Counted from the minute before the first one to take: after a gap (an exchange's
+                # maintenance of hours) that is the first candle after it, not the last one done,
+                # which the horizon would otherwise hold the symbol's every later candle against.
+                ahead = next((i.minute for i in items if done is None or i.minute > done.minute), items[0].minute)
+                horizon = ahead - MINUTE_MS + horizon_minutes * MINUTE_MS
             blocked = False
             for item in items:
                 if blocked or (horizon is not None and item.minute > horizon):

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from collector.cli import add_arguments, apply_arguments
+from collector.cli import _main, add_arguments, apply_arguments
 from screener.config import load_settings
+from screener.ports import EXIT_CONFIG
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -39,3 +40,11 @@ def test_no_options_keep_the_settings() -> None:
 def test_a_bad_option_value_is_refused_like_a_bad_setting() -> None:
     with pytest.raises(ValueError, match="virtual"):
         apply_arguments(parse("--virtual-symbols", "-1"), load_settings({}))
+
+
+async def test_a_replay_of_data_that_cannot_be_read_exits_as_misconfigured(nats_url: str, tmp_path: Path) -> None:
+    """Unreadable data exits once with EX_CONFIG (``screener up`` then stops, saying why) instead of a traceback."""
+    (tmp_path / "EMPTYUSDT-1m-2026-02.csv").write_bytes(b"")
+    args = parse("--source", "replay", "--data", str(tmp_path), "--speed", "max")
+    settings = apply_arguments(args, load_settings({}, nats_url=nats_url))
+    assert await _main(settings, args) == EXIT_CONFIG

@@ -81,12 +81,40 @@ def test_folder_reader_filters_symbols(klines_dir: Path) -> None:
     assert sorted(market) == ["BTCUSDT", "ETHUSDT"]
 
 
-def test_market_merges_symbols_minute_by_minute_over_their_common_span(klines_dir: Path) -> None:
-    market = ReplayMarket(read_folder(klines_dir / "binance-um-2025-05"))
+def test_market_merges_symbols_minute_by_minute_over_their_whole_span(klines_dir: Path) -> None:
+    series = read_folder(klines_dir / "binance-um-2025-05")
+    market = ReplayMarket(series)
     assert len(market.symbols) == 16
-    for t in (market.start_ms, market.start_ms + 1000 * MINUTE_MS, market.last_ms):
+    assert market.start_ms == min(s.first_open_time for s in series.values())
+    assert market.last_ms == series["ETHUSDT"].last_open_time  # ETHUSDT runs to 06-15, the others to 06-03
+    ada = series["ADAUSDT"].first_open_time  # ADAUSDT starts on 05-09, five days in
+    for t in (market.start_ms, ada - MINUTE_MS, ada, ada + 1000 * MINUTE_MS, market.last_ms):
         candles = market.candles_at(t)
-        assert len(candles) == 16 and {c.open_time for c in candles} == {t}
+        assert {c.symbol for c in candles} == {s for s, x in series.items() if x.index_of(t) is not None}
+        assert {c.open_time for c in candles} == {t}
+    assert len(market.candles_at(ada + 1000 * MINUTE_MS)) == 16
+
+
+def test_symbols_listed_and_delisted_mid_range_keep_every_minute_of_the_others(
+    series_2026: dict[str, KlineSeries],
+) -> None:
+    def part(name: str, first: int, last: int) -> KlineSeries:
+        s = series_2026[name]
+        return KlineSeries(name, s.open_time[first:last], s.values[first:last], s.quote_volume_derived)
+
+    algo = series_2026["ALGOUSDT"]
+    listed = part("AVAXUSDT", 20 * 1440 + 333, len(algo))  # listed on day 20
+    delisted = part("LINKUSDT", 0, 6 * 1440 + 77)  # delisted on day 6
+    market = ReplayMarket({"ALGOUSDT": algo, "AVAXUSDT": listed, "LINKUSDT": delisted})
+    assert (market.start_ms, market.last_ms) == (algo.first_open_time, algo.last_open_time)
+    emitted = [c for t in range(market.start_ms, market.last_ms + MINUTE_MS, MINUTE_MS) for c in market.candles_at(t)]
+    for series in (algo, listed, delisted):
+        mine = [c for c in emitted if c.symbol == series.symbol]
+        assert mine == list(series.candles())
+    # Two files that share no minute (one ends before the other starts) make one timeline too.
+    apart = ReplayMarket({"LINKUSDT": delisted, "AVAXUSDT": listed})
+    assert apart.start_ms == delisted.first_open_time and apart.last_ms == listed.last_open_time
+    assert [c.symbol for c in apart.candles_at(listed.first_open_time)] == ["AVAXUSDT"]
 
 
 def test_loops_shift_time_forward(series_2026: dict[str, KlineSeries]) -> None:

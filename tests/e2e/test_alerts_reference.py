@@ -10,6 +10,7 @@ rules (the 2025-05 set has BTCUSDT) and a ``recent()`` rule (Knife Catcher).
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import asyncpg
@@ -21,6 +22,7 @@ from functions.rules.blockwise import run_backtest
 from functions.rules.function import RulesFunction
 from functions.rules.replay import iter_snapshots, read_market, replay
 from functions.rules.store import seed_file_rules, seed_rules
+from marketdata.klines import BINANCE_COLUMNS
 from screener.config import load_settings
 from screener.events.models import alert_id
 from screener.runtime.function import Delivery
@@ -49,7 +51,70 @@ CASES = [
 async def test_backtest_alerts_equal_reference_alerts_id_for_id(
     klines_dir: Path, folder: str, start: str, end: str, must_fire: set[str]
 ) -> None:
-    data = klines_dir / folder
+    await _all_paths_agree(klines_dir / folder, start, end, must_fire)
+
+
+def _variant_rows(klines_dir: Path, symbol: str, price: float, volume: float) -> list[str]:
+    """Return 4 days of ``symbol`` (2026-02) with prices times ``price`` and base volumes times ``volume``."""
+    path = klines_dir / "binance-um-2026-02" / f"{symbol}-1m-2026-02.csv.gz"
+    rows = []
+    for line in gzip.decompress(path.read_bytes()).decode().splitlines()[1 : 1 + 4 * 1440]:
+        cells = line.split(",")
+        cells[1:5] = [repr(float(x) * price) for x in cells[1:5]]
+        cells[5], cells[9] = repr(float(cells[5]) * volume), repr(float(cells[9]) * volume)
+        rows.append(",".join(cells))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def variants(klines_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Write recordings unlike the shipped ones: other price scales, gaps, listings (tests/marketdata too).
+
+    ``pepe-gaps``: 1000PEPEUSDT at ALGOUSDT's moves priced ~1e-7 (base volumes 1e6 times larger, the
+    same USDT), with every 97th minute missing and a 4-hour maintenance window ending at 2026-02-04
+    05:00, next to BTCUSDT at AVAXUSDT's moves priced ~1e5. ``listed``: NEWUSDT listed at 2026-02-03
+    07:07 next to LINKUSDT, delisted at 2026-02-03 18:00.
+    """
+    root = tmp_path_factory.mktemp("variants")
+    header = ",".join(BINANCE_COLUMNS)
+    files = {
+        "pepe-gaps/1000PEPEUSDT-1m-2026-02.csv.gz": [
+            row
+            for i, row in enumerate(_variant_rows(klines_dir, "ALGOUSDT", 1e-6, 1e6))
+            if i % 97 and not 3 * 1440 + 60 <= i < 3 * 1440 + 300
+        ],
+        "pepe-gaps/BTCUSDT-1m-2026-02.csv.gz": _variant_rows(klines_dir, "AVAXUSDT", 1e4, 1.0),
+        "listed/NEWUSDT-1m-2026-02.csv.gz": _variant_rows(klines_dir, "NEARUSDT", 1.0, 1.0)[2 * 1440 + 427 :],
+        "listed/LINKUSDT-1m-2026-02.csv.gz": _variant_rows(klines_dir, "LINKUSDT", 1.0, 1.0)[: 2 * 1440 + 1080],
+    }
+    for name, rows in files.items():
+        (root / name).parent.mkdir(exist_ok=True)
+        (root / name).write_bytes(gzip.compress("\n".join([header, *rows]).encode()))
+    return root
+
+
+VARIANTS = [
+    pytest.param(
+        "pepe-gaps", "2026-02-04T04:00", "2026-02-04T16:00", {"futures_bottom_hunter"}, id="x1e-6-prices-with-gaps"
+    ),
+    pytest.param(
+        "listed",
+        "2026-02-03T07:00",
+        "2026-02-03T19:00",
+        {"futures_pioneer_bear", "futures_pioneer_bull", "futures_big_bear_60"},
+        id="listed-and-delisted-mid-range",
+    ),
+]
+
+
+@pytest.mark.parametrize(("folder", "start", "end", "must_fire"), VARIANTS)
+async def test_backtest_alerts_equal_reference_alerts_on_data_unlike_the_shipped(
+    variants: Path, folder: str, start: str, end: str, must_fire: set[str]
+) -> None:
+    await _all_paths_agree(variants / folder, start, end, must_fire)
+
+
+async def _all_paths_agree(data: Path, start: str, end: str, must_fire: set[str]) -> None:
     begin, finish = parse_instant(start), parse_instant(end)
     result = await replay(read_market(data), list(seed_file_rules()), start=begin, end=finish)
     expected = {alert_id(a.rule_type, a.symbol, a.minute): a for a in reference_alerts(data, begin, finish)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +46,10 @@ def test_spans_off_midnight_overlapping_files_and_a_broken_entry(klines_dir: Pat
     header, rows = lines[0], lines[1:]
     folder = tmp_path / "klines"
     folder.mkdir()
-    # Two files overlapping by a day, the second with other closes there: the first file's minutes win.
+    # Two files overlapping by a day, the second with other closes there (its lows, so the candles
+    # stay valid): the first file's minutes win.
     first, second = rows[: 3 * 1440], rows[2 * 1440 : 5 * 1440]
-    changed = [",".join([*r.split(",")[:4], "1.5", *r.split(",")[5:]]) for r in second]
+    changed = [",".join([*r.split(",")[:4], r.split(",")[3], *r.split(",")[5:]]) for r in second]
     (folder / "DOTUSDT-1m-a.csv").write_text("\n".join([header, *first]))
     (folder / "DOTUSDT-1m-b.csv").write_text("\n".join([header, *changed]))
     whole = read_klines(source)
@@ -60,9 +62,29 @@ def test_spans_off_midnight_overlapping_files_and_a_broken_entry(klines_dir: Pat
     np.testing.assert_array_equal(open_time, whole.open_time[lo:hi])
     in_first = open_time < whole.first_open_time + 3 * 1440 * MINUTE_MS
     np.testing.assert_array_equal(values[3][in_first], whole.values[lo:hi, 3][in_first])
-    assert (values[3][~in_first] == 1.5).all()
+    np.testing.assert_array_equal(values[3][~in_first], whole.values[lo:hi, 2][~in_first])
     # A cut entry is parsed again rather than read short.
     entry = next(cache.glob("DOTUSDT-1m-a.csv.*.npy"))
     entry.write_bytes(entry.read_bytes()[:-100])
     again = MarketBlocks(folder, cache=cache)
     np.testing.assert_array_equal(again.rows("DOTUSDT", start, end)[1], values)
+
+
+def test_files_of_one_name_in_two_folders_keep_their_own_rows(klines_dir: Path, tmp_path: Path) -> None:
+    """Months filed as ``2026-01/DOTUSDT-1m.csv``, ``2026-02/DOTUSDT-1m.csv``: same name, size and time."""
+    source = next((klines_dir / "binance-um-2026-02").glob("DOTUSDT-*.csv.gz"))
+    lines = gzip.decompress(source.read_bytes()).decode().splitlines()
+    header, rows = lines[0], lines[1:]
+    folder = tmp_path / "klines"
+    for month, part in (("a", rows[:1440]), ("b", rows[1440:2880])):
+        (folder / month).mkdir(parents=True)
+        (folder / month / "DOTUSDT-1m.csv").write_text("\n".join([header, *part]))
+    first, second = (folder / "a" / "DOTUSDT-1m.csv"), (folder / "b" / "DOTUSDT-1m.csv")
+    second.write_bytes(second.read_bytes()[: first.stat().st_size].ljust(first.stat().st_size, b"\n"))
+    stamp = first.stat().st_mtime_ns
+    for path in (first, second):
+        os.utime(path, ns=(stamp, stamp))
+    whole = read_klines(source)
+    open_time, _ = MarketBlocks(folder, cache=tmp_path / "cache").rows("DOTUSDT", whole.first_open_time, 2**62)
+    second_rows = read_klines(second)
+    np.testing.assert_array_equal(open_time, np.concatenate([whole.open_time[:1440], second_rows.open_time]))

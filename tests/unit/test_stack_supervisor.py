@@ -13,11 +13,12 @@ from pathlib import Path
 
 import nats
 import nats.errors
+import pytest
 
 from screener.config import load_settings
-from screener.embedded.servers import start_nats
+from screener.embedded.servers import free_port, start_nats
 from screener.ports import EXIT_PORT_IN_USE
-from screener.stack import Child, Stack
+from screener.stack import Child, Stack, _latest_message
 
 
 def _stack(tmp_path: Path) -> Stack:
@@ -119,3 +120,35 @@ def _alive(pid: int) -> bool:
     with contextlib.suppress(OSError):
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     return False
+
+
+async def test_replay_data_that_is_not_there_stops_up_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for data, said in [(tmp_path / "typo", "not a folder of kline CSV files"), (tmp_path, "no kline files")]:
+        args = argparse.Namespace(port=free_port(), data=data, speed=None, source=None)
+        stack = Stack(load_settings({}, data_dir=tmp_path / "screener"), args)
+        assert await stack.run() == 2
+        assert said in capsys.readouterr().err
+        assert not stack.servers and not stack.children and not (tmp_path / "screener").exists()
+
+
+async def test_a_collector_that_finished_its_replay_is_not_restarted(tmp_path: Path) -> None:
+    stack = _stack(tmp_path)
+    child = _child(tmp_path, "collector", "print('replay finished')")
+    stack.children.append(child)
+    async with asyncio.timeout(20):
+        await stack.supervise(child)
+    assert child.restarts == 0 and stack.failure is None and not stack._stopping.is_set()
+    assert child.log_path.read_text().splitlines()[-1].endswith("collector finished its replay; not restarted")
+
+
+def test_the_progress_line_of_a_starting_stack_says_what_the_collector_is_doing(tmp_path: Path) -> None:
+    log = tmp_path / "collector.log"
+    assert _latest_message(log) == "starting"
+    log.write_text(
+        "x" * 5000 + "\n"
+        "2026-12-06 06:07:41,498 INFO marketdata.klines: read 50 of 56 kline files of /data (8 s)\n"
+        "2026-12-06 06:07:42 screener up: collector exited with 1; restarting in 1s\n"
+    )
+    assert _latest_message(log) == "read 50 of 56 kline files of /data (8 s)"

@@ -277,6 +277,28 @@ async def test_a_batch_spanning_hours_gives_the_metrics_of_minute_by_minute_batc
     assert {e.get_id(): e.get_data() for e in events} == expected
 
 
+async def test_a_symbol_back_after_a_gap_longer_than_the_margin_is_computed_not_held(
+    redis_client: aioredis.Redis, near: list[Candle]
+) -> None:
+    """An exchange maintenance window of hours: the next candle is far past the last one done.
+
+    The rings' margin bounds how far past the minute being computed they may hold, and after a gap
+    that minute is the first candle after it, not the last one done: held against the last one done,
+    the symbol's candles waited forever (and, filling the consumer's pending window, every symbol's).
+    """
+    calculator = Calculator(redis_client)
+    await CandleStore(redis_client).write(near[:999], read_back=False)
+    await handled(calculator, [near[999]])
+    after = near[1000 + 240 : 1000 + 240 + 50]  # four hours later
+    events = await calculator.handle(deliveries(calculator, after))
+    assert [e.get_id() for e in events] == [metrics_event_id("NEARUSDT", c.open_time) for c in after]
+    state = (await CandleStore(redis_client).read(["NEARUSDT"]))["NEARUSDT"]
+    for candle, event in zip(after, events, strict=True):
+        expected = compute_snapshots(candle.open_time, [state])[0]
+        assert MetricsSnapshot.model_validate(event.get_data()) == expected
+    assert expected.timeframes["5m"].coverage == 1.0 and expected.timeframes["1h"].coverage == 50 / 60
+
+
 async def test_start_loads_the_rings_of_tracked_symbols_so_the_first_minute_ships_only_candles(
     redis_client: aioredis.Redis, near: list[Candle]
 ) -> None:
