@@ -293,7 +293,9 @@ class Stack:
             if self._stopping.is_set():
                 return
             lived = time.monotonic() - child.started_at
-            if code == 0 and child.name == "collector":  # a replay without loop ended: nothing to restart
+            if code == 0 and child.name == "collector" and not self.settings.replay_loop:
+                # A replay without loop ended: nothing to restart. (With the loop on, a collector ends
+                # only when stopped from outside, SIGTERM included: it is restarted like any child.)
                 await asyncio.to_thread(_append_line, child.log_path, "collector finished its replay; not restarted")
                 log.info("collector finished its replay (SCREENER_REPLAY_LOOP=false); the rest keeps serving")
                 return

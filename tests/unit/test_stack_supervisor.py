@@ -134,13 +134,36 @@ async def test_replay_data_that_is_not_there_stops_up_before_anything_starts(
 
 
 async def test_a_collector_that_finished_its_replay_is_not_restarted(tmp_path: Path) -> None:
-    stack = _stack(tmp_path)
+    args = argparse.Namespace(port=None, data=None, speed=None, source=None)
+    stack = Stack(load_settings({}, data_dir=tmp_path, replay_loop=False), args)
     child = _child(tmp_path, "collector", "print('replay finished')")
     stack.children.append(child)
     async with asyncio.timeout(20):
         await stack.supervise(child)
     assert child.restarts == 0 and stack.failure is None and not stack._stopping.is_set()
     assert child.log_path.read_text().splitlines()[-1].endswith("collector finished its replay; not restarted")
+
+
+async def test_a_looping_collector_that_exits_cleanly_was_stopped_from_outside_and_is_restarted(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM ends a collector with status 0 too; with the replay looping, only a restart makes sense."""
+    stack = _stack(tmp_path)
+    marker = tmp_path / "ran-once"
+    code = f"import pathlib, time; p = pathlib.Path({str(marker)!r}); (p.exists() and time.sleep(60)); p.touch()"
+    child = _child(tmp_path, "collector", code)
+    stack.children.append(child)
+    supervising = asyncio.create_task(stack.supervise(child))
+    try:
+        async with asyncio.timeout(20):
+            while child.restarts == 0:
+                await asyncio.sleep(0.05)
+    finally:
+        stack.request_stop()
+        if child.process is not None and child.process.returncode is None:
+            child.process.kill()
+        await asyncio.wait_for(supervising, 20)
+    assert child.restarts == 1
 
 
 def test_the_progress_line_of_a_starting_stack_says_what_the_collector_is_doing(tmp_path: Path) -> None:
