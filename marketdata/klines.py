@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from marketdata.decimal_csv import parse_columns
 from screener.events.models import MINUTE_MS, Candle
 
 FloatArray = npt.NDArray[np.float64]
@@ -40,6 +41,10 @@ BINANCE_COLUMNS = (
     "quote_volume", "count", "taker_buy_volume", "taker_buy_quote_volume", "ignore",
 )  # fmt: skip
 OHLCV_COLUMNS = ("open_time", "open", "high", "low", "close", "volume")
+# The columns a series is made of, where a file has them.
+_PARSED_COLUMNS = (
+    *OHLCV_COLUMNS, "quote_volume", "count", "taker_buy_volume", "taker_buy_quote_volume",
+)  # fmt: skip
 # Symbol = the file name up to the first dash: BTCUSDT-1m-futures.csv.gz, ALGOUSDT-1m-2026-02.csv.gz.
 _SYMBOL = re.compile(r"^([A-Z0-9]+)-")
 KLINE_SUFFIXES = (".csv", ".csv.gz")
@@ -140,8 +145,10 @@ def read_klines(path: Path, symbol: str | None = None) -> KlineSeries:
         columns = [c.strip() for c in first_line.decode("utf-8").split(",")] if has_header else None
     except UnicodeDecodeError as exc:
         raise KlineFileError(f"{path}: {exc}") from None
-    table = _parse_table(path, rest if has_header else raw)
-    width = table.shape[1]
+    body = rest if has_header else raw
+    if not body.strip():
+        raise KlineFileError(f"{path}: no rows")
+    width = body.partition(b"\n")[0].count(b",") + 1 if columns is None else len(columns)
     if columns is None:
         if width >= 11:
             columns = list(BINANCE_COLUMNS[:width])
@@ -149,10 +156,14 @@ def read_klines(path: Path, symbol: str | None = None) -> KlineSeries:
             columns = list(OHLCV_COLUMNS)
         else:
             raise KlineFileError(f"{path}: {width} columns, expected 12 (Binance) or 6 (OHLCV)")
-    index = {name: i for i, name in enumerate(columns)}
-    missing = [name for name in OHLCV_COLUMNS if name not in index]
+    position = {name: i for i, name in enumerate(columns)}
+    missing = [name for name in OHLCV_COLUMNS if name not in position]
     if missing:
         raise KlineFileError(f"{path}: missing column(s) {missing}")
+    # Only the columns a series keeps are parsed (not close_time, nor ignore).
+    wanted = [name for name in _PARSED_COLUMNS if name in position]
+    table = _parse_table(path, body, width, [position[name] for name in wanted])
+    index = {name: i for i, name in enumerate(wanted)}
     open_time = table[:, index["open_time"]].astype(np.int64)
     if np.any(open_time % MINUTE_MS):
         bad = int(open_time[np.nonzero(open_time % MINUTE_MS)[0][0]])
@@ -179,12 +190,19 @@ def read_klines(path: Path, symbol: str | None = None) -> KlineSeries:
     return KlineSeries(symbol, open_time[keep], values[keep], derived)
 
 
-def _parse_table(path: Path, body: bytes) -> FloatArray:
-    """Parse comma-separated numbers, one row per line, into a 2-D array (numpy's C parser)."""
-    if not body.strip():
-        raise KlineFileError(f"{path}: no rows")
+def _parse_table(path: Path, body: bytes, width: int, columns: list[int]) -> FloatArray:
+    """Parse ``columns`` of comma-separated numbers, one row per line, into a 2-D array (rows, columns).
+
+    Plain decimals (every recording so far) go through ``decimal_csv``; anything else through
+    numpy's C ``loadtxt``, whose error names the line and the problem.
+    """
+    plain = parse_columns(body, width, columns)
+    if plain is not None:
+        if plain.shape[1] == 0:
+            raise KlineFileError(f"{path}: no rows")
+        return plain.T
     try:
-        table: FloatArray = np.loadtxt(io.BytesIO(body), delimiter=",", ndmin=2, dtype=np.float64)
+        table: FloatArray = np.loadtxt(io.BytesIO(body), delimiter=",", ndmin=2, dtype=np.float64, usecols=columns)
     except ValueError as exc:  # the message names the line and the problem
         raise KlineFileError(f"{path}: {exc}") from None
     if table.shape[0] == 0:
