@@ -16,18 +16,18 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from marketdata.klines import KlineFileError, KlineSeries, kline_files, symbol_of
+from marketdata.klines import KlineFileError, kline_files, symbol_of
+from marketdata.parsed_cache import COLUMNS, cached_file
 from marketdata.parsed_cache import DAY_MS as DAY_MS  # noqa: PLC0414 (re-exported: the unit of blocks)
-from marketdata.parsed_cache import cached_file
 from screener.events.models import MINUTE_MS
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 
-# The columns of a grid, from KlineSeries.VALUE_COLUMNS.
-GRID_COLUMNS = ("open", "high", "low", "close", "volume", "quote_volume")
-_VALUE_INDEX = [KlineSeries.VALUE_COLUMNS.index(name) for name in GRID_COLUMNS]
+# The columns of a grid: those the parsed files keep.
+GRID_COLUMNS = COLUMNS
+_VALUE_INDEX = list(range(len(GRID_COLUMNS)))
 # What a minute without a candle holds in each column (Grid).
 _NEUTRAL = (0.0, -np.inf, np.inf, 0.0, 0.0, 0.0)
 

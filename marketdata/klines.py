@@ -23,7 +23,7 @@ from __future__ import annotations
 import gzip
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,10 +41,11 @@ BINANCE_COLUMNS = (
     "quote_volume", "count", "taker_buy_volume", "taker_buy_quote_volume", "ignore",
 )  # fmt: skip
 OHLCV_COLUMNS = ("open_time", "open", "high", "low", "close", "volume")
-# The columns a series is made of, where a file has them.
+# The file's columns that hold a series' values, and the one named otherwise (the trades).
 _PARSED_COLUMNS = (
-    *OHLCV_COLUMNS, "quote_volume", "count", "taker_buy_volume", "taker_buy_quote_volume",
+    *OHLCV_COLUMNS[1:], "quote_volume", "count", "taker_buy_volume", "taker_buy_quote_volume",
 )  # fmt: skip
+_SOURCE = {"trades": "count"}
 # Symbol = the file name up to the first dash: BTCUSDT-1m-futures.csv.gz, ALGOUSDT-1m-2026-02.csv.gz.
 _SYMBOL = re.compile(r"^([A-Z0-9]+)-")
 KLINE_SUFFIXES = (".csv", ".csv.gz")
@@ -134,6 +135,17 @@ def read_klines(path: Path, symbol: str | None = None) -> KlineSeries:
     ``KlineFileError`` naming the file, line and problem when it cannot be read.
     """
     symbol = symbol or symbol_of(path)
+    open_time, values, derived = read_columns(path, KlineSeries.VALUE_COLUMNS)
+    return KlineSeries(symbol, open_time, np.ascontiguousarray(values.T), derived)
+
+
+def read_columns(path: Path, names: Sequence[str]) -> tuple[IntArray, FloatArray, bool]:
+    """Read the open times and the columns ``names`` (of ``KlineSeries.VALUE_COLUMNS``) of one kline CSV.
+
+    Return the open times, the values (len(names), rows) and whether the quote volume was derived;
+    rows are sorted by open time and duplicate minutes dropped (the first is kept). Only the columns
+    asked for are parsed. Raise ``KlineFileError`` naming the file, line and problem when it cannot be read.
+    """
     try:
         raw = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
     except (OSError, EOFError) as exc:
@@ -160,52 +172,47 @@ def read_klines(path: Path, symbol: str | None = None) -> KlineSeries:
     missing = [name for name in OHLCV_COLUMNS if name not in position]
     if missing:
         raise KlineFileError(f"{path}: missing column(s) {missing}")
-    # Only the columns a series keeps are parsed (not close_time, nor ignore).
-    wanted = [name for name in _PARSED_COLUMNS if name in position]
+    derived = "quote_volume" not in position
+    # The file's columns to parse: the open time, those asked for, and what a derived quote volume needs.
+    sources = {name: _SOURCE.get(name, name) for name in names}
+    wanted = ["open_time"] + [name for name in _PARSED_COLUMNS if name in position and name in sources.values()]
+    if derived and "quote_volume" in sources:
+        wanted += [name for name in ("high", "low", "close", "volume") if name not in wanted]
     table = _parse_table(path, body, width, [position[name] for name in wanted])
-    index = {name: i for i, name in enumerate(wanted)}
-    open_time = table[:, index["open_time"]].astype(np.int64)
+    row = {name: i for i, name in enumerate(wanted)}
+    open_time = table[row["open_time"]].astype(np.int64)
     if np.any(open_time % MINUTE_MS):
         bad = int(open_time[np.nonzero(open_time % MINUTE_MS)[0][0]])
         raise KlineFileError(f"{path}: open_time {bad} is not a whole minute (expected epoch milliseconds)")
-    high, low, close, volume = (table[:, index[name]] for name in ("high", "low", "close", "volume"))
-    derived = "quote_volume" not in index
-    zeros = np.zeros_like(volume)
-
-    def column(name: str) -> FloatArray:
-        return table[:, index[name]] if name in index else zeros
-
-    quote_volume = volume * (high + low + close) / 3.0 if derived else column("quote_volume")
-    values = np.column_stack(
-        [
-            table[:, index["open"]], high, low, close, volume, quote_volume,
-            column("count"), column("taker_buy_volume"), column("taker_buy_quote_volume"),
-        ]
-    ).astype(np.float64)  # fmt: skip
+    values = np.zeros((len(names), len(open_time)))  # a column the file does not have is 0
+    for k, name in enumerate(names):
+        source = sources[name]
+        if source in row:
+            values[k] = table[row[source]]
+        elif name == "quote_volume":
+            high, low, close, volume = (table[row[n]] for n in ("high", "low", "close", "volume"))
+            values[k] = volume * (high + low + close) / 3.0
     if np.all(np.diff(open_time) > 0):  # in order, one row a minute: as recorded
-        return KlineSeries(symbol, open_time, values, derived)
+        return open_time, values, derived
     order = np.argsort(open_time, kind="stable")
-    open_time, values = open_time[order], values[order]
+    open_time, values = open_time[order], values[:, order]
     keep = np.concatenate(([True], np.diff(open_time) != 0))
-    return KlineSeries(symbol, open_time[keep], values[keep], derived)
+    return open_time[keep], values[:, keep], derived
 
 
 def _parse_table(path: Path, body: bytes, width: int, columns: list[int]) -> FloatArray:
-    """Parse ``columns`` of comma-separated numbers, one row per line, into a 2-D array (rows, columns).
+    """Parse ``columns`` of comma-separated numbers, one row per line, into a 2-D array (columns, rows).
 
     Plain decimals (every recording so far) go through ``decimal_csv``; anything else through
     numpy's C ``loadtxt``, whose error names the line and the problem.
     """
-    plain = parse_columns(body, width, columns)
-    if plain is not None:
-        if plain.shape[1] == 0:
-            raise KlineFileError(f"{path}: no rows")
-        return plain.T
-    try:
-        table: FloatArray = np.loadtxt(io.BytesIO(body), delimiter=",", ndmin=2, dtype=np.float64, usecols=columns)
-    except ValueError as exc:  # the message names the line and the problem
-        raise KlineFileError(f"{path}: {exc}") from None
-    if table.shape[0] == 0:
+    table = parse_columns(body, width, columns)
+    if table is None:
+        try:
+            table = np.loadtxt(io.BytesIO(body), delimiter=",", ndmin=2, dtype=np.float64, usecols=columns).T
+        except ValueError as exc:  # the message names the line and the problem
+            raise KlineFileError(f"{path}: {exc}") from None
+    if table.shape[1] == 0:
         raise KlineFileError(f"{path}: no rows")
     return table
 
