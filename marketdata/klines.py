@@ -20,15 +20,16 @@ Usage::
 
 from __future__ import annotations
 
-import gzip
 import io
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
+from isal import igzip, isal_zlib
 
 from marketdata.decimal_csv import parse_columns
 from screener.events.models import MINUTE_MS, Candle
@@ -147,8 +148,9 @@ def read_columns(path: Path, names: Sequence[str]) -> tuple[IntArray, FloatArray
     asked for are parsed. Raise ``KlineFileError`` naming the file, line and problem when it cannot be read.
     """
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
-    except (OSError, EOFError) as exc:
+        # ISA-L's inflate: about 3x zlib's speed, the same bytes.
+        raw = _gunzip(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
+    except _GUNZIP_ERRORS as exc:
         raise KlineFileError(f"{path}: {exc}") from None
     first_line, _, rest = raw.partition(b"\n")
     first_line = first_line.strip()
@@ -198,6 +200,16 @@ def read_columns(path: Path, names: Sequence[str]) -> tuple[IntArray, FloatArray
     open_time, values = open_time[order], values[:, order]
     keep = np.concatenate(([True], np.diff(open_time) != 0))
     return open_time[keep], values[:, keep], derived
+
+
+def _gunzip(data: bytes) -> bytes:
+    """Return the bytes gzip-compressed in ``data`` (every member)."""
+    raw: bytes = igzip.decompress(data)  # type: ignore[no-untyped-call]  # isal's stub leaves it untyped
+    return raw
+
+
+# What reading and decompressing a file may raise (isal's stub types its error as an instance).
+_GUNZIP_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, cast(type[Exception], isal_zlib.error))
 
 
 def _parse_table(path: Path, body: bytes, width: int, columns: list[int]) -> FloatArray:
