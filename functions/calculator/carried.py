@@ -137,7 +137,7 @@ def advance(state: CarriedState, closes: FloatArray, lengths: IntArray) -> Float
         return out
     steady = state.values[BARS] >= STEADY_BARS
     if steady.all():
-        out[:, :, 1:] = advance_steady(state.values, closes)
+        advance_steady(state.values, closes, out=out[:, :, 1:])
     else:
         if steady.any():  # the steady rows together, as when all are
             at = np.flatnonzero(steady)
@@ -210,12 +210,17 @@ def advance_many(state: FloatArray, close: FloatArray) -> FloatArray:
     return out
 
 
-def advance_steady(state: FloatArray, closes: FloatArray) -> FloatArray:
-    """Return the states after each of ``closes`` (rows, bars) for steady rows: (FIELDS, rows, bars)."""
+def advance_steady(state: FloatArray, closes: FloatArray, out: FloatArray | None = None) -> FloatArray:
+    """Return the states after each of ``closes`` (rows, bars) for steady rows: (FIELDS, rows, bars).
+
+    ``out``, when given, receives them (the caller's array, not a copy of a fresh one).
+    """
     rows, width = closes.shape
-    out = np.empty((len(FIELDS), rows, width))
-    previous = np.concatenate((state[CLOSE][:, None], closes[:, :-1]), axis=1)
-    change = closes - previous
+    if out is None:
+        out = np.empty((len(FIELDS), rows, width))
+    change = np.empty_like(closes)
+    np.subtract(closes[:, :1], state[CLOSE][:, None], out=change[:, :1])
+    np.subtract(closes[:, 1:], closes[:, :-1], out=change[:, 1:])
     out[BARS] = state[BARS][:, None] + np.arange(1, width + 1)
     out[CLOSE] = closes
     out[GAIN] = _first_order(np.maximum(change, 0.0), RSI_GAIN, RSI_KEEP, state[GAIN])
