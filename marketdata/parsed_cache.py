@@ -11,12 +11,12 @@ each UTC day begins, so a backtest holds the minutes of its current block, not w
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -68,22 +68,23 @@ class CachedFile:
         lo = int(self.day_starts[min(max(first // DAY_MS - day0, 0), top)])
         hi = int(self.day_starts[min(max(-(-end // DAY_MS) - day0, 0), top)])
         count = hi - lo
-        values = np.empty((len(columns), count))
-        with self.path.open("rb") as handle:
-            open_time = self._read(handle, OPEN_TIME_ROW, lo, count).astype(np.int64)
+        times = np.empty(count, dtype="<f8")
+        values = np.empty((len(columns), count), dtype="<f8")
+        with self.path.open("rb", buffering=0) as handle:
+            self._read(handle, OPEN_TIME_ROW, lo, times)
             for k, column in enumerate(columns):
-                values[k] = self._read(handle, 1 + column, lo, count)
+                self._read(handle, 1 + column, lo, values[k])
+        open_time = times.astype(np.int64)
         keep = (open_time >= first) & (open_time < end)
         if not keep.all():  # a span that does not start or end at midnight
             return open_time[keep], values[:, keep]
         return open_time, values
 
-    def _read(self, handle: BinaryIO, row: int, start: int, count: int) -> FloatArray:
+    def _read(self, handle: io.FileIO, row: int, start: int, into: FloatArray) -> None:
+        """Read ``len(into)`` values of ``row`` from minute ``start`` on straight into ``into``."""
         handle.seek(self.offset + (row * self.length + start) * 8)
-        found: FloatArray = np.fromfile(handle, dtype="<f8", count=count)
-        if len(found) != count:
+        if handle.readinto(into.data) != into.nbytes:
             raise KlineFileError(f"{self.path}: cache entry cut short (delete it to parse the file again)")
-        return found
 
 
 def cached_file(path: Path, cache: Path) -> CachedFile:
