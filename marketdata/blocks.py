@@ -44,6 +44,16 @@ class Grid:
     values: FloatArray
     present: BoolArray
 
+    def tail(self, minutes: int) -> Grid:
+        """Return the last ``minutes`` as a grid of their own (a copy: the rest of this one can go)."""
+        width = self.present.shape[1]
+        keep = min(minutes, width)
+        return Grid(
+            self.first + (width - keep) * MINUTE_MS,
+            self.values[:, :, width - keep :].copy(),
+            self.present[:, width - keep :].copy(),
+        )
+
 
 class MarketBlocks:
     """The kline files of a folder (or of some of its symbols), served as grids of whole days.
@@ -99,13 +109,24 @@ class MarketBlocks:
         """Return how many of ``symbols`` have a file reaching into ``first <= t < end``."""
         return sum(any(f.first < end and f.last >= first for f in self._files[s]) for s in symbols)
 
-    def grid(self, symbols: Sequence[str], first: int, end: int) -> Grid:
-        """Return the grid of ``symbols`` for the minutes ``first <= t < end``."""
+    def grid(self, symbols: Sequence[str], first: int, end: int, previous: Grid | None = None) -> Grid:
+        """Return the grid of ``symbols`` for the minutes ``first <= t < end``.
+
+        ``previous``, a grid of the same symbols, gives the minutes it shares with this one (the
+        context a block shares with the block before it): only the others are read from the files.
+        """
         width = (end - first) // MINUTE_MS
         values = np.empty((len(GRID_COLUMNS), len(symbols), width))
         present = np.zeros((len(symbols), width), dtype=bool)
+        kept = 0
+        if previous is not None and previous.present.shape[0] == len(symbols):
+            begin = (first - previous.first) // MINUTE_MS
+            kept = max(0, min(previous.present.shape[1] - begin, width)) if begin >= 0 else 0
+            values[:, :, :kept] = previous.values[:, :, begin : begin + kept]
+            present[:, :kept] = previous.present[:, begin : begin + kept]
+        start = first + kept * MINUTE_MS
         for row, symbol in enumerate(symbols):
-            open_time, rows = self.rows(symbol, first, end)
+            open_time, rows = self.rows(symbol, start, end)
             if not len(open_time):
                 continue
             at = (open_time - first) // MINUTE_MS
@@ -114,8 +135,9 @@ class MarketBlocks:
             where: slice | IntArray = slice(begin, last + 1) if last - begin == len(at) - 1 else at
             values[:, row, where] = rows
             present[row, where] = True
-        if not present.all():  # the minutes without a candle get each reduction's neutral value
-            missing = ~present
+        read = present[:, kept:]
+        if not read.all():  # the minutes without a candle get each reduction's neutral value
+            missing = ~read
             for column, neutral in enumerate(_NEUTRAL):
-                np.copyto(values[column], neutral, where=missing)
+                np.copyto(values[column, :, kept:], neutral, where=missing)
         return Grid(first, values, present)

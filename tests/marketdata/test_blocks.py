@@ -66,3 +66,19 @@ def test_spans_off_midnight_overlapping_files_and_a_broken_entry(klines_dir: Pat
     entry.write_bytes(entry.read_bytes()[:-100])
     again = MarketBlocks(folder, cache=cache)
     np.testing.assert_array_equal(again.rows("DOTUSDT", start, end)[1], values)
+
+
+def test_a_grid_built_on_the_previous_ones_tail_is_the_grid_read_whole(klines_dir: Path, tmp_path: Path) -> None:
+    folder = klines_dir / "binance-um-2025-05"
+    market = MarketBlocks(folder, ["BTCUSDT", "ETHUSDT", "XMRUSDT"], cache=tmp_path / "cache")
+    symbols = market.symbols
+    block = market.first - market.first % DAY_MS
+    previous = None
+    while block <= market.last():
+        end = block + 2 * DAY_MS
+        whole = market.grid(symbols, block - CONTEXT * MINUTE_MS, end)
+        reused = market.grid(symbols, block - CONTEXT * MINUTE_MS, end, previous)
+        np.testing.assert_array_equal(reused.present, whole.present)
+        np.testing.assert_array_equal(reused.values, whole.values)
+        previous = reused.tail(CONTEXT)
+        block = end
