@@ -102,29 +102,38 @@ def parse_columns(text: bytes, width: int, columns: Sequence[int]) -> FloatArray
 def _convert(words: Words, end: npt.NDArray[np.int64], length: npt.NDArray[np.int64]) -> FloatArray | None:
     """Return the numbers of the fields of ``length`` bytes ending before ``end``, or None if one is not plain."""
     # The 16 bytes before each end, as two little-endian words: ``first`` then ``last`` (the field's
-    # last byte is the top byte of ``last``).
+    # last byte is the top byte of ``last``). Fields of at most 8 bytes (most prices and volumes)
+    # lie in ``last`` alone: ``first`` is then left out (all b"0").
     start = end - FIELD_BYTES
     word = start >> 3
     shift = ((start & 7) << 3).astype(np.uint64)
     back = _U(64) - shift  # 64 when aligned: shifting by 64 gives 0
-    w0, w1, w2 = words[word], words[word + 1], words[word + 2]
-    first = (w0 >> shift) | (w1 << back)
-    last = (w1 >> shift) | (w2 << back)
+    w1, w2 = words[word + 1], words[word + 2]
     # Bytes before the field become b"0" (leading zeros).
-    last = (last & _KEEP_LAST[length]) | _FILL_LAST[length]
-    first = (first & _KEEP_FIRST[length]) | _FILL_FIRST[length]
+    last = (((w1 >> shift) | (w2 << back)) & _KEEP_LAST[length]) | _FILL_LAST[length]
     # The point: 0x01 at its byte (the zero byte of ``x ^ b"."``; exact, as no byte of it is 0x01).
-    point_last, point_first = _zero_bytes(last ^ _DOTS), _zero_bytes(first ^ _DOTS)
+    point_last = _zero_bytes(last ^ _DOTS)
     last ^= point_last * _DOT_TO_ZERO
-    first ^= point_first * _DOT_TO_ZERO
-    not_digit = ((last + _ABOVE_NINE) | (last - _ZEROS) | (first + _ABOVE_NINE) | (first - _ZEROS)) & _HIGH
-    points = ((point_last + point_first) * _ONES) >> _U(56)
-    if bool(not_digit.any()) or bool((points > _U(1)).any()) or bool((points >= length).any()):
+    not_digit = (last + _ABOVE_NINE) | (last - _ZEROS)
+    short = int(length.max()) <= 8
+    if short:
+        points = (point_last * _ONES) >> _U(56)
+    else:
+        first = (((words[word] >> shift) | (w1 << back)) & _KEEP_FIRST[length]) | _FILL_FIRST[length]
+        point_first = _zero_bytes(first ^ _DOTS)
+        first ^= point_first * _DOT_TO_ZERO
+        not_digit |= (first + _ABOVE_NINE) | (first - _ZEROS)
+        points = ((point_last + point_first) * _ONES) >> _U(56)
+    if bool((not_digit & _HIGH).any()) or bool((points > _U(1)).any()) or bool((points >= length).any()):
         return None  # a byte that is neither a digit nor the one point, or a point alone
-    digits = _eight_digits(first) * _U(100_000_000) + _eight_digits(last)
+    digits = _eight_digits(last)
+    if not short:
+        digits += _eight_digits(first) * _U(100_000_000)
     if points.any():
         # The point was read as a 0 digit: drop it. With ``after`` digits after it, digits = a * 10**(after + 1) + b.
-        after = (point_last * _AFTER_LAST + point_first * _AFTER_FIRST) >> _U(56)
+        after = (point_last * _AFTER_LAST) >> _U(56)
+        if not short:
+            after += (point_first * _AFTER_FIRST) >> _U(56)
         low, high = int(after.min()), int(after.max())
         if low == high and bool(points.all()):  # a column's usual case: one number of decimals
             digits = (digits + _U(9) * (digits % _POWERS[low])) // _U(10)
@@ -133,7 +142,7 @@ def _convert(words: Words, end: npt.NDArray[np.int64], length: npt.NDArray[np.in
             digits = np.where(points != 0, (digits + _U(9) * below) // _U(10), digits)  # a * 10**after + b
     else:
         after = np.zeros(len(digits), dtype=np.uint64)
-    if bool((digits >= _U(_EXACT)).any()):
+    if not short and bool((digits >= _U(_EXACT)).any()):
         return None
     values: FloatArray = digits.astype(np.float64)
     values /= _FLOAT_POWERS[after]
