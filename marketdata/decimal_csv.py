@@ -51,7 +51,7 @@ _POWERS = 10 ** np.arange(FIELD_BYTES, dtype=np.uint64)
 _FLOAT_POWERS = 10.0 ** np.arange(FIELD_BYTES)  # exact doubles (up to 10**22)
 
 
-def parse_columns(text: bytes, width: int, columns: Sequence[int]) -> FloatArray | None:
+def parse_columns(text: bytes | memoryview, width: int, columns: Sequence[int]) -> FloatArray | None:
     """Return ``columns`` of a table of ``width`` numbers a row as (len(columns), rows), or None.
 
     ``text`` is the rows without a header, each ending with a newline (the last one may not). None
@@ -59,13 +59,15 @@ def parse_columns(text: bytes, width: int, columns: Sequence[int]) -> FloatArray
     all unsigned decimals of 1 to 16 characters (digits, at most one point, at most 2**53 - 1 without
     their point): then it is for a general parser, which says what is wrong.
     """
-    if not text.endswith(b"\n"):
-        text += b"\n"
+    data = np.frombuffer(text, dtype=np.uint8)
     # The text after _PAD bytes, in whole 64-bit words, with two spare words: every field's 16
-    # bytes lie in three consecutive words.
-    size = _PAD + len(text)
-    buffer = np.full(-(-size // 8) * 8 + 16, ord("0"), dtype=np.uint8)
-    buffer[_PAD:size] = np.frombuffer(text, dtype=np.uint8)
+    # bytes lie in three consecutive words. A last row without its newline is given one.
+    size = _PAD + len(data)
+    buffer = np.full(-(-(size + 1) // 8) * 8 + 16, ord("0"), dtype=np.uint8)
+    buffer[_PAD:size] = data
+    if not len(data) or data[-1] != ord("\n"):
+        buffer[size] = ord("\n")
+        size += 1
     # Every byte below b"-" ends a field: each row must have width - 1 commas, then its newline.
     ends = np.flatnonzero(buffer[_PAD:size] < ord("-"))
     if len(ends) % width:

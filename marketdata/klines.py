@@ -49,6 +49,7 @@ _PARSED_COLUMNS = (
 _SOURCE = {"trades": "count"}
 # Symbol = the file name up to the first dash: BTCUSDT-1m-futures.csv.gz, ALGOUSDT-1m-2026-02.csv.gz.
 _SYMBOL = re.compile(r"^([A-Z0-9]+)-")
+_NON_SPACE = re.compile(rb"\S")
 KLINE_SUFFIXES = (".csv", ".csv.gz")
 
 
@@ -152,24 +153,28 @@ def read_columns(path: Path, names: Sequence[str]) -> tuple[IntArray, FloatArray
         raw = _gunzip(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
     except _GUNZIP_ERRORS as exc:
         raise KlineFileError(f"{path}: {exc}") from None
-    first_line, _, rest = raw.partition(b"\n")
-    first_line = first_line.strip()
+    newline = raw.find(b"\n")
+    first_line = (raw if newline < 0 else raw[:newline]).strip()
     has_header = bool(first_line) and not first_line[:1].isdigit()
     try:
         columns = [c.strip() for c in first_line.decode("utf-8").split(",")] if has_header else None
     except UnicodeDecodeError as exc:
         raise KlineFileError(f"{path}: {exc}") from None
-    body = rest if has_header else raw
-    if not body.strip():
+    start = (len(raw) if newline < 0 else newline + 1) if has_header else 0
+    if _NON_SPACE.search(raw, start) is None:
         raise KlineFileError(f"{path}: no rows")
-    width = body.partition(b"\n")[0].count(b",") + 1 if columns is None else len(columns)
+    # The rows are parsed in place (a view, not a copy: the text is most of the file's memory).
+    body = memoryview(raw)[start:]
     if columns is None:
+        line_end = raw.find(b"\n", start)
+        width = raw[start : line_end if line_end >= 0 else len(raw)].count(b",") + 1
         if width >= 11:
             columns = list(BINANCE_COLUMNS[:width])
         elif width == 6:
             columns = list(OHLCV_COLUMNS)
         else:
             raise KlineFileError(f"{path}: {width} columns, expected 12 (Binance) or 6 (OHLCV)")
+    width = len(columns)
     position = {name: i for i, name in enumerate(columns)}
     missing = [name for name in OHLCV_COLUMNS if name not in position]
     if missing:
@@ -212,7 +217,7 @@ def _gunzip(data: bytes) -> bytes:
 _GUNZIP_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, cast(type[Exception], isal_zlib.error))
 
 
-def _parse_table(path: Path, body: bytes, width: int, columns: list[int]) -> FloatArray:
+def _parse_table(path: Path, body: bytes | memoryview, width: int, columns: list[int]) -> FloatArray:
     """Parse ``columns`` of comma-separated numbers, one row per line, into a 2-D array (columns, rows).
 
     Plain decimals (every recording so far) go through ``decimal_csv``; anything else through
