@@ -53,17 +53,19 @@ def keyed(alerts: list) -> list[tuple[str, str, int, str]]:  # type: ignore[type
 
 
 def command_rate(folder: Path, state: Path, alerts: Path) -> tuple[int, float]:
-    """Run ``screener backtest`` over ``folder`` in a child; return the symbol-minutes and CPU seconds it printed."""
+    """Run ``screener backtest`` over ``folder`` in a child; return the symbol-minutes and CPU seconds it reported."""
     command = [
         sys.executable, "-m", "screener.cli", "backtest", "--data", str(folder), "--no-progress",
         "--alerts-out", str(alerts),
     ]  # fmt: skip
     env = dict(os.environ, SCREENER_DATA_DIR=str(state))
     out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
-    found = re.search(r"over (\d+) symbol-minutes .*?\(([\d.]+) CPU-s", out)
+    found = re.search(r"over (\d+) symbol-minutes .*?([\d,]+) symbol-minutes per CPU-second", out)
     if found is None:
         raise SystemExit(f"screener backtest printed no throughput: {out.strip()[-500:]}")
-    return int(found.group(1)), float(found.group(2))
+    # The rate, not the CPU seconds printed to 2 decimals: it is computed from the exact time.
+    minutes = int(found.group(1))
+    return minutes, minutes / int(found.group(2).replace(",", ""))
 
 
 def command_figures(folder: Path, runs: int) -> None:
