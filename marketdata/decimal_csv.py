@@ -28,6 +28,8 @@ FIELD_BYTES = 16
 _PAD = FIELD_BYTES
 # Fields converted per step: their temporaries stay in the processor's cache.
 _CHUNK = 1 << 15
+# Text parsed per piece (whole rows): bounds the copies and indices a file needs at once.
+_PIECE_BYTES = 4 << 20
 
 _U = np.uint64
 _ALL = _U(0xFFFF_FFFF_FFFF_FFFF)
@@ -60,6 +62,34 @@ def parse_columns(text: bytes | memoryview, width: int, columns: Sequence[int]) 
     their point): then it is for a general parser, which says what is wrong.
     """
     data = np.frombuffer(text, dtype=np.uint8)
+    # In pieces of whole rows: a year's file is not copied and indexed whole at once.
+    pieces = []
+    start = 0
+    while start < len(data):
+        stop = len(data) if len(data) - start <= _PIECE_BYTES else _after_newline(data, start + _PIECE_BYTES)
+        piece = _parse_rows(data[start:stop], width, columns)
+        if piece is None:
+            return None
+        pieces.append(piece)
+        start = stop
+    if len(pieces) == 1:
+        return pieces[0]
+    return np.concatenate(pieces, axis=1) if pieces else np.empty((len(columns), 0))
+
+
+def _after_newline(data: npt.NDArray[np.uint8], at: int) -> int:
+    """Return the index after the first newline at or after ``at`` (the end when there is none)."""
+    window = 1 << 16
+    while at < len(data):
+        found = np.flatnonzero(data[at : at + window] == ord("\n"))
+        if len(found):
+            return at + int(found[0]) + 1
+        at += window
+    return len(data)
+
+
+def _parse_rows(data: npt.NDArray[np.uint8], width: int, columns: Sequence[int]) -> FloatArray | None:
+    """Return ``parse_columns`` of whole rows of text (``data``), or None."""
     # The text after _PAD bytes, in whole 64-bit words, with two spare words: every field's 16
     # bytes lie in three consecutive words. A last row without its newline is given one.
     size = _PAD + len(data)

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from marketdata import decimal_csv
 from marketdata.decimal_csv import parse_columns
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "klines"
@@ -85,3 +86,13 @@ def test_last_row_without_newline() -> None:
     parsed = parse_columns(b"1.5,2\n3,4.25", 2, [0, 1])
     assert parsed is not None
     assert parsed.tolist() == [[1.5, 3.0], [2.0, 4.25]]
+
+
+def test_text_longer_than_a_piece_is_parsed_in_pieces_of_whole_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(decimal_csv, "_PIECE_BYTES", 37)
+    rows = [f"{1_700_000_000_000 + 60_000 * k},{k / 8},{k * 3}.25" for k in range(50)]
+    text = "\n".join(rows).encode()  # the last row without its newline
+    parsed = parse_columns(text, 3, [0, 1, 2])
+    assert parsed is not None
+    assert np.array_equal(parsed, _reference(text, [0, 1, 2]))
+    assert parse_columns(text.replace(b"25\n", b"2x\n", 1), 3, [0, 2]) is None
