@@ -17,18 +17,18 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from marketdata.klines import KlineFileError, KlineSeries, files_by_symbol, report_overlaps
+from marketdata.klines import KlineFileError, files_by_symbol, report_overlaps
+from marketdata.parsed_cache import COLUMNS, CachedFile, cached_file
 from marketdata.parsed_cache import DAY_MS as DAY_MS  # noqa: PLC0414 (re-exported: the unit of blocks)
-from marketdata.parsed_cache import CachedFile, cached_file
 from screener.events.models import MINUTE_MS
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 
-# The columns of a grid, from KlineSeries.VALUE_COLUMNS.
-GRID_COLUMNS = ("open", "high", "low", "close", "volume", "quote_volume")
-_VALUE_INDEX = [KlineSeries.VALUE_COLUMNS.index(name) for name in GRID_COLUMNS]
+# The columns of a grid: those the parsed files keep.
+GRID_COLUMNS = COLUMNS
+_VALUE_INDEX = list(range(len(GRID_COLUMNS)))
 # What a minute without a candle holds in each column (Grid).
 _NEUTRAL = (0.0, -np.inf, np.inf, 0.0, 0.0, 0.0)
 
@@ -46,6 +46,16 @@ class Grid:
     first: int
     values: FloatArray
     present: BoolArray
+
+    def tail(self, minutes: int) -> Grid:
+        """Return the last ``minutes`` as a grid of their own (a copy: the rest of this one can go)."""
+        width = self.present.shape[1]
+        keep = min(minutes, width)
+        return Grid(
+            self.first + (width - keep) * MINUTE_MS,
+            self.values[:, :, width - keep :].copy(),
+            self.present[:, width - keep :].copy(),
+        )
 
 
 class MarketBlocks:
@@ -109,13 +119,24 @@ class MarketBlocks:
         """Return how many of ``symbols`` have a file reaching into ``first <= t < end``."""
         return sum(any(f.first < end and f.last >= first for f in self._files[s]) for s in symbols)
 
-    def grid(self, symbols: Sequence[str], first: int, end: int) -> Grid:
-        """Return the grid of ``symbols`` for the minutes ``first <= t < end``."""
+    def grid(self, symbols: Sequence[str], first: int, end: int, previous: Grid | None = None) -> Grid:
+        """Return the grid of ``symbols`` for the minutes ``first <= t < end``.
+
+        ``previous``, a grid of the same symbols, gives the minutes it shares with this one (the
+        context a block shares with the block before it): only the others are read from the files.
+        """
         width = (end - first) // MINUTE_MS
         values = np.empty((len(GRID_COLUMNS), len(symbols), width))
         present = np.zeros((len(symbols), width), dtype=bool)
+        kept = 0
+        if previous is not None and previous.present.shape[0] == len(symbols):
+            begin = (first - previous.first) // MINUTE_MS
+            kept = max(0, min(previous.present.shape[1] - begin, width)) if begin >= 0 else 0
+            values[:, :, :kept] = previous.values[:, :, begin : begin + kept]
+            present[:, :kept] = previous.present[:, begin : begin + kept]
+        start = first + kept * MINUTE_MS
         for row, symbol in enumerate(symbols):
-            open_time, rows = self.rows(symbol, first, end)
+            open_time, rows = self.rows(symbol, start, end)
             if not len(open_time):
                 continue
             at = (open_time - first) // MINUTE_MS
@@ -124,8 +145,9 @@ class MarketBlocks:
             where: slice | IntArray = slice(begin, last + 1) if last - begin == len(at) - 1 else at
             values[:, row, where] = rows
             present[row, where] = True
-        if not present.all():  # the minutes without a candle get each reduction's neutral value
-            missing = ~present
+        read = present[:, kept:]
+        if not read.all():  # the minutes without a candle get each reduction's neutral value
+            missing = ~read
             for column, neutral in enumerate(_NEUTRAL):
-                np.copyto(values[column], neutral, where=missing)
+                np.copyto(values[column, :, kept:], neutral, where=missing)
         return Grid(first, values, present)

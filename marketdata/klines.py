@@ -20,7 +20,6 @@ Usage::
 
 from __future__ import annotations
 
-import gzip
 import io
 import itertools
 import logging
@@ -31,10 +30,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
+from isal import igzip, isal_zlib
 
+from marketdata.decimal_csv import parse_columns
 from screener.events.models import MINUTE_MS, Candle
 
 FloatArray = npt.NDArray[np.float64]
@@ -230,6 +232,17 @@ def read_klines(path: Path, symbol: str | None = None) -> KlineSeries:
     return KlineSeries(symbol, open_time[keep], values[keep], derived)
 
 
+def read_columns(path: Path, names: Sequence[str]) -> tuple[IntArray, FloatArray, bool]:
+    """Read the open times and the columns ``names`` (of ``KlineSeries.VALUE_COLUMNS``) of one kline CSV.
+
+    Return the open times, the values (len(names), rows) and whether the quote volume was derived,
+    read by ``read_klines``'s rules (invalid rows skipped, sorted, one row a minute).
+    """
+    series = read_klines(path)
+    index = [KlineSeries.VALUE_COLUMNS.index(name) for name in names]
+    return series.open_time, np.ascontiguousarray(series.values[:, index].T), series.quote_volume_derived
+
+
 def invalid_rows(open_time: FloatArray, values: FloatArray) -> list[tuple[int, str]]:
     """Return ``(row, reason)`` of every row that is not a valid candle (metrics.md), in row order.
 
@@ -262,7 +275,7 @@ def _file_bytes(path: Path) -> bytes:
     try:
         raw = path.read_bytes()
         if raw.startswith(GZIP_MAGIC):  # by content, not name: a .csv may be compressed
-            return gzip.decompress(raw)
+            return _gunzip(raw)
         if raw.startswith(ZIP_MAGIC):
             with zipfile.ZipFile(io.BytesIO(raw)) as archive:
                 members = [m for m in archive.namelist() if m.lower().endswith(".csv")]
@@ -270,8 +283,20 @@ def _file_bytes(path: Path) -> bytes:
                     raise KlineFileError(f"{path}: expected one CSV file in the zip, found {members}")
                 return archive.read(members[0])
         return raw
-    except (OSError, EOFError, zipfile.BadZipFile, gzip.BadGzipFile) as exc:
+    except _READ_ERRORS as exc:
         raise KlineFileError(f"{path}: {exc}") from None
+
+
+def _gunzip(data: bytes) -> bytes:
+    """Return the bytes gzip-compressed in ``data`` (every member), with ISA-L's inflate (~3x zlib's speed)."""
+    raw: bytes = igzip.decompress(data)  # type: ignore[no-untyped-call]  # isal's stub leaves it untyped
+    return raw
+
+
+# What reading and decompressing a file may raise (isal's stub types its error as an instance).
+_READ_ERRORS: tuple[type[Exception], ...] = (
+    OSError, EOFError, zipfile.BadZipFile, cast(type[Exception], isal_zlib.error),
+)  # fmt: skip
 
 
 def _line_numbers(body: bytes, before: int) -> list[int]:
@@ -289,6 +314,13 @@ def _parse_table(path: Path, body: bytes, before: int) -> tuple[FloatArray, list
     """
     if not body.strip():
         raise KlineFileError(f"{path}: no rows")
+    # Plain decimals (every recording so far): ``decimal_csv``, ~5x numpy's parser; anything else
+    # (a sign, an exponent, a date, a ragged or damaged row) the general way below.
+    first = body[: body.find(b"\n")] if b"\n" in body else body
+    width = first.count(b",") + 1
+    columns = parse_columns(body, width, range(width))
+    if columns is not None and columns.shape[1]:
+        return np.ascontiguousarray(columns.T), None, []
     try:
         table: FloatArray = np.loadtxt(io.BytesIO(body), delimiter=",", ndmin=2, dtype=np.float64)
         return table, None, []

@@ -1,8 +1,8 @@
-"""A cache of parsed kline files: the numbers of a CSV once parsed, kept as a binary file read by ranges.
+"""A cache of parsed kline files: the numbers a backtest reads of a CSV, kept as a binary file read by ranges.
 
-Parsing text is most of what reading a recording costs (about 200 ns a number); a backtest that
-runs again over the same files loads their rows instead. An entry is named after the file's name,
-folder, size and modification time, so a changed file is parsed again; entries are plain ``.npy`` files
+Parsing text is most of what reading a recording costs (some 30 ns a number, and decompressing it);
+a backtest that runs again over the same files loads their rows instead. An entry is named after the
+file's name, folder, size and modification time, so a changed file is parsed again; entries are plain ``.npy`` files
 (one row per column, one column per minute) that can be deleted at any time.
 
 A ``CachedFile`` reads only the rows of a span of time (``rows``), found through the row at which
@@ -12,27 +12,29 @@ each UTC day begins, so a backtest holds the minutes of its current block, not w
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import numpy.typing as npt
 
-from marketdata.klines import KlineFileError, KlineSeries, read_klines, symbol_of
+from marketdata.klines import KlineFileError, read_columns
 from screener.events.models import MINUTE_MS
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 DAY_MS = 1440 * MINUTE_MS
-VALUES = len(KlineSeries.VALUE_COLUMNS)
+# The values an entry keeps (of KlineSeries.VALUE_COLUMNS): what the backtest's grids hold.
+COLUMNS = ("open", "high", "low", "close", "volume", "quote_volume")
+VALUES = len(COLUMNS)
 # An entry is one float64 array (ROWS, minutes): the open time (exact: below 2**53), the values of
-# KlineSeries.VALUE_COLUMNS, and 1.0 where the quote volume was derived. Each row is contiguous, so a
-# span of one column is one read.
+# COLUMNS, and 1.0 where the quote volume was derived. Each row is contiguous, so a span of one
+# column is one read.
 OPEN_TIME_ROW, DERIVED_ROW = 0, 1 + VALUES
 ROWS = DERIVED_ROW + 1
 
@@ -61,7 +63,7 @@ class CachedFile:
     day_starts: IntArray  # index of the first minute of day ``first // DAY_MS + k``, then ``length``
 
     def rows(self, first: int, end: int, columns: Sequence[int]) -> tuple[IntArray, FloatArray]:
-        """Return the open times and the values (``columns`` of VALUE_COLUMNS) of ``first <= open_time < end``.
+        """Return the open times and the values (``columns``, indices into COLUMNS) of ``first <= open_time < end``.
 
         The values are (len(columns), minutes).
         """
@@ -72,22 +74,23 @@ class CachedFile:
         lo = int(self.day_starts[min(max(first // DAY_MS - day0, 0), top)])
         hi = int(self.day_starts[min(max(-(-end // DAY_MS) - day0, 0), top)])
         count = hi - lo
-        values = np.empty((len(columns), count))
-        with self.path.open("rb") as handle:
-            open_time = self._read(handle, OPEN_TIME_ROW, lo, count).astype(np.int64)
+        times = np.empty(count, dtype="<f8")
+        values = np.empty((len(columns), count), dtype="<f8")
+        with self.path.open("rb", buffering=0) as handle:
+            self._read(handle, OPEN_TIME_ROW, lo, times)
             for k, column in enumerate(columns):
-                values[k] = self._read(handle, 1 + column, lo, count)
+                self._read(handle, 1 + column, lo, values[k])
+        open_time = times.astype(np.int64)
         keep = (open_time >= first) & (open_time < end)
         if not keep.all():  # a span that does not start or end at midnight
             return open_time[keep], values[:, keep]
         return open_time, values
 
-    def _read(self, handle: BinaryIO, row: int, start: int, count: int) -> FloatArray:
+    def _read(self, handle: io.FileIO, row: int, start: int, into: FloatArray) -> None:
+        """Read ``len(into)`` values of ``row`` from minute ``start`` on straight into ``into``."""
         handle.seek(self.offset + (row * self.length + start) * 8)
-        found: FloatArray = np.fromfile(handle, dtype="<f8", count=count)
-        if len(found) != count:
+        if handle.readinto(into.data) != into.nbytes:
             raise KlineFileError(f"{self.path}: cache entry cut short (delete it to parse the file again)")
-        return found
 
 
 def cached_file(path: Path, cache: Path) -> CachedFile:
@@ -97,13 +100,11 @@ def cached_file(path: Path, cache: Path) -> CachedFile:
         return _open_entry(entry)
     except (OSError, ValueError):
         pass  # not cached yet, or a broken entry: parse the file
-    series = read_klines(path)
-    if len(series) == 0:
-        raise KlineFileError(f"{path}: no rows")
-    table = np.empty((ROWS, len(series)))
-    table[OPEN_TIME_ROW] = series.open_time
-    table[1:DERIVED_ROW] = series.values.T
-    table[DERIVED_ROW] = 1.0 if series.quote_volume_derived else 0.0
+    open_time, values, derived = read_columns(path, COLUMNS)
+    table = np.empty((ROWS, len(open_time)))
+    table[OPEN_TIME_ROW] = open_time
+    table[1:DERIVED_ROW] = values
+    table[DERIVED_ROW] = 1.0 if derived else 0.0
     cache.mkdir(parents=True, exist_ok=True)
     # Written aside and renamed: a concurrent or killed run never leaves half an entry.
     handle, temporary = tempfile.mkstemp(dir=cache, suffix=".npy.tmp")
@@ -131,12 +132,3 @@ def _open_entry(entry: Path) -> CachedFile:
     days = np.arange(first // DAY_MS, last // DAY_MS + 1) * DAY_MS
     day_starts = np.append(np.searchsorted(open_time, days), length).astype(np.int64)
     return CachedFile(entry, offset, length, first, last, derived, day_starts)
-
-
-def read_cached(path: Path, cache: Path | None) -> KlineSeries:
-    """Return ``read_klines(path)``, from ``cache`` when it holds the file's rows (stored there otherwise)."""
-    if cache is None:
-        return read_klines(path)
-    entry = cached_file(path, cache)
-    open_time, values = entry.rows(entry.first, entry.last + MINUTE_MS, range(VALUES))
-    return KlineSeries(symbol_of(path), open_time, np.ascontiguousarray(values.T), entry.quote_volume_derived)

@@ -137,7 +137,7 @@ def advance(state: CarriedState, closes: FloatArray, lengths: IntArray) -> Float
         return out
     steady = state.values[BARS] >= STEADY_BARS
     if steady.all():
-        out[:, :, 1:] = advance_steady(state.values, closes)
+        advance_steady(state.values, closes, out=out[:, :, 1:])
     else:
         if steady.any():  # the steady rows together, as when all are
             at = np.flatnonzero(steady)
@@ -152,24 +152,28 @@ def advance(state: CarriedState, closes: FloatArray, lengths: IntArray) -> Float
 
 
 def _advance_young(out: FloatArray, closes: FloatArray, lengths: IntArray, young: IntArray) -> None:
-    """Fill the states of the ``young`` rows: through their seeds bar by bar (all rows at once), then steady.
+    """Fill the states of the ``young`` rows: through their seeds bar by bar, then steady.
 
-    Each step is ``advance_one`` on every row still seeding, with numpy's operations on the same
-    numbers in the same order (so the same results); a row whose seeds are done runs its remaining
-    bars through ``advance_steady``, together with the rows that finished seeding at the same bar.
+    The seeds are ``advance_one`` itself, row by row in Python floats: a row seeds at most
+    STEADY_BARS bars in its life and a block holds few rows, so numpy's cost per call (what
+    ``advance_many`` pays for every bar) would be most of it. A row whose seeds are done runs its
+    remaining bars through ``advance_steady``, together with the rows that finished seeding at the same bar.
     """
     state = out[:, young, 0].copy()
     length = lengths[young]
     done = np.zeros(len(young), dtype=np.int64)
-    while True:
-        seeding = np.flatnonzero((state[BARS] < STEADY_BARS) & (done < length))
-        if not len(seeding):
-            break
-        rows = young[seeding]
-        stepped = advance_many(state[:, seeding], closes[rows, done[seeding]])
-        state[:, seeding] = stepped
-        done[seeding] += 1
-        out[:, rows, done[seeding]] = stepped
+    for k, row in enumerate(young.tolist()):
+        values = state[:, k].tolist()
+        count = min(int(length[k]), max(STEADY_BARS - int(values[BARS]), 0))
+        if count <= 0:
+            continue
+        steps = []
+        for close in closes[row, :count].tolist():
+            advance_one(values, close)
+            steps.append(list(values))
+        out[:, row, 1 : count + 1] = np.array(steps).T
+        state[:, k] = values
+        done[k] = count
     for start in np.unique(done[done < length]).tolist():
         at = np.flatnonzero((done == start) & (done < length))
         rows = young[at]
@@ -210,12 +214,17 @@ def advance_many(state: FloatArray, close: FloatArray) -> FloatArray:
     return out
 
 
-def advance_steady(state: FloatArray, closes: FloatArray) -> FloatArray:
-    """Return the states after each of ``closes`` (rows, bars) for steady rows: (FIELDS, rows, bars)."""
+def advance_steady(state: FloatArray, closes: FloatArray, out: FloatArray | None = None) -> FloatArray:
+    """Return the states after each of ``closes`` (rows, bars) for steady rows: (FIELDS, rows, bars).
+
+    ``out``, when given, receives them (the caller's array, not a copy of a fresh one).
+    """
     rows, width = closes.shape
-    out = np.empty((len(FIELDS), rows, width))
-    previous = np.concatenate((state[CLOSE][:, None], closes[:, :-1]), axis=1)
-    change = closes - previous
+    if out is None:
+        out = np.empty((len(FIELDS), rows, width))
+    change = np.empty_like(closes)
+    np.subtract(closes[:, :1], state[CLOSE][:, None], out=change[:, :1])
+    np.subtract(closes[:, 1:], closes[:, :-1], out=change[:, 1:])
     out[BARS] = state[BARS][:, None] + np.arange(1, width + 1)
     out[CLOSE] = closes
     out[GAIN] = _first_order(np.maximum(change, 0.0), RSI_GAIN, RSI_KEEP, state[GAIN])

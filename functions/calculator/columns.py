@@ -275,14 +275,7 @@ def _bands(
     extended = np.concatenate((tail, closes), axis=1)
     positions = closes.shape[1] + 1
     anchor = extended[:, BB_CLOSED - 1 : BB_CLOSED - 1 + positions]
-    first = np.zeros_like(anchor)
-    second = np.zeros_like(anchor)
-    deviation = np.empty_like(anchor)
-    for k in range(BB_CLOSED):
-        np.subtract(extended[:, k : k + positions], anchor, out=deviation)
-        first += deviation
-        np.multiply(deviation, deviation, out=deviation)
-        second += deviation
+    first, second = _moments(extended, anchor)
     if rank is None:
         a, first, second = anchor[:, :-1], first[:, :-1], second[:, :-1]
     else:
@@ -310,6 +303,24 @@ def _bands(
         for band in (upper, middle, lower):
             np.copyto(band, np.nan, where=np.broadcast_to(invalid, band.shape))
     return upper, middle, lower
+
+
+def _moments(extended: FloatArray, anchor: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Return the sums of ``x - a`` and ``(x - a)^2`` over the BB_CLOSED closes ending at each anchor ``a``.
+
+    Summed in the closes' order from the oldest. The newest is the anchor itself (a deviation of
+    exactly 0, adding nothing), and the sums start from the oldest's terms rather than from 0 + them.
+    """
+    positions = anchor.shape[1]
+    first = np.subtract(extended[:, :positions], anchor)
+    second = np.multiply(first, first)
+    deviation = np.empty_like(first)
+    for k in range(1, BB_CLOSED - 1):
+        np.subtract(extended[:, k : k + positions], anchor, out=deviation)
+        first += deviation
+        np.multiply(deviation, deviation, out=deviation)
+        second += deviation
+    return first, second
 
 
 def rolling_windows(grid: MinuteGrid) -> dict[str, dict[str, FloatArray]]:

@@ -24,7 +24,7 @@ from functions.calculator.columns import CONTEXT_MINUTES, DAY_MINUTES, ColumnCal
 from functions.rules.columnar import BlockEvaluator, BlockFrame, FoundAlert, SymbolRow, block_alerts
 from functions.rules.config import RulesConfig
 from functions.rules.ruleset import Rule
-from marketdata.blocks import DAY_MS, MarketBlocks
+from marketdata.blocks import DAY_MS, Grid, MarketBlocks
 from screener.events.models import MINUTE_MS
 
 FloatArray = npt.NDArray[np.float64]
@@ -36,6 +36,9 @@ BLOCK_CELLS = 1 << 16
 # recomputes (CONTEXT_MINUTES) are a small share (650 symbols: 16 per group run ~5% faster and in a
 # quarter less memory than 64, bench/backtest_memory.py).
 GROUP_SYMBOLS = 16
+# Up to this many symbols, each group keeps the last CONTEXT_MINUTES of its grid for the next block
+# (the context the two share is copied, not read again); beyond, memory would grow with the groups.
+CONTEXT_KEPT_SYMBOLS = 64
 # Forward returns are measured this many minutes after each alert (report.HORIZONS).
 HORIZONS: dict[str, int] = {"15m": 15, "1h": 60, "4h": 240, "1d": 1440}
 
@@ -90,6 +93,7 @@ class _Group:
         self.symbols = symbols
         self.calculator = ColumnCalculator(symbols)
         self.evaluator = BlockEvaluator(config, symbols)
+        self.context: Grid | None = None  # the last minutes of the previous block's grid, when kept
 
 
 def run_backtest(
@@ -127,13 +131,16 @@ def run_backtest(
     alerts: list[FoundAlert] = []
     pending = _Returns(market.symbols, run_order)
     evaluated_total = 0
+    keep_context = len(market.symbols) <= CONTEXT_KEPT_SYMBOLS
     block = first - first % DAY_MS
     while block < end:
         block_end = block + _block_days(market, groups, block, end) * DAY_MS
         others: dict[str, SymbolRow] = {}
         block_alerts_list: list[FoundAlert] = []
         for group in groups:
-            grid = market.grid(group.symbols, block - CONTEXT_MINUTES * MINUTE_MS, block_end)
+            grid = market.grid(group.symbols, block - CONTEXT_MINUTES * MINUTE_MS, block_end, group.context)
+            if keep_context:
+                group.context = grid.tail(CONTEXT_MINUTES)
             # Only the symbols with a candle in the block are computed (a recording's symbols start
             # and end at different times): the others' state carries over.
             active = np.flatnonzero(grid.present[:, CONTEXT_MINUTES:].any(axis=1))

@@ -13,7 +13,6 @@ the minute-by-minute pipeline's).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -446,20 +445,22 @@ def block_alerts(
     metrics = frame.metrics
     alerts = []
     for rule_type, where in fired.items():
-        rows, columns = np.nonzero(where)
-        if not len(rows):
+        flat = np.flatnonzero(where)  # row-major: the rows and columns of np.nonzero, in one cheaper pass
+        if not len(flat):
             continue
+        rows, columns = np.divmod(flat, frame.minutes)
         rule = ruleset.by_type[rule_type].rule
         read = ruleset.read_metrics(rule_type)
-        flat = rows * frame.minutes + columns
         labels = [m.label for m in read]
         # Per alert, the values it read in ``labels``' order, null for NaN.
-        columns_read = [frame.column(m.name, m.symbol, rule.min_coverage)[flat].tolist() for m in read]
-        read_values = (
-            zip(*([None if math.isnan(x) else x for x in values] for values in columns_read), strict=True)
-            if columns_read
-            else repeat(())
-        )
+        columns_read = []
+        for m in read:
+            read_column = frame.column(m.name, m.symbol, rule.min_coverage)[flat]
+            listed: list[float | None] = read_column.tolist()
+            for at in np.flatnonzero(np.isnan(read_column)).tolist():
+                listed[at] = None
+            columns_read.append(listed)
+        read_values = zip(*columns_read, strict=True) if columns_read else repeat(())
         prices = metrics.last_price[rows, columns].tolist()
         minutes = (metrics.first + MINUTE_MS * columns).tolist()
         description = rule.description or rule.name

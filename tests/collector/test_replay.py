@@ -72,6 +72,10 @@ def test_unreadable_files_are_named_in_the_error(tmp_path: Path) -> None:
     odd.write_text("1772323200001,1,1,1,1,1\n")
     with pytest.raises(KlineFileError, match="not a whole minute"):
         read_klines(odd)
+    broken = tmp_path / "GZUSDT-1m.csv.gz"
+    broken.write_bytes(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03not deflate")
+    with pytest.raises(KlineFileError, match=r"GZUSDT-1m\.csv\.gz"):
+        read_klines(broken)
     with pytest.raises(KlineFileError, match="no kline files"):
         read_folder(tmp_path, ["NOPEUSDT"])
 

@@ -88,3 +88,19 @@ def test_files_of_one_name_in_two_folders_keep_their_own_rows(klines_dir: Path, 
     open_time, _ = MarketBlocks(folder, cache=tmp_path / "cache").rows("DOTUSDT", whole.first_open_time, 2**62)
     second_rows = read_klines(second)
     np.testing.assert_array_equal(open_time, np.concatenate([whole.open_time[:1440], second_rows.open_time]))
+
+
+def test_a_grid_built_on_the_previous_ones_tail_is_the_grid_read_whole(klines_dir: Path, tmp_path: Path) -> None:
+    folder = klines_dir / "binance-um-2025-05"
+    market = MarketBlocks(folder, ["BTCUSDT", "ETHUSDT", "XMRUSDT"], cache=tmp_path / "cache")
+    symbols = market.symbols
+    block = market.first - market.first % DAY_MS
+    previous = None
+    while block <= market.last():
+        end = block + 2 * DAY_MS
+        whole = market.grid(symbols, block - CONTEXT * MINUTE_MS, end)
+        reused = market.grid(symbols, block - CONTEXT * MINUTE_MS, end, previous)
+        np.testing.assert_array_equal(reused.present, whole.present)
+        np.testing.assert_array_equal(reused.values, whole.values)
+        previous = reused.tail(CONTEXT)
+        block = end
