@@ -64,7 +64,15 @@ async def anchor_time(
     if conn is None:
         market.shift_time(live_shift(market, settings, clock.now_ms()))
         return
-    shift = await conn.fetchval("SELECT shift_ms FROM replay_anchors WHERE recording = $1", key)
+    # Its key, else one the same recording got under an earlier start (before the timeline spanned
+    # every file, it began where all symbols overlap): a shift maps recorded to shown times, whatever
+    # the span, so a database kept from then stays on its timeline.
+    shift = await conn.fetchval(
+        """SELECT shift_ms FROM replay_anchors WHERE recording = $1 OR left(recording, length($2)) = $2
+           ORDER BY recording = $1 DESC LIMIT 1""",
+        key,
+        f"{settings.replay_recording}:",
+    )
     if shift is None and stored is not None:
         log.warning("replay: the database holds %s with recorded times; keeping them (new data dir to go live)", key)
         return

@@ -87,6 +87,28 @@ async def test_live_time_puts_the_stream_at_the_present_and_a_restart_keeps_the_
         await pool.close()
 
 
+async def test_a_database_anchored_under_an_earlier_start_of_the_recording_keeps_its_shift(
+    postgres_dsn: str, pg: asyncpg.Connection, jetstream: JetStreamContext
+) -> None:
+    """The anchor's key names the recording's first minute, which was once the minute all its symbols shared."""
+    emitter = await _emitter(jetstream)
+    settings = load_settings({}, replay_speed="max", replay_time="live")
+    market = load_market(settings)
+    shift = 570 * DAY_MS
+    earlier = f"{settings.replay_recording}:{market.recorded_start_ms + 7365 * MINUTE_MS}"
+    await pg.execute("INSERT INTO replay_anchors (recording, shift_ms) VALUES ($1, $2)", earlier, shift)
+    first = warmup_end(market, settings.warmup_minutes)
+    stored = [c.model_copy(update={"open_time": c.open_time + shift}) for c in market.candles_at(first - MINUTE_MS)]
+    await insert_candles(pg, stored, PartitionCache())
+    pool = await asyncpg.create_pool(postgres_dsn, min_size=1, max_size=2)
+    assert pool is not None
+    try:
+        source = await prepare_replay(market, emitter, WallClock(NOW_MS), settings, pool)
+    finally:
+        await pool.close()
+    assert market.time_shift_ms == shift and source.next_minute == first + shift
+
+
 async def test_recorded_time_keeps_the_recorded_minutes(jetstream: JetStreamContext) -> None:
     emitter = await _emitter(jetstream)
     settings = load_settings({}, replay_speed="max", replay_time="recorded")
