@@ -28,7 +28,6 @@ import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
-import resource
 import statistics
 import struct
 import sys
@@ -50,24 +49,9 @@ from screener.events.nats_binding import to_binary  # noqa: E402
 from screener.names import EVENT_SOURCE_RULES, TYPE_ALERT_TRIGGERED  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
-from socket_floor import floor_ms  # noqa: E402
+from socket_floor import SPARE_FDS, floor_ms, raise_fd_limit  # noqa: E402
 
 STAMP = b'"sent_ns":'
-# File descriptors a process needs beyond its sockets (servers' connections, pipes, the interpreter).
-SPARE_FDS = 200
-
-
-def raise_fd_limit(needed: int) -> int:
-    """Raise this process's open-files limit to the hard limit; fail if that is below ``needed``."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    if hard < needed:
-        raise SystemExit(
-            f"open-files limit is {hard} (hard), {needed} needed: raise it (ulimit -Hn, or limits.conf) "
-            "or spread the sockets over more processes"
-        )
-    return hard
 
 
 def rss_bytes(pid: int) -> int:

@@ -24,20 +24,26 @@ import statistics
 import time
 from dataclasses import dataclass
 
+# File descriptors a process needs beyond its sockets (servers' connections, pipes, the interpreter).
 SPARE_FDS = 200
 
 
-def _raise_fd_limit(needed: int) -> None:
+def raise_fd_limit(needed: int) -> int:
+    """Raise this process's open-files limit to the hard limit; fail if that is below ``needed``."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if hard < needed:
-        raise SystemExit(f"open-files limit is {hard} (hard), {needed} needed: raise `ulimit -Hn`")
+        raise SystemExit(
+            f"open-files limit is {hard} (hard), {needed} needed: raise it (ulimit -Hn, or limits.conf) "
+            "or spread the sockets over more processes"
+        )
+    return hard
 
 
 def _reader(port: int, count: int, cpus: list[int] | None, pipe: multiprocessing.connection.Connection) -> None:
     """Connect ``count`` sockets to ``port`` and read whatever arrives until told to stop."""
-    _raise_fd_limit(count + SPARE_FDS)
+    raise_fd_limit(count + SPARE_FDS)
     if cpus:
         os.sched_setaffinity(0, cpus)
     import uvloop
@@ -76,7 +82,7 @@ def _writer(plan: _Plan, result: multiprocessing.connection.Connection) -> None:
     """Accept the plan's connections, send one frame to each, round after round; send the times (ms) back."""
     clients, frame_bytes, rounds = plan.clients, plan.frame_bytes, plan.rounds
     writer_cpus, reader_cpus, reader_processes = plan.writer_cpus, plan.reader_cpus, plan.reader_processes
-    _raise_fd_limit(clients + SPARE_FDS)
+    raise_fd_limit(clients + SPARE_FDS)
     if writer_cpus:
         os.sched_setaffinity(0, writer_cpus)
     listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
