@@ -10,12 +10,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from functions.calculator.compute import compute_snapshots
-from screener.db.partitions import PartitionCache
 from screener.events.models import MINUTE_MS, Candle
 from state.candles import CandleStore
 from state.layout import BAR_RINGS, CAPACITY, CARRY_STATE_FIELDS, CARRY_TIMEFRAMES, carry_offset
 from state.warm_start import missing_symbols, warm_start
-from tests.functions.calculator.klines import SET_2026, csv_path, read_candles
+from tests.functions.calculator.klines import SET_2026, csv_path, read_candles, store_minutes
 
 MINUTES = 21_000  # past change_14d's 336 hours
 RECORDED = 3_200  # what candles_1m keeps (more than the ring's two laps)
@@ -49,16 +48,7 @@ def dot(klines_dir: Path) -> list[Candle]:
 
 async def record(pg: asyncpg.Connection, candles: list[Candle]) -> None:
     """Store candles in ``candles_1m`` and every closed bar in ``bars``, as the collector does."""
-    recorded = candles[-RECORDED:]
-    await PartitionCache().ensure(pg, "candles_1m", [c.open_time for c in recorded])
-    await pg.copy_records_to_table(
-        "candles_1m",
-        records=[
-            (c.symbol, _at(c.open_time), c.open, c.high, c.low, c.close, c.volume, c.quote_volume, c.trades)
-            for c in recorded
-        ],
-        columns=["symbol", "open_time", "open", "high", "low", "close", "volume", "quote_volume", "trades"],
-    )
+    await store_minutes(pg, candles[-RECORDED:])
     rows = [
         (candles[0].symbol, ring.timeframe, _at(start), *values)
         for ring in BAR_RINGS

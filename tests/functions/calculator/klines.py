@@ -9,10 +9,14 @@ from __future__ import annotations
 import csv
 import gzip
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
-from screener.events.models import Candle
+import asyncpg
+
+from screener.db.partitions import PartitionCache
+from screener.events.models import MINUTE_MS, Candle
 
 SET_2026 = "binance-um-2026-02"
 SET_2025 = "binance-um-2025-05"
@@ -69,3 +73,30 @@ def with_gaps(
     rng = random.Random(seed)
     dropped = {i for start, stop in holes for i in range(start, stop)}
     return [c for i, c in enumerate(candles) if i not in dropped and rng.random() >= rate]
+
+
+def bar_closes(candles: Sequence[Candle], minutes: int, upto: int) -> list[float]:
+    """Return the closes of every clock-aligned bar of ``minutes`` up to minute ``upto`` (the forming bar last)."""
+    closes: dict[int, float] = {}
+    for c in candles:
+        if c.open_time > upto:
+            break
+        closes[c.open_time // (minutes * MINUTE_MS)] = c.close  # the latest minute closes its bar
+    return list(closes.values())
+
+
+async def store_minutes(pg: asyncpg.Connection, candles: Sequence[Candle]) -> None:
+    """Store ``candles`` in ``candles_1m`` with one COPY (the recorder's rows, no roll-up of bars)."""
+    await PartitionCache().ensure(pg, "candles_1m", [c.open_time for c in candles])
+    await pg.copy_records_to_table(
+        "candles_1m",
+        records=[
+            (c.symbol, _instant(c.open_time), c.open, c.high, c.low, c.close, c.volume, c.quote_volume, c.trades)
+            for c in candles
+        ],
+        columns=["symbol", "open_time", "open", "high", "low", "close", "volume", "quote_volume", "trades"],
+    )
+
+
+def _instant(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)

@@ -13,8 +13,6 @@ over every bar since the first to 1e-9 relative (docs/state.md, "Carried indicat
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -25,11 +23,10 @@ import talib
 
 from functions.calculator.compute import compute_minute
 from functions.calculator.function import _segments
-from screener.db.partitions import PartitionCache
 from screener.events.models import BAR_TIMEFRAMES, MINUTE_MS, Candle
 from state.candles import CandleStore
 from state.warm_start import warm_start
-from tests.functions.calculator.klines import SET_2025, csv_path, read_candles, with_gaps
+from tests.functions.calculator.klines import SET_2025, csv_path, read_candles, store_minutes, with_gaps
 from tests.functions.calculator.test_columns import at, computed
 
 FloatArray = npt.NDArray[np.float64]
@@ -46,23 +43,6 @@ def series(klines_dir: Path) -> dict[str, list[Candle]]:
     path = csv_path(klines_dir, SET_2025, "ETHUSDT")
     tiny = with_gaps(read_candles(path, symbol="ETHTINYUSDT", scale=1e-6), seed=4, rate=0.02, holes=[(30_000, 30_060)])
     return {"ETHUSDT": read_candles(path), "ETHTINYUSDT": tiny}
-
-
-async def record(pg: asyncpg.Connection, candles: Sequence[Candle]) -> None:
-    """Store ``candles`` in ``candles_1m`` as the recorder does."""
-    await PartitionCache().ensure(pg, "candles_1m", [c.open_time for c in candles])
-    await pg.copy_records_to_table(
-        "candles_1m",
-        records=[
-            (c.symbol, _instant(c.open_time), c.open, c.high, c.low, c.close, c.volume, c.quote_volume, c.trades)
-            for c in candles
-        ],
-        columns=["symbol", "open_time", "open", "high", "low", "close", "volume", "quote_volume", "trades"],
-    )
-
-
-def _instant(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 def relative_error(ours: float, expected: float, price: float, name: str) -> float:
@@ -94,7 +74,7 @@ async def test_stream_rsi_and_macd_equal_talib_over_the_whole_history_at_every_m
     for index, run in enumerate(runs):
         if index == restart:
             # Redis flushed: the warm start rebuilds the rings and the carried state from PostgreSQL.
-            await record(pg, [c for r in runs[:index] for c in r])
+            await store_minutes(pg, [c for r in runs[:index] for c in r])
             await redis_client.flushdb()
             until = {s: max(c.open_time for r in runs[:index] for c in r if c.symbol == s) for s in symbols}
             assert await warm_start(redis_client, pg, symbols, until=until)

@@ -19,7 +19,7 @@ from functions.calculator.columns import CONTEXT_MINUTES, DAY_MINUTES, ColumnCal
 from functions.calculator.compute import compute_arrays
 from functions.rules.replay_state import MemoryCandleState
 from screener.events.models import BAR_TIMEFRAMES, MINUTE_MS, Candle
-from tests.functions.calculator.klines import SET_2025, SET_2026, csv_path, read_candles, with_gaps
+from tests.functions.calculator.klines import SET_2025, SET_2026, bar_closes, csv_path, read_candles, with_gaps
 from tests.functions.calculator.test_reference import REL, assert_close, check_indicators
 
 DAY_MS = DAY_MINUTES * MINUTE_MS
@@ -93,16 +93,6 @@ def test_windows_pivots_and_bands_equal_the_streaming_calculator(klines_dir: Pat
                 assert_close(ours, None if math.isnan(value) else float(value), 1e-12, f"{what} {tf} {band}")
         compared += 1
     assert compared == len(sampled)
-
-
-def bar_closes(candles: Sequence[Candle], minutes: int, upto: int) -> list[float]:
-    """Return the closes of every clock-aligned bar of ``minutes`` up to minute ``upto`` (the forming bar last)."""
-    closes: dict[int, float] = {}
-    for c in candles:
-        if c.open_time > upto:
-            break
-        closes[c.open_time // (minutes * MINUTE_MS)] = c.close  # the latest minute closes its bar
-    return list(closes.values())
 
 
 @pytest.mark.parametrize("scale", [1e-7, 1.0, 1e5])

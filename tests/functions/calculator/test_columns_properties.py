@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 
 import numpy as np
 from hypothesis import given, settings
@@ -52,16 +53,21 @@ prices = st.lists(
 )
 
 
+def bar_by_bar(step: Callable[[list[float], float], object], closes: list[float]) -> list[list[float]]:
+    """Return the carried state after each close, advanced one bar at a time by ``step`` from empty."""
+    row = [0.0] * len(carried.FIELDS)
+    states = []
+    for close in closes:
+        step(row, close)
+        states.append(list(row))
+    return states
+
+
 @settings(max_examples=150, deadline=None)
 @given(relative=prices, scale=st.sampled_from([1e-7, 1e-3, 1.0, 1e3, 1e5]), split=st.integers(min_value=0))
 def test_whole_row_recursions_agree_with_the_bar_by_bar_loop(relative: list[float], scale: float, split: int) -> None:
     closes = [p * scale for p in relative]
-    # Bar by bar in Python floats, TA-Lib's order, all the way.
-    row = [0.0] * len(carried.FIELDS)
-    expected = []
-    for close in closes:
-        carried.advance_one(row, close)
-        expected.append(list(row))
+    expected = bar_by_bar(carried.advance_one, closes)  # Python floats, TA-Lib's order, all the way
     # The same series in two pieces (any split once steady): seeds bar by bar, then lfilter rows.
     cut = carried.STEADY_BARS + split % (len(closes) - carried.STEADY_BARS + 1)
     state = carried.CarriedState.empty(1)
@@ -94,11 +100,7 @@ def test_the_rings_bar_by_bar_step_gives_the_bits_of_whole_rows_in_any_pieces(
     # state/write_candles.lua); the backtest advances whole rows (``advance``), cut into blocks
     # anywhere and the calculator steps a few bars at a time: every way must give the same bytes.
     closes = [p * scale for p in relative]
-    row = [0.0] * len(carried.FIELDS)
-    expected = []
-    for close in closes:
-        carried.advance_bar(row, close)
-        expected.append(list(row))
+    expected = bar_by_bar(carried.advance_bar, closes)
     state = carried.CarriedState.empty(1)
     got = []
     bounds = sorted({0, len(closes), *(c % (len(closes) + 1) for c in cuts)})

@@ -19,7 +19,7 @@ import talib
 from functions.calculator.compute import bar_series, compute_arrays, gather_minutes, left_align
 from screener.events.models import BAR_TIMEFRAMES, MINUTE_MS, WINDOWS, Candle
 from state.candles import CandleStore
-from tests.functions.calculator.klines import SET_2025, SET_2026, csv_path, read_candles, with_gaps
+from tests.functions.calculator.klines import SET_2025, SET_2026, bar_closes, csv_path, read_candles, with_gaps
 
 REL = 1e-12  # windows: only the summation order differs from the reference
 INDICATOR_REL = 1e-9  # metrics.md
@@ -82,16 +82,6 @@ def ref_bar_closes(by_minute: dict[int, Candle], t: int, minutes: int, count: in
         if inside:
             closes.append(inside[-1].close)
     return closes
-
-
-def all_bar_closes(candles: list[Candle], minutes: int, upto: int) -> list[float]:
-    """Return the closes of every clock-aligned bar of ``minutes`` up to minute ``upto``, the forming bar last."""
-    closes: dict[int, float] = {}
-    for c in candles:
-        if c.open_time > upto:
-            break
-        closes[c.open_time // (minutes * MINUTE_MS)] = c.close  # the latest minute closes its bar
-    return list(closes.values())
 
 
 def ref_change_14d(by_minute: dict[int, Candle], t: int) -> float | None:
@@ -197,7 +187,7 @@ async def test_windows_pivots_bars_and_indicators_match_the_reference(
                 assert packed[0, : lengths[0]].tolist() == reference, f"{symbol}@{t} {tf} bars differ"
                 ours = {k: float(v[0]) for k, v in arrays.indicators[tf].items()}
                 # RSI and MACD are carried from the first bar: TA-Lib over every bar since (metrics.md).
-                history = all_bar_closes(candles, tf_minutes, t)
+                history = bar_closes(candles, tf_minutes, t)
                 assert history[-len(reference) :] == reference
                 compared += check_indicators(ours, history, f"{symbol}@{t} {tf}")
     assert compared > 100
