@@ -134,23 +134,18 @@ def roll_up_statements(stage: str) -> list[tuple[str, RollUp]]:
     return statements
 
 
-async def roll_up(conn: asyncpg.Connection, statements: Sequence[tuple[str, RollUp]]) -> int:
+async def roll_up(conn: asyncpg.Connection, statements: Sequence[tuple[str, RollUp]]) -> None:
     """Run ``statements`` (``roll_up_statements``) in order, each on the bars the one before wrote.
-
-    Return how many bars were written.
 
     A coarser bar is a function of its finer bars only, so one none of whose finer bars was written
     now cannot have changed: most minutes complete no 5m bar, and then nothing coarser is looked at.
     Run it in the transaction that stored the minutes, so each roll-up sees the rows written before it.
     """
-    written = 0
     wrote: list[asyncpg.Record] | None = None
     for statement, step in statements:
         if wrote is None:
             wrote = await conn.fetch(statement, *step.arguments)
         else:
             wrote = await conn.fetch(statement, *step.arguments, [r[0] for r in wrote], [r[1] for r in wrote])
-        written += len(wrote)
         if not wrote:
-            break
-    return written
+            return
