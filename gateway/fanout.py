@@ -1,7 +1,9 @@
 """One NATS subscription per gateway process, fanned out to every WebSocket client.
 
 The older Go backend opened a NATS subscription per client; here one core subscription on the alert
-subjects and one on the computed-metrics subjects feed every connection. Each event is serialized and
+subjects feeds every connection, and one on the computed-metrics subjects while any protocol-2 client
+asked for metrics (a minute brings one metrics event per symbol, 650 messages that most gateways, whose
+clients are the web client's raw mode, would only read to drop). Each event is serialized and
 framed once (server frames are unmasked, so the same bytes suit every client) and written to each
 client's transport without a task switch. A client whose socket does not keep up collects frames in its
 own bounded send queue (``ws_send_queue`` frames beyond a 64 KiB socket buffer); when that is full the
@@ -126,6 +128,8 @@ class Hub:
         # Clients grouped by user: audience and switches are decided once per user, not per socket.
         self._by_user: dict[str | None, set[Client]] = {}
         self._subscriptions: list[NatsSubscription] = []
+        self._metrics_subscription: NatsSubscription | None = None
+        self._metrics_lock = asyncio.Lock()
         self._closers: set[asyncio.Task[bool]] = set()
         self._pending_alerts: list[Alert] = []
         self._pending_metrics: list[Msg] = []
@@ -141,9 +145,27 @@ class Hub:
         return counts
 
     async def start(self) -> None:
-        """Subscribe once to the alert and metrics subjects."""
+        """Subscribe once to the alert subjects (metrics: ``follow_metrics_interest``)."""
         self._subscriptions.append(await self._nc.subscribe(ALERT_SUBJECTS, cb=self._on_alert))
-        self._subscriptions.append(await self._nc.subscribe(METRICS_SUBJECTS, cb=self._on_metrics))
+
+    @property
+    def reads_metrics(self) -> bool:
+        """Whether this process is subscribed to the metrics subjects now."""
+        return self._metrics_subscription is not None
+
+    async def follow_metrics_interest(self) -> None:
+        """Subscribe to the metrics subjects while a protocol-2 client wants metrics; unsubscribe after the last.
+
+        Called after every change of a client's filters and when a client leaves. The lock keeps two
+        such calls from subscribing twice (each await is a point where another call can run).
+        """
+        async with self._metrics_lock:
+            wanted = not self.draining and any(c.protocol == 2 and c.filters.metrics for c in self.clients)
+            if wanted and self._metrics_subscription is None:
+                self._metrics_subscription = await self._nc.subscribe(METRICS_SUBJECTS, cb=self._on_metrics)
+            elif not wanted and self._metrics_subscription is not None:
+                subscription, self._metrics_subscription = self._metrics_subscription, None
+                await _unsubscribe(subscription)
 
     # --- clients --------------------------------------------------------------------------------
     def register(
@@ -167,6 +189,8 @@ class Hub:
         if client.flusher is not None and not client.flusher.done():
             client.flusher.cancel()
             await asyncio.gather(client.flusher, return_exceptions=True)
+        if client.filters.metrics:
+            await self.follow_metrics_interest()
 
     def send(self, client: Client, frame: bytes) -> None:
         """Write a framed message to ``client`` now, or queue it; close the client with 4008 when full."""
@@ -357,11 +381,11 @@ class Hub:
         if self.draining:
             return
         self.draining = True
+        if self._metrics_subscription is not None:
+            self._subscriptions.append(self._metrics_subscription)
+            self._metrics_subscription = None
         for subscription in self._subscriptions:
-            try:
-                await subscription.unsubscribe()
-            except Exception as exc:  # the connection may already be closed at shutdown
-                log.debug("unsubscribe at shutdown: %s", exc)
+            await _unsubscribe(subscription)
         self._subscriptions.clear()
         self.flush()
         flushers = [c.flusher for c in self.clients if c.flusher is not None and not c.flusher.done()]
@@ -371,3 +395,10 @@ class Hub:
             self.close(client, CLOSE_GOING_AWAY, "server shutting down")
         if self._closers:
             await asyncio.wait(list(self._closers), timeout=grace_seconds)
+
+
+async def _unsubscribe(subscription: NatsSubscription) -> None:
+    try:
+        await subscription.unsubscribe()
+    except Exception as exc:  # the connection may already be closed (shutdown, NATS away)
+        log.debug("unsubscribe: %s", exc)

@@ -1,4 +1,4 @@
-"""What the fan-out spends per event: one serialisation per alert, no decoding of unwanted metrics."""
+"""What the fan-out spends per event: one serialisation per alert, no reading of unwanted metrics."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ async def test_each_alert_is_serialised_once_whatever_the_number_of_sockets(
         await ws.close()
 
 
-async def test_metrics_are_decoded_only_when_a_socket_asked_for_them(
+async def test_metrics_are_read_only_while_a_socket_asks_for_them(
     gw: Client, nats_client: NATS, monkeypatch: Any
 ) -> None:
     decoded: list[str] = []
@@ -90,22 +90,32 @@ async def test_metrics_are_decoded_only_when_a_socket_asked_for_them(
     raw = await gw.ws_connect("/ws/alerts")
     hub = gw.app[GATEWAY].hub
     await wait_for(lambda: len(hub.clients) == 1, "1 client")
-    before = registry.metrics_received.values[()]
+    before = registry.metrics_received.values.get((), 0)
     await publish_metrics(nats_client, "BTCUSDT")
-    await wait_for(lambda: registry.metrics_received.values[()] > before, "the metrics event")
-    await asyncio.sleep(0.05)  # the flush runs on the next loop iteration
-    assert decoded == []  # read and counted, never parsed: nobody wants it
+    await nats_client.flush()
+    await asyncio.sleep(0.1)
+    # Nobody wants metrics: the gateway is not even subscribed, so the event never reaches it.
+    assert not hub.reads_metrics
+    assert registry.metrics_received.values.get((), 0) == before
     watcher = await gw.ws_connect("/ws/alerts?protocol=2")
     assert json.loads((await watcher.receive(timeout=TIMEOUT)).data)["type"] == "hello"
     await watcher.send_str(json.dumps({"type": "subscribe", "metrics": True}))
     assert json.loads((await watcher.receive(timeout=TIMEOUT)).data)["type"] == "subscribed"
+    assert hub.reads_metrics
     await publish_metrics(nats_client, "BTCUSDT")
     message = await watcher.receive(timeout=TIMEOUT)
     assert message.type == aiohttp.WSMsgType.TEXT
     assert json.loads(message.data)["type"] == "metrics"
     assert decoded == ["metrics.1m.BTCUSDT"]
-    await raw.close()
+    await watcher.send_str(json.dumps({"type": "unsubscribe", "metrics": True}))
+    assert json.loads((await watcher.receive(timeout=TIMEOUT)).data)["type"] == "subscribed"
+    assert not hub.reads_metrics  # the last watcher stopped asking
+    await watcher.send_str(json.dumps({"type": "subscribe", "metrics": True}))
+    assert json.loads((await watcher.receive(timeout=TIMEOUT)).data)["type"] == "subscribed"
+    assert hub.reads_metrics
     await watcher.close()
+    await wait_for(lambda: not hub.reads_metrics, "the metrics subscription dropped with its last watcher")
+    await raw.close()
 
 
 async def test_two_snapshots_of_a_symbol_in_one_flush_each_reach_the_socket(gw: Client, nats_client: NATS) -> None:
