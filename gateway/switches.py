@@ -7,7 +7,7 @@ effect here within moments; a preferences-only write notifies nothing).
 With billing on, a user's own rules are a paid feature (client.md decision 7): the alerts of an
 owner without a live plan reach no stream. Plans end by the clock and by Whop's webhooks (to any
 replica), so the owners' plans are read again every ``screener.db.plans.PLAN_REFRESH_SECONDS`` and
-after each reload.
+after each reload (the rules function gates their evaluation the same way).
 """
 
 from __future__ import annotations
