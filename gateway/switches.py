@@ -6,7 +6,8 @@ effect here within moments; a preferences-only write notifies nothing).
 
 With billing on, a user's own rules are a paid feature (client.md decision 7): the alerts of an
 owner without a live plan reach no stream. Plans end by the clock and by Whop's webhooks (to any
-replica), so the owners' plans are read again every ``PLAN_REFRESH_SECONDS`` and after each reload.
+replica), so the owners' plans are read again every ``screener.db.plans.PLAN_REFRESH_SECONDS`` and
+after each reload (the rules function gates their evaluation the same way).
 """
 
 from __future__ import annotations
@@ -21,12 +22,11 @@ from typing import Any
 import asyncpg
 
 from functions.rules.changes import RuleChanges
-from screener.db.plans import entitled_owners
+from screener.db.plans import entitled_owners, refresh_periodically
 from screener.events.models import Alert
 
 log = logging.getLogger(__name__)
 CHANNEL = "screener_rules_changed"
-PLAN_REFRESH_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,9 @@ class RuleSwitches:
         await self._listener.add_listener(CHANNEL, self._on_notify)
         self._reload_task = asyncio.create_task(self._reload_loop(), name="gateway-switches-reload")
         if self._gate_plans:
-            self._plans_task = asyncio.create_task(self._plans_loop(), name="gateway-switches-plans")
+            self._plans_task = asyncio.create_task(
+                refresh_periodically(self.refresh_plans), name="gateway-switches-plans"
+            )
 
     async def close(self) -> None:
         """Stop listening."""
@@ -96,14 +98,6 @@ class RuleSwitches:
         owners = {info.owner for info in self.rules.values() if info.owner is not None}
         live = await entitled_owners(self._pool, owners, datetime.now(UTC))
         self.lapsed_owners = frozenset(owners - live)
-
-    async def _plans_loop(self) -> None:
-        while True:
-            await asyncio.sleep(PLAN_REFRESH_SECONDS)
-            try:
-                await self.refresh_plans()
-            except (OSError, asyncpg.PostgresError) as exc:  # the loop boundary: keep the last answer
-                log.warning("reading the rule owners' plans failed: %s", exc)
 
     async def apply(self, changes: RuleChanges) -> None:
         """Read again only the rules and users ``changes`` names (everything: ``reload``)."""

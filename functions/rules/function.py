@@ -4,6 +4,11 @@ Per batch: evaluate every enabled rule for every snapshot (``RuleEngine``), deci
 atomically in Redis, insert the alerts into ``alert_history``, and return the alert events for the
 adapter to publish. Any failure before the adapter acknowledges the batch leads to a redelivery,
 which re-derives the same alert ids, so an alert is stored and published once in effect.
+
+With billing on (``Settings.billing_enabled``), a user's own rules are a paid feature (client.md
+decision 7): the rules of an owner without a live plan are not evaluated, so they neither fire nor
+fill the owner's history. Plans end by the clock and by Whop's webhooks, which notify no worker, so
+the owners' plans are read again every ``PLAN_REFRESH_SECONDS`` and at every reload.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from functions.rules.reload import RulesWatcher
 from functions.rules.store import load_config, reload_config
 from screener.config import Settings
 from screener.connections import connect_redis, create_pg_pool
+from screener.db.plans import PLAN_REFRESH_SECONDS, entitled_owners, refresh_periodically
 from screener.events import nats_binding
 from screener.events.envelope import InvalidEvent, expect_type, make_event, parse_data
 from screener.events.models import MINUTE_MS, Alert, MetricsSnapshot
@@ -161,6 +167,7 @@ class RulesFunction:
         redis_client: aioredis.Redis | None = None,
         cross: CrossSymbols | None = None,
         watch: bool = True,
+        plan_refresh_seconds: float = PLAN_REFRESH_SECONDS,
     ) -> None:
         self._settings = settings
         self._pool = pool
@@ -172,6 +179,11 @@ class RulesFunction:
         self._sequencer: Sequencer | None = None
         self._watch = watch
         self._watcher: RulesWatcher | None = None
+        self._plan_refresh_seconds = plan_refresh_seconds
+        self._plans_task: asyncio.Task[None] | None = None
+        # A reload and a plan refresh each replace the whole config: one at a time, so neither
+        # puts back a config the other has just replaced.
+        self._config_lock = asyncio.Lock()
         self._engine: RuleEngine | None = None
         self._firing: RedisFiringState | None = None
         self._history = AlertHistory()
@@ -208,23 +220,50 @@ class RulesFunction:
             fallback=self._stored_positions,
         )
         self._firing = RedisFiringState(self._redis, self._settings.retention_hours * 3600 * 1000)
-        self._engine = RuleEngine(await load_config(self._pool), self._firing, self._cross)
+        self._engine = RuleEngine(await self._gated(await load_config(self._pool)), self._firing, self._cross)
         await self._firing.ensure_index(self._pool)
         if self._watch and self._settings.postgres_dsn:
             self._watcher = RulesWatcher(self._settings.postgres_dsn, self.reload)
             await self._watcher.start()
+        if self._settings.billing_enabled:
+            self._plans_task = asyncio.create_task(
+                refresh_periodically(self.refresh_plans, self._plan_refresh_seconds), name="rules-plans"
+            )
         log.info("rules: %d rules loaded, %d enabled", len(self.config.ruleset), len(self.config.enabled()))
 
     async def reload(self, changes: RuleChanges | None = None) -> None:
         """Read the changed rules and users' switches again (all of them by default); the next batch uses them."""
         if self._engine is None or self._pool is None:
             return
-        self._engine.config = await reload_config(self._pool, self._engine.config, changes or RuleChanges.all())
+        async with self._config_lock:
+            config = await reload_config(self._pool, self._engine.config, changes or RuleChanges.all())
+            self._engine.config = await self._gated(config)  # a new rule may have a new owner
         self.reloads += 1
         log.info("rules: reloaded, %d rules enabled", len(self._engine.config.enabled()))
 
+    async def refresh_plans(self) -> None:
+        """Read again which rule owners have a live plan (billing on); from the next batch, only their own rules run."""
+        if self._engine is None:
+            return
+        async with self._config_lock:
+            self._engine.config = await self._gated(self._engine.config)
+
+    async def _gated(self, config: RulesConfig) -> RulesConfig:
+        """Return ``config`` leaving out the rules of owners without a live plan now (billing off: none)."""
+        if not self._settings.billing_enabled or self._pool is None:
+            return config
+        owners = config.owners
+        lapsed = owners - await entitled_owners(self._pool, owners, datetime.now(UTC))
+        if lapsed != (self._engine.config.lapsed_owners if self._engine else frozenset()):
+            log.info("rules: %d rule owners without a live plan, their rules not evaluated", len(lapsed))
+        return config.gated(lapsed)
+
     async def close(self) -> None:
         """Stop the watcher and release the connections this function opened."""
+        if self._plans_task is not None:
+            self._plans_task.cancel()
+            await asyncio.gather(self._plans_task, return_exceptions=True)
+            self._plans_task = None
         if self._watcher is not None:
             await self._watcher.close()
             self._watcher = None
