@@ -17,7 +17,7 @@ variable "namespace" {
 }
 
 variable "secret_name" {
-  description = "Name of an existing Secret in the namespace with keys redis-password, postgres-password, password, redis-url, postgres-dsn and jwt-secret. Terraform never reads or stores its values."
+  description = "Name of an existing Secret in the namespace with keys redis-password, postgres-password, password, redis-url, postgres-dsn and jwt-secret (and optionally whop-api-key, whop-webhook-secret, smtp-url: docs/deploy.md). Terraform never reads or stores its values."
   type        = string
   default     = "screener-secrets"
 }

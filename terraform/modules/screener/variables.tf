@@ -14,7 +14,7 @@ variable "image" {
 }
 
 variable "secret_name" {
-  description = "Existing Secret the containers take redis-url, postgres-dsn and jwt-secret from."
+  description = "Existing Secret the containers take redis-url, postgres-dsn, jwt-secret and the optional whop-api-key, whop-webhook-secret and smtp-url from."
   type        = string
 }
 
