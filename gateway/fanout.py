@@ -26,6 +26,7 @@ from aiohttp import web
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
+from nats.errors import Error as NatsError
 
 from gateway.prom import Registry
 from gateway.switches import RuleSwitches
@@ -162,7 +163,10 @@ class Hub:
         async with self._metrics_lock:
             wanted = not self.draining and any(c.protocol == 2 and c.filters.metrics for c in self.clients)
             if wanted and self._metrics_subscription is None:
-                self._metrics_subscription = await self._nc.subscribe(METRICS_SUBJECTS, cb=self._on_metrics)
+                try:
+                    self._metrics_subscription = await self._nc.subscribe(METRICS_SUBJECTS, cb=self._on_metrics)
+                except NatsError as exc:  # the connection is closed: the next change of filters tries again
+                    log.warning("subscribing to metrics failed: %s", exc)
             elif not wanted and self._metrics_subscription is not None:
                 subscription, self._metrics_subscription = self._metrics_subscription, None
                 await _unsubscribe(subscription)
