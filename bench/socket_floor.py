@@ -6,9 +6,12 @@ that loop takes is what handing one alert to N sockets costs this machine at the
 ``bench/fanout.py`` prints it next to the gateway's own time per flush (the same cores, the same run).
 
 On loopback a ``send`` also runs the receiving side's TCP processing and wakes its reader, on the
-sender's core; behind a network interface that work moves off the sender's core.
+sender's core; behind a network interface that work moves off the sender's core. With
+``--stopped-readers`` the reader processes are stopped (SIGSTOP) while the frames are sent: no reader
+wakes up, so what remains is the loopback TCP path itself.
 
     .venv/bin/python bench/socket_floor.py --clients 10000 --frame-bytes 420
+    .venv/bin/python bench/socket_floor.py --clients 1000 10000 --stopped-readers
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import resource
+import signal
 import socket
 import statistics
 import time
@@ -76,6 +80,7 @@ class _Plan:
     writer_cpus: list[int] | None
     reader_cpus: list[int] | None
     reader_processes: int
+    stop_readers: bool = False
 
 
 def _writer(plan: _Plan, result: multiprocessing.connection.Connection) -> None:
@@ -107,6 +112,10 @@ def _writer(plan: _Plan, result: multiprocessing.connection.Connection) -> None:
                 raise RuntimeError("a reader did not connect its sockets")
         # A WebSocket text frame of the alert's size (header for 126..65535 bytes of payload).
         frame = bytes([0x81, 126]) + frame_bytes.to_bytes(2, "big") + b"x" * frame_bytes
+        if plan.stop_readers:
+            # A round is a few hundred bytes per socket: ten of them fit the receive buffers unread.
+            for process, _ in readers:
+                os.kill(process.pid, signal.SIGSTOP)
         times = []
         for _ in range(rounds):
             time.sleep(0.2)  # let the readers drain, as between alerts
@@ -117,6 +126,8 @@ def _writer(plan: _Plan, result: multiprocessing.connection.Connection) -> None:
         result.send(times)
     finally:
         for process, pipe in readers:
+            if plan.stop_readers and process.pid is not None:
+                os.kill(process.pid, signal.SIGCONT)
             pipe.send("STOP")
             process.join(10)
             if process.is_alive():
@@ -134,11 +145,15 @@ def floor_ms(
     writer_cpus: list[int] | None = None,
     reader_cpus: list[int] | None = None,
     reader_processes: int = 2,
+    stop_readers: bool = False,
 ) -> list[float]:
-    """Return the milliseconds each of ``rounds`` loops of one ``send`` per socket to ``clients`` sockets took."""
+    """Return the milliseconds each of ``rounds`` loops of one ``send`` per socket to ``clients`` sockets took.
+
+    With ``stop_readers`` the readers are stopped while the frames are sent (no wake-ups).
+    """
     context = multiprocessing.get_context("spawn")
     mine, theirs = context.Pipe()
-    plan = _Plan(clients, frame_bytes, rounds, writer_cpus, reader_cpus, reader_processes)
+    plan = _Plan(clients, frame_bytes, rounds, writer_cpus, reader_cpus, reader_processes, stop_readers)
     writer = context.Process(target=_writer, args=(plan, theirs))
     writer.start()
     try:
@@ -157,13 +172,21 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1000, 5000, 10000])
     parser.add_argument("--frame-bytes", type=int, default=420, help="payload bytes of the frame sent")
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument(
+        "--stopped-readers", action="store_true", help="stop the readers while sending (the TCP path alone)"
+    )
     args = parser.parse_args()
     cpus = sorted(os.sched_getaffinity(0))
     writer_cpus, reader_cpus = (cpus[:1], cpus[1:]) if len(cpus) > 1 else (None, None)
     print(f"writer on {writer_cpus}, readers on {reader_cpus}; load average {os.getloadavg()[0]:.2f}")
     for clients in args.clients:
         times = floor_ms(
-            clients, args.frame_bytes, rounds=args.rounds, writer_cpus=writer_cpus, reader_cpus=reader_cpus
+            clients,
+            args.frame_bytes,
+            rounds=args.rounds,
+            writer_cpus=writer_cpus,
+            reader_cpus=reader_cpus,
+            stop_readers=args.stopped_readers,
         )
         print(
             f"{clients:>6} sockets: one send each in median {statistics.median(times):.1f} ms "
