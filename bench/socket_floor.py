@@ -100,7 +100,7 @@ def _writer(plan: _Plan, result: multiprocessing.connection.Connection) -> None:
         process = context.Process(target=_reader, args=(port, per + (index < extra), reader_cpus, theirs), daemon=True)
         process.start()
         readers.append((process, mine))
-    sockets = []
+    sockets: list[socket.socket] = []
     try:
         while len(sockets) < clients:
             connection, _ = listener.accept()
@@ -115,7 +115,8 @@ def _writer(plan: _Plan, result: multiprocessing.connection.Connection) -> None:
         if plan.stop_readers:
             # A round is a few hundred bytes per socket: ten of them fit the receive buffers unread.
             for process, _ in readers:
-                os.kill(process.pid, signal.SIGSTOP)
+                if process.pid is not None:
+                    os.kill(process.pid, signal.SIGSTOP)
         times = []
         for _ in range(rounds):
             time.sleep(0.2)  # let the readers drain, as between alerts
