@@ -62,23 +62,6 @@ PARKED_RETRY_SECONDS = 0.05
 MAX_PARKED_SECONDS = 60.0
 # Crash counts kept per message (by stream sequence); the oldest are forgotten beyond this.
 _CRASH_MEMORY = 100_000
-# The smallest fetch a worker shrinks to while its events wait for other workers' (``next_fetch_size``).
-MIN_FETCH = 50
-
-
-def next_fetch_size(current: int, configured: int, waited: bool) -> int:
-    """Return how many events the next fetch asks for: half after a batch that waited, else back up to ``configured``.
-
-    An event waits when the one before it of its symbol is held elsewhere: by another replica, in
-    practice. Two replicas draining a backlog with batches longer than a minute's symbols each hold
-    the successors of the other's batch, so they take turns instead of working side by side (docs/
-    exactly-once.md, "What scaling out buys"). Smaller batches make them take neighbouring slices of
-    the same minutes, whose predecessors are done. A lone worker never waits, so it keeps the
-    configured size; one that stops waiting doubles back to it.
-    """
-    if waited:
-        return max(min(MIN_FETCH, configured), current // 2)
-    return min(configured, current * 2)
 
 
 def waiting_delay(base: float | None, deliveries: int) -> float:
@@ -138,7 +121,6 @@ class Worker:
         self._js = js
         self._publisher = Publisher(js)
         self._batch_size = batch_size or settings.batch_size
-        self.fetch_size = self._batch_size  # adapts to waiting (next_fetch_size)
         limit = function.consumer.max_concurrency
         wanted = concurrency or settings.worker_concurrency
         self._concurrency = min(wanted, limit) if limit else wanted
@@ -222,7 +204,7 @@ class Worker:
                 # With events parked, look for new ones only briefly: the parked ones are retried as
                 # soon as the fetch returns (their predecessors may be done by now, here or elsewhere).
                 wait = PARKED_RETRY_SECONDS if parked else self._fetch_timeout
-                messages = await fetcher.fetch(max(1, self.fetch_size - len(parked)), wait)
+                messages = await fetcher.fetch(max(1, self._batch_size - len(parked)), wait)
             except asyncio.CancelledError:
                 if not self._stopping.is_set():
                     raise
@@ -293,7 +275,6 @@ class Worker:
                 self._parked.append(item)
         self.stats.waited += len(waiting)
         self.stats.processed += len(items) - len(waiting)
-        self.fetch_size = next_fetch_size(self.fetch_size, self._batch_size, bool(waiting))
 
     def _park(self, items: Sequence[_Item]) -> None:
         self._parked.extend(items)

@@ -19,7 +19,7 @@ from nats.js import JetStreamContext
 from screener.names import STREAM_ALERTS, STREAM_DEAD_LETTERS, dead_letter_subject
 from screener.runtime.function import Delivery, PartialBatch
 from screener.runtime.publisher import REASON_HEADER, Publisher, PublishError
-from screener.runtime.worker import MIN_FETCH, Worker, next_fetch_size
+from screener.runtime.worker import Worker
 from screener.streams import ensure_consumer
 from tests.fakes.echo import ECHO_CONSUMER, Echo, input_event
 from tests.runtime.helpers import fast_settings, running
@@ -204,38 +204,6 @@ async def test_waiting_many_times_uses_up_no_delivery_limit_and_the_neighbours_g
     assert await redis_client.hlen("echo:seen") == 5
     assert worker.stats.dead_lettered == 0
     assert (await prepared.consumer_info("CANDLES", "echo")).config.max_deliver == -1
-
-
-def test_the_fetch_halves_while_events_wait_and_grows_back_when_they_stop() -> None:
-    sizes = [1000]
-    for waited in (True, True, True, True, True, False, False, False, False, False):
-        sizes.append(next_fetch_size(sizes[-1], 1000, waited))
-    assert sizes == [1000, 500, 250, 125, 62, MIN_FETCH, 100, 200, 400, 800, 1000]
-    assert next_fetch_size(MIN_FETCH, 1000, waited=True) == MIN_FETCH
-    assert next_fetch_size(10, 10, waited=True) == 10  # a configured size below the floor stays
-
-
-async def test_a_batch_that_waited_makes_the_next_fetch_smaller(
-    prepared: JetStreamContext, redis_client: aioredis.Redis, redis_url: str
-) -> None:
-    await Publisher(prepared).publish([input_event(n) for n in range(5)])
-    settings = fast_settings()
-    await ensure_consumer(prepared, ECHO_CONSUMER, settings)
-    waits = _Waits(redis_url, waits=1)
-    worker = Worker(waits, prepared, settings, batch_size=400, fetch_timeout=0.2)
-    sizes: list[int] = []
-    original = worker.process
-
-    async def recording(*args: Any, **kwargs: Any) -> None:
-        await original(*args, **kwargs)
-        sizes.append(worker.fetch_size)
-
-    worker.process = recording  # type: ignore[method-assign]
-    async with running(worker):
-        await wait_until(lambda: _alerts_at_least(prepared, 5), timeout=20)
-    assert sizes[0] == 200  # event 0 waited in the first batch
-    assert sizes[-1] == 400  # and the size came back once nothing waited
-    assert await redis_client.hlen("echo:seen") == 5
 
 
 async def test_two_bad_events_sharing_an_id_leave_two_dead_letters(prepared: JetStreamContext, redis_url: str) -> None:
