@@ -10,6 +10,7 @@ Arithmetic with a null, a division by zero or an overflow gives null.
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -103,9 +104,16 @@ def compile_predicate(tree: ast.Expr, min_coverage: float) -> Predicate:
 
     def evaluate(scope: Scope) -> TruthArray:
         result = inner(scope)
-        return np.broadcast_to(result, (scope.frame.size,)).astype(np.int8, copy=False)
+        return _rows_of(result, scope.frame.size).astype(np.int8, copy=False)
 
     return evaluate
+
+
+def _rows_of(value: TruthArray | np.int8, size: int) -> TruthArray:
+    """Return ``value`` as an array of ``size`` rows (a view when it is one value)."""
+    if isinstance(value, np.ndarray) and value.shape == (size,):
+        return value  # the usual case, without np.broadcast_to's cost per call
+    return np.broadcast_to(value, (size,))
 
 
 def _full(scope: Scope, value: np.int8) -> TruthArray:
@@ -146,16 +154,16 @@ def _short_circuit(
 
     def evaluate(scope: Scope) -> TruthArray:
         size = scope.frame.size
-        result = np.array(np.broadcast_to(parts[0](scope), (size,)), dtype=np.int8)
+        result = np.array(_rows_of(parts[0](scope), size), dtype=np.int8)
         open_rows: npt.NDArray[np.intp] | None = None  # the rows not yet decided, None: not known
         for part in parts[1:]:
             if open_rows is None:
-                open_rows = np.flatnonzero(result != decided)
+                open_rows = (result != decided).nonzero()[0]
             if len(open_rows) == 0:
                 break
             if len(open_rows) < _SUBSET_SHARE * size:
-                value = np.broadcast_to(part(scope.subset(open_rows)), (len(open_rows),))
-                combined = func(result[open_rows], value)
+                value = part(scope.subset(open_rows))
+                combined = func(result[open_rows], value)  # a value of one row for all broadcasts
                 result[open_rows] = combined
                 open_rows = open_rows[combined != decided]  # the open rows shrink without a pass over all
             else:
@@ -198,11 +206,11 @@ def _truth(
     else:
         out = np.where(holds, TRUE, FALSE)
     for side in (left, right):
-        if np.ndim(side) == 0:
-            if np.isnan(side):
+        if not isinstance(side, np.ndarray) or side.ndim == 0:
+            if math.isnan(side):
                 return np.full(np.shape(out), UNKNOWN, dtype=np.int8)
         # The minimum is NaN exactly when a value is: one pass without a temporary in the usual case.
-        elif np.size(side) and np.isnan(np.minimum.reduce(side, axis=None)):
+        elif side.size and math.isnan(np.minimum.reduce(side, axis=None)):
             out = np.where(np.isnan(side), UNKNOWN, out)
     return out.astype(np.int8, copy=False)
 
