@@ -98,8 +98,9 @@ class BlockFrame:
     def symbols(self) -> npt.NDArray[np.object_]:
         """Return each row's symbol."""
         if self._symbols is None:
-            names = np.repeat(np.array(self._symbol_names, dtype=object), self.minutes)
-            self._symbols = names if self._rows is None else names[self._rows]
+            names = np.array(self._symbol_names, dtype=object)
+            # A subset's rows only (row s * T + c is symbol s), not the whole block's repeated.
+            self._symbols = np.repeat(names, self.minutes) if self._rows is None else names[self._rows // self.minutes]
         return self._symbols
 
     def select(self, rows: npt.NDArray[np.int64]) -> BlockFrame:
