@@ -266,8 +266,9 @@ class BlockEvaluator:
         last_fired = history.last_fired.tolist()
         chosen = []  # flat indices of the firings
         # The true cells row by row, each row's in time order (row-major), in one pass.
-        for cell in true.reshape(-1).nonzero()[0].tolist():
-            row, column = divmod(cell, width)
+        cells = true.reshape(-1).nonzero()[0]
+        rows, columns = np.divmod(cells, width)
+        for cell, row, column in zip(cells.tolist(), rows.tolist(), columns.tolist(), strict=True):
             if column - last_fired[row] >= cooldown:
                 chosen.append(cell)
                 last_fired[row] = column
