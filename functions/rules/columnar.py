@@ -220,10 +220,19 @@ class BlockEvaluator:
         shape = evaluated.shape
         # 1 where evaluated, else 0: a predicate's value times it is FALSE (0) where not evaluated.
         evaluated_mask = None if bool(evaluated.all()) else evaluated.reshape(-1).view(np.int8)
+        # recent() of a rule that has run in this block, once for the rules that read it (its firings are final).
+        recents: dict[tuple[str, int], TruthArray] = {}
         for stage in self._plan:
             if len(stage) == 1 and not _self_recent(stage[0]):
                 compiled = stage[0]
-                recent = {key: self._recent(key, fired, shape) for key in compiled.recents}
+                recent: dict[tuple[str, int], TruthArray] = {}
+                for key in compiled.recents:
+                    found = recents.get(key)
+                    if found is None:
+                        found = self._recent(key, fired, shape)
+                        if key[0] in fired:
+                            recents[key] = found
+                    recent[key] = found
                 value = compiled.predicate(Scope(frame, truth, recent))
                 if evaluated_mask is not None:
                     value = np.multiply(value, evaluated_mask, dtype=np.int8)
