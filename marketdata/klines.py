@@ -168,16 +168,16 @@ def read_klines(path: Path, symbol: str | None = None) -> KlineSeries:
     """
     symbol = symbol or symbol_of(path)
     raw = _file_bytes(path).removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark
-    first_line, _, rest = raw.partition(b"\n")
-    first_line = first_line.strip()
+    newline = raw.find(b"\n")
+    first_line = (raw if newline < 0 else raw[:newline]).strip()
     has_header = bool(first_line) and not first_line[:1].isdigit()
     try:
         columns = [c.strip().strip('"').lower() for c in first_line.decode("utf-8").split(",")] if has_header else None
     except UnicodeDecodeError as exc:
         raise KlineFileError(f"{path}: {exc}") from None
     before = 1 if has_header else 0  # lines before the body
-    body = rest if has_header else raw
-    table, lines, bad = _parse_table(path, body, before)
+    start = (len(raw) if newline < 0 else newline + 1) if has_header else 0  # where the body begins in ``raw``
+    table, lines, bad = _parse_table(path, raw, start, before)
     width = table.shape[1]
     if columns is not None:
         columns = columns[:width]  # a header naming more columns than the rows have (checked below)
@@ -209,10 +209,10 @@ def read_klines(path: Path, symbol: str | None = None) -> KlineSeries:
             table[:, index["open"]], high, low, close, volume, quote_volume,
             column("count"), column("taker_buy_volume"), column("taker_buy_quote_volume"),
         ]
-    ).astype(np.float64)  # fmt: skip
+    ).astype(np.float64, copy=False)  # fmt: skip
     invalid = invalid_rows(open_time_column, values)
     if invalid:
-        numbers = lines if lines is not None else _line_numbers(body, before)
+        numbers = lines if lines is not None else _line_numbers(raw[start:], before)
         bad = sorted(bad + [(numbers[row], reason) for row, reason in invalid])
         keep = np.ones(len(values), dtype=bool)
         keep[[row for row, _ in invalid]] = False
@@ -240,7 +240,7 @@ def read_columns(path: Path, names: Sequence[str]) -> tuple[IntArray, FloatArray
     """
     series = read_klines(path)
     index = [KlineSeries.VALUE_COLUMNS.index(name) for name in names]
-    return series.open_time, np.ascontiguousarray(series.values[:, index].T), series.quote_volume_derived
+    return series.open_time, series.values.T[index], series.quote_volume_derived  # one copy, (names, rows)
 
 
 def invalid_rows(open_time: FloatArray, values: FloatArray) -> list[tuple[int, str]]:
@@ -249,6 +249,8 @@ def invalid_rows(open_time: FloatArray, values: FloatArray) -> list[tuple[int, s
     ``values`` has the columns of ``KlineSeries.VALUE_COLUMNS``; the checks are
     ``Candle.validation_error``'s, on whole columns.
     """
+    if _all_valid(open_time, values):
+        return []
     o, h, lo, c = values[:, 0], values[:, 1], values[:, 2], values[:, 3]
     prices, volumes = values[:, :4], values[:, 4:]
     with np.errstate(invalid="ignore"):
@@ -265,6 +267,26 @@ def invalid_rows(open_time: FloatArray, values: FloatArray) -> list[tuple[int, s
         for row in np.flatnonzero(mask).tolist():
             found.setdefault(row, reason)
     return sorted(found.items())
+
+
+def _all_valid(open_time: FloatArray, values: FloatArray) -> bool:
+    """Return whether no row fails a check of ``invalid_rows`` (every file so far), mostly by reductions.
+
+    A minimum or maximum is NaN when a value is, and every comparison with NaN is false, so each
+    bound below holds only where every value is a number within it. With every value finite and
+    >= 0, the prices are > 0 when the lows are: the open, close and high are at least the low.
+    """
+    if not len(open_time):
+        return True
+    if not (open_time.min() >= FIRST_OPEN_TIME and open_time.max() < LAST_OPEN_TIME):
+        return False
+    whole = open_time.astype(np.int64)  # exact: the open times are numbers within 2017-2099 (below 2**53)
+    if not (bool((whole == open_time).all()) and bool((whole % MINUTE_MS == 0).all())):
+        return False
+    if not (values.min() >= 0 and values.max() < np.inf):
+        return False
+    o, h, lo, c = values[:, 0], values[:, 1], values[:, 2], values[:, 3]
+    return lo.min() > 0 and bool((lo <= np.minimum(o, c)).all()) and bool((h >= np.maximum(o, c)).all())
 
 
 def _file_bytes(path: Path) -> bytes:
@@ -304,23 +326,26 @@ def _line_numbers(body: bytes, before: int) -> list[int]:
     return [before + i + 1 for i, line in enumerate(body.split(b"\n")) if line.strip()]
 
 
-def _parse_table(path: Path, body: bytes, before: int) -> tuple[FloatArray, list[int] | None, Bad]:
+def _parse_table(path: Path, text: bytes, start: int, before: int) -> tuple[FloatArray, list[int] | None, Bad]:
     """Parse comma-separated numbers, one row per line, into a 2-D array (numpy's C parser).
 
-    Return the table, the line number of each row (None: row ``i`` is the ``i``-th non-blank line
-    of ``body``) and the ``(line, reason)`` of every line skipped. A line that does not parse (text
-    where a number belongs, a row cut short: a width other than most lines') is skipped, so one
-    damaged line costs that minute, not the file.
+    The rows are ``text`` from ``start`` on (the body, after any header). Return the table, the line
+    number of each row (None: row ``i`` is the ``i``-th non-blank line of the body) and the ``(line,
+    reason)`` of every line skipped. A line that does not parse (text where a number belongs, a row
+    cut short: a width other than most lines') is skipped, so one damaged line costs that minute,
+    not the file.
     """
-    if not body.strip():
-        raise KlineFileError(f"{path}: no rows")
-    # Plain decimals (every recording so far): ``decimal_csv``, ~5x numpy's parser; anything else
-    # (a sign, an exponent, a date, a ragged or damaged row) the general way below.
-    first = body[: body.find(b"\n")] if b"\n" in body else body
-    width = first.count(b",") + 1
-    columns = parse_columns(body, width, range(width))
+    # Plain decimals (every recording so far): ``decimal_csv``, ~5x numpy's parser, reading the body
+    # where it lies (not a copy); anything else (a sign, an exponent, a date, a ragged or damaged
+    # row, no row) the general way below.
+    newline = text.find(b"\n", start)
+    width = text.count(b",", start, len(text) if newline < 0 else newline) + 1
+    columns = parse_columns(memoryview(text)[start:], width, range(width))
     if columns is not None and columns.shape[1]:
         return np.ascontiguousarray(columns.T), None, []
+    body = text[start:]
+    if not body.strip():
+        raise KlineFileError(f"{path}: no rows")
     try:
         table: FloatArray = np.loadtxt(io.BytesIO(body), delimiter=",", ndmin=2, dtype=np.float64)
         return table, None, []

@@ -265,8 +265,8 @@ def forming_values(state: FloatArray, close: FloatArray) -> FormingValues:
     slow, fast, signal = (state[i][..., None] for i in (SLOW, FAST, SIGNAL))
     # Temporaries are reused once read (fewer fresh arrays); the operations and their order are as written.
     up = close - previous
+    # The fall, negated: adding the fall is subtracting this (IEEE 754 defines x - y as x + (-y)).
     down = np.minimum(up, 0.0)
-    np.negative(down, out=down)
     np.maximum(up, 0.0, out=up)
     young = bool((n < STEADY_BARS).any())  # a series' first bars: no value yet, or the seeds (once per series)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
@@ -274,7 +274,7 @@ def forming_values(state: FloatArray, close: FloatArray) -> FormingValues:
         seeded_rsi = (
             indicators.rsi_value(
                 (state[GAIN][rsi_seed][:, None] + up[rsi_seed]) / RSI_PERIOD,
-                (state[LOSS][rsi_seed][:, None] + down[rsi_seed]) / RSI_PERIOD,
+                (state[LOSS][rsi_seed][:, None] - down[rsi_seed]) / RSI_PERIOD,
             )
             if rsi_seed is not None and len(rsi_seed[0])
             else None
@@ -282,7 +282,7 @@ def forming_values(state: FloatArray, close: FloatArray) -> FormingValues:
         # TA-Lib's order: scale the average by period - 1, add the move, divide by the period.
         average_gain = np.add(gain * (RSI_PERIOD - 1), up, out=up)
         average_gain /= RSI_PERIOD
-        average_loss = np.add(loss * (RSI_PERIOD - 1), down, out=down)
+        average_loss = np.subtract(loss * (RSI_PERIOD - 1), down, out=down)
         average_loss /= RSI_PERIOD
         rsi = indicators.rsi_value(average_gain, average_loss)
         # TA-Lib's EMA update ((close - ema) * k) + ema, for the fast and slow EMAs, then the signal's.

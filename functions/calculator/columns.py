@@ -441,14 +441,21 @@ class RunningSum:
         correction = self.low[:, new] - self.low[:, old]
         # Running sums of volumes never fall: where the older one is at least half the newer, their
         # difference is exact (Sterbenz), so only the running sums' own errors remain. That fails
-        # near the start of the sums: the difference's own error is taken up to the last column where
-        # it fails (elsewhere it is exactly 0).
-        exact = lower >= 0.5 * upper
-        if not exact.all():
-            cut = int(np.flatnonzero(~exact.all(axis=0))[-1]) + 1
+        # near the start of the sums: the difference's own error (exactly 0 where it is exact) is
+        # taken up to the end of the last span of columns where it may fail. A span is safe when its
+        # first older sum is at least half its last newer one (both never fall within it).
+        starts = np.arange(0, upper.shape[1], _SPAN)
+        ends = np.minimum(starts + _SPAN, upper.shape[1]) - 1
+        unsafe = np.flatnonzero(~(lower[:, starts] >= 0.5 * upper[:, ends]).all(axis=0))
+        if len(unsafe):
+            cut = int(ends[unsafe[-1]]) + 1
             correction[:, :cut] += _two_sum_error(upper[:, :cut], -lower[:, :cut], difference[:, :cut])
         difference += correction
         return difference
+
+
+# Columns of a window sum checked at once for an exact difference (RunningSum.trailing).
+_SPAN = 64
 
 
 def _two_sum_error(a: FloatArray, b: FloatArray, total: FloatArray) -> FloatArray:

@@ -169,15 +169,14 @@ def run_backtest(
                 block_alerts_list.extend(found)
                 pending.add(found)
             pending.resolve(symbols, metrics)
-        # The engine's order: minute, then the rules' order, then the symbols'.
-        positions = sorted(
-            range(len(block_alerts_list)),
-            key=lambda k: (
-                block_alerts_list[k].minute,
-                run_order[block_alerts_list[k].rule_type],
-                order[block_alerts_list[k].symbol],
-            ),
-        )
+        # The engine's order: minute, then the rules' order, then the symbols' (lexsort: the last key first).
+        positions = np.lexsort(
+            (
+                np.array([order[a.symbol] for a in block_alerts_list], dtype=np.int64),
+                np.array([run_order[a.rule_type] for a in block_alerts_list], dtype=np.int64),
+                np.array([a.minute for a in block_alerts_list], dtype=np.int64),
+            )
+        ).tolist()
         pending.place(positions)
         in_order = [block_alerts_list[k] for k in positions]
         if on_alerts is not None and in_order:

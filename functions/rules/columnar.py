@@ -98,8 +98,9 @@ class BlockFrame:
     def symbols(self) -> npt.NDArray[np.object_]:
         """Return each row's symbol."""
         if self._symbols is None:
-            names = np.repeat(np.array(self._symbol_names, dtype=object), self.minutes)
-            self._symbols = names if self._rows is None else names[self._rows]
+            names = np.array(self._symbol_names, dtype=object)
+            # A subset's rows only (row s * T + c is symbol s), not the whole block's repeated.
+            self._symbols = np.repeat(names, self.minutes) if self._rows is None else names[self._rows // self.minutes]
         return self._symbols
 
     def select(self, rows: npt.NDArray[np.int64]) -> BlockFrame:
@@ -211,30 +212,37 @@ class BlockEvaluator:
         """Carry the firing history over a block of ``minutes`` in which no symbol fires."""
         shape = (len(self.symbols), minutes)
         for history in self._history.values():
-            self._remember(history, np.zeros(shape, dtype=bool), None, shape)
+            self._remember(history, None, None, shape)
 
     def _evaluate(self, frame: BlockFrame, evaluated: BoolArray) -> dict[str, BoolArray]:
         truth: dict[str, TruthArray] = {}
         fired: dict[str, BoolArray] = {}
         shape = evaluated.shape
-        everywhere = bool(evaluated.all())
+        # 1 where evaluated, else 0: a predicate's value times it is FALSE (0) where not evaluated.
+        evaluated_mask = None if bool(evaluated.all()) else evaluated.reshape(-1).view(np.int8)
+        # recent() of a rule that has run in this block, once for the rules that read it (its firings are final).
+        recents: dict[tuple[str, int], TruthArray] = {}
         for stage in self._plan:
             if len(stage) == 1 and not _self_recent(stage[0]):
                 compiled = stage[0]
-                recent = {key: self._recent(key, fired, shape) for key in compiled.recents}
+                recent: dict[tuple[str, int], TruthArray] = {}
+                for key in compiled.recents:
+                    found = recents.get(key)
+                    if found is None:
+                        found = self._recent(key, fired, shape)
+                        if key[0] in fired:
+                            recents[key] = found
+                    recent[key] = found
                 value = compiled.predicate(Scope(frame, truth, recent))
-                if not everywhere:
-                    value = np.where(evaluated.reshape(-1), value, FALSE)
+                if evaluated_mask is not None:
+                    value = np.multiply(value, evaluated_mask, dtype=np.int8)
                 truth[compiled.rule_type] = value
                 if compiled.rule_type in self._history:
                     fired[compiled.rule_type] = self._decide(compiled, value.reshape(shape) == TRUE)
             else:
                 self._minute_by_minute(stage, frame, evaluated, truth, fired)
         for rule_type, history in self._history.items():
-            found = fired.get(rule_type)
-            self._remember(
-                history, np.zeros(shape, dtype=bool) if found is None else found, truth.get(rule_type), shape
-            )
+            self._remember(history, fired.get(rule_type), truth.get(rule_type), shape)
         return {rule_type: fired[rule_type] for rule_type in self._run if rule_type in fired}
 
     def _recent(self, key: tuple[str, int], fired: Mapping[str, BoolArray], shape: tuple[int, int]) -> TruthArray:
@@ -263,26 +271,43 @@ class BlockEvaluator:
             return true & ~before
         cooldown = rule.cooldown_seconds * 1000 / MINUTE_MS  # minutes; a firing needs last <= t - cooldown
         fires = np.zeros_like(true)
-        for row in np.flatnonzero(true.any(axis=1)).tolist():
-            last = int(history.last_fired[row])
-            for column in np.flatnonzero(true[row]).tolist():
-                if column - last >= cooldown:
-                    fires[row, column] = True
-                    last = column
-            history.last_fired[row] = last
+        width = true.shape[1]
+        last_fired = history.last_fired.tolist()
+        chosen = []  # flat indices of the firings
+        # The true cells row by row, each row's in time order (row-major), in one pass.
+        cells = true.reshape(-1).nonzero()[0]
+        rows, columns = np.divmod(cells, width)
+        for cell, row, column in zip(cells.tolist(), rows.tolist(), columns.tolist(), strict=True):
+            if column - last_fired[row] >= cooldown:
+                chosen.append(cell)
+                last_fired[row] = column
+        fires.reshape(-1)[chosen] = True
+        history.last_fired = np.array(last_fired, dtype=np.int64)
         return fires
 
-    def _remember(self, history: _History, fired: BoolArray, truth: TruthArray | None, shape: tuple[int, int]) -> None:
-        """Carry what the next block needs: the last minutes of firings, the last firing, the last truth."""
-        width = shape[1]
+    def _remember(
+        self, history: _History, fired: BoolArray | None, truth: TruthArray | None, shape: tuple[int, int]
+    ) -> None:
+        """Carry what the next block needs: the last minutes of firings, the last firing, the last truth.
+
+        ``fired`` None: nothing fired in the block.
+        """
+        rows, width = shape
         if history.keep:
-            both = np.concatenate((history.fired, fired), axis=1)
-            history.fired = both[:, -history.keep :]
+            if width >= history.keep:  # the block's last minutes only, copied (not a view of the whole block)
+                last = np.zeros((rows, history.keep), bool) if fired is None else fired[:, -history.keep :]
+                history.fired = last.copy()
+            else:
+                new = np.zeros(shape, bool) if fired is None else fired
+                history.fired = np.concatenate((history.fired[:, width:], new), axis=1)
         # Minute numbers relative to the next block: this block's column c becomes c - width.
-        any_fired = fired.any(axis=1)
-        latest = width - 1 - np.argmax(fired[:, ::-1], axis=1)
-        history.last_fired = np.where(any_fired, latest, history.last_fired) - width
-        history.true_before = truth.reshape(shape)[:, -1] == TRUE if truth is not None else np.zeros(shape[0], bool)
+        if fired is not None:
+            any_fired = fired.any(axis=1)
+            if any_fired.any():
+                latest = width - 1 - np.argmax(fired[:, ::-1], axis=1)
+                history.last_fired = np.where(any_fired, latest, history.last_fired)
+        history.last_fired = history.last_fired - width
+        history.true_before = truth.reshape(shape)[:, -1] == TRUE if truth is not None else np.zeros(rows, bool)
 
     def _minute_by_minute(
         self,

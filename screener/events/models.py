@@ -180,6 +180,10 @@ class RulesChanged(BaseModel):
     at: str
 
 
+# A hex digit with its two high bits set to the RFC 4122 variant (10): 8, 9, a or b.
+_UUID_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
 def alert_id(rule_type: str, symbol: str, minute: int) -> str:
     """Return the deterministic id of the alert of ``rule_type`` for ``symbol`` at ``minute``.
 
@@ -187,11 +191,9 @@ def alert_id(rule_type: str, symbol: str, minute: int) -> str:
     namespace and name, version 5, variant bits): a backtest derives thousands, and the ``UUID``
     objects cost four times the hash.
     """
-    digest = bytearray(hashlib.sha1(_ALERT_ID_NAMESPACE_BYTES + f"{rule_type}|{symbol}|{minute}".encode()).digest())
-    digest[6] = (digest[6] & 0x0F) | 0x50
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    text = digest[:16].hex()
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    text = hashlib.sha1(_ALERT_ID_NAMESPACE_BYTES + f"{rule_type}|{symbol}|{minute}".encode()).hexdigest()
+    # Byte 6's high nibble is the version (5); byte 8's two high bits are the variant (10).
+    return f"{text[:8]}-{text[8:12]}-5{text[13:16]}-{_UUID_VARIANT[text[16]]}{text[17:20]}-{text[20:32]}"
 
 
 def candle_event_id(symbol: str, open_time: int) -> str:

@@ -12,12 +12,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from functions.rules.blockwise import run_backtest
 from functions.rules.store import seed_file_rules
+from marketdata import klines
 from marketdata.blocks import MarketBlocks
-from marketdata.klines import KlineFileError, read_folder, read_klines
+from marketdata.klines import FIRST_OPEN_TIME, KlineFileError, invalid_rows, read_folder, read_klines
+from screener.events.models import MINUTE_MS
 
 ALGO = "binance-um-2026-02/ALGOUSDT-1m-2026-02.csv.gz"
 
@@ -155,6 +158,40 @@ def test_invalid_rows_are_skipped_with_their_line_and_reason(
     message = caplog.text
     assert f"{path}: 11 invalid row(s) skipped: line 12: high < max(open, close)" in message
     assert "line 22: prices must be finite and > 0" in message and "and 6 more" in message
+
+
+def test_the_check_of_a_whole_file_finds_an_invalid_row_where_the_row_checks_do() -> None:
+    # invalid_rows answers a file without an invalid row by reductions (_all_valid); any value the
+    # row checks reject must make it look at the rows.
+    rng = np.random.default_rng(7)
+    specials = [np.nan, np.inf, -np.inf, 0.0, -0.0, -1.0, 1e-300]
+    times = [np.nan, np.inf, 0.5, 1000.0, -60_000.0 * 10**9, 60_000.0 * 10**11]  # added to an open time
+    for _ in range(3000):
+        rows = int(rng.integers(1, 5))
+        open_time = (FIRST_OPEN_TIME + MINUTE_MS * rng.integers(0, 10**6, rows)).astype(np.float64)
+        low = rng.random(rows) + 1
+        high = low + rng.random(rows)
+        open_, close = (low + (high - low) * rng.random(rows) for _ in range(2))
+        values = np.column_stack([open_, high, low, close, 100 * rng.random((rows, 5))])
+        for _ in range(int(rng.integers(0, 3))):
+            row = int(rng.integers(0, rows))
+            match int(rng.integers(0, 4)):
+                case 0:
+                    values[row, int(rng.integers(0, 9))] = specials[int(rng.integers(0, len(specials)))]
+                case 1:
+                    open_time[row] += times[int(rng.integers(0, len(times)))]
+                case 2:
+                    values[row, 2] = min(values[row, 0], values[row, 3]) + 1e-9  # low above the open or close
+                case _:
+                    values[row, 1] = max(values[row, 0], values[row, 3]) - 1e-9  # high below them
+        assert invalid_rows(open_time, values) == _row_checks(open_time, values)
+
+
+def _row_checks(open_time: npt.NDArray[np.float64], values: npt.NDArray[np.float64]) -> list[tuple[int, str]]:
+    """Return ``invalid_rows`` without its check of the whole file first: every row's checks."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(klines, "_all_valid", lambda *_: False)
+        return invalid_rows(open_time, values)
 
 
 def test_a_file_without_valid_rows_is_skipped_and_the_others_read(
