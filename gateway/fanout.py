@@ -130,6 +130,8 @@ class Hub:
         self._by_user: dict[str | None, set[Client]] = {}
         self._subscriptions: list[NatsSubscription] = []
         self._metrics_subscription: NatsSubscription | None = None
+        # The protocol-2 clients whose filters ask for metrics (``follow_metrics_interest``).
+        self._metrics_watchers: set[Client] = set()
         self._metrics_lock = asyncio.Lock()
         self._closers: set[asyncio.Task[bool]] = set()
         self._pending_alerts: list[Alert] = []
@@ -154,14 +156,19 @@ class Hub:
         """Whether this process is subscribed to the metrics subjects now."""
         return self._metrics_subscription is not None
 
-    async def follow_metrics_interest(self) -> None:
-        """Subscribe to the metrics subjects while a protocol-2 client wants metrics; unsubscribe after the last.
+    async def follow_metrics_interest(self, client: Client) -> None:
+        """Note whether ``client`` wants metrics; subscribe to them while any client does, unsubscribe after the last.
 
-        Called after every change of a client's filters and when a client leaves. The lock keeps two
-        such calls from subscribing twice (each await is a point where another call can run).
+        Called after every change of a client's filters and when a client leaves (constant time: a
+        set of watchers, not a scan of every socket per subscribe message). The lock keeps two such
+        calls from subscribing twice (each await is a point where another call can run).
         """
+        if client.protocol == 2 and client.filters.metrics and client in self.clients:
+            self._metrics_watchers.add(client)
+        else:
+            self._metrics_watchers.discard(client)
         async with self._metrics_lock:
-            wanted = not self.draining and any(c.protocol == 2 and c.filters.metrics for c in self.clients)
+            wanted = not self.draining and bool(self._metrics_watchers)
             if wanted and self._metrics_subscription is None:
                 try:
                     self._metrics_subscription = await self._nc.subscribe(METRICS_SUBJECTS, cb=self._on_metrics)
@@ -193,8 +200,8 @@ class Hub:
         if client.flusher is not None and not client.flusher.done():
             client.flusher.cancel()
             await asyncio.gather(client.flusher, return_exceptions=True)
-        if client.filters.metrics:
-            await self.follow_metrics_interest()
+        if client in self._metrics_watchers:
+            await self.follow_metrics_interest(client)
 
     def send(self, client: Client, frame: bytes) -> None:
         """Write a framed message to ``client`` now, or queue it; close the client with 4008 when full."""
@@ -342,7 +349,7 @@ class Hub:
         self._registry.frames_sent.inc(sent, type="alert")
 
     def _flush_metrics(self, messages: list[Msg]) -> None:
-        watchers = [c for c in self.clients if c.protocol == 2 and c.filters.metrics]
+        watchers = list(self._metrics_watchers)
         if not watchers:
             return
         snapshots = [s for s in map(self._decode_metrics, messages) if s is not None]

@@ -204,7 +204,7 @@ class _Session:
             _hello(gw, client)
         elif kind in ("subscribe", "unsubscribe"):
             changed = await self.subscribe(message, add=kind == "subscribe")
-            await gw.hub.follow_metrics_interest()
+            await gw.hub.follow_metrics_interest(client)
             gw.hub.send_json(client, {"type": "subscribed", "changed": changed, "subscription": _summary(client)})
         elif kind == "resume":
             await self.resume(message)

@@ -129,3 +129,19 @@ async def test_two_snapshots_of_a_symbol_in_one_flush_each_reach_the_socket(gw: 
     prices = [json.loads((await watcher.receive(timeout=TIMEOUT)).data)["data"]["last_price"] for _ in range(2)]
     assert prices == [1.0, 2.0]
     await watcher.close()
+
+
+async def test_the_metrics_subscription_stays_while_another_socket_still_asks(gw: Client) -> None:
+    hub = gw.app[GATEWAY].hub
+    watchers = [await gw.ws_connect("/ws/alerts?protocol=2") for _ in range(2)]
+    for ws in watchers:
+        assert json.loads((await ws.receive(timeout=TIMEOUT)).data)["type"] == "hello"
+        await ws.send_str(json.dumps({"type": "subscribe", "metrics": True}))
+        assert json.loads((await ws.receive(timeout=TIMEOUT)).data)["type"] == "subscribed"
+    await watchers[0].close()
+    await wait_for(lambda: len(hub.clients) == 1, "the first watcher gone")
+    assert hub.reads_metrics  # the second one still asks
+    await watchers[1].send_str(json.dumps({"type": "unsubscribe"}))  # a bare unsubscribe stops everything
+    assert json.loads((await watchers[1].receive(timeout=TIMEOUT)).data)["type"] == "subscribed"
+    assert not hub.reads_metrics
+    await watchers[1].close()
