@@ -59,6 +59,13 @@ PLAN_IDS = {
     "tv_monthly": "plan_TvMonth0000001",
     "tv_yearly": "plan_TvYear00000001",
 }
+# The settings that turn billing on with this server's key, secret and plans (add ``whop_api_url``
+# to reach a running one).
+BILLING_SETTINGS: dict[str, Any] = {
+    "whop_api_key": API_KEY,
+    "whop_webhook_secret": WEBHOOK_SECRET,
+    **{f"whop_plan_{slug}": plan_id for slug, plan_id in PLAN_IDS.items()},
+}
 _JSON: web.RequestKey[Any] = web.RequestKey("json", object)
 _PERIOD_DAYS = {plan_id: 365 if slug.endswith("yearly") else 30 for slug, plan_id in PLAN_IDS.items()}
 

@@ -29,16 +29,11 @@ from screener.names import EVENT_SOURCE_RULES, TYPE_ALERT_TRIGGERED
 from screener.runtime.function import Delivery
 from screener.subjects import user_uuid
 from tests.fakes.webhook_receivers import RECEIVER_ALLOW, WebhookReceiver
-from tests.fakes.whop_server import API_KEY, PLAN_IDS, WEBHOOK_SECRET
+from tests.fakes.whop_server import BILLING_SETTINGS
 from tests.functions.notifier.helpers import FakeClock, add_webhook, deliveries, make_alert
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
-BILLING = {
-    "whop_api_key": API_KEY,
-    "whop_webhook_secret": WEBHOOK_SECRET,
-    **{f"whop_plan_{slug}": plan_id for slug, plan_id in PLAN_IDS.items()},
-}
 
 # Every kind of account the client's gating tells apart: (role, status, trial_ends_at, plan_expires_at, disabled).
 CASES: dict[str, tuple[str, str, datetime | None, datetime | None, bool]] = {
@@ -131,7 +126,7 @@ async def test_an_expired_owners_webhook_gets_no_alert_when_billing_is_on(
     lapsed = await _account(pg, "trial_over")
     await add_webhook(pg, receiver.url("/paying"), user_id=paying)
     await add_webhook(pg, receiver.url("/lapsed"), user_id=lapsed)
-    notifier = _notifier(postgres_dsn, pool, http, **(BILLING if billing else {}))
+    notifier = _notifier(postgres_dsn, pool, http, **(BILLING_SETTINGS if billing else {}))
     await notifier.start()
     alert = make_alert()
     event = make_event(
@@ -166,7 +161,7 @@ async def test_a_pending_delivery_of_an_owner_whose_plan_ended_is_skipped_on_red
             uuid.UUID(alert.id),
             NOW - HOUR,
         )
-    notifier = _notifier(postgres_dsn, pool, http, **BILLING)
+    notifier = _notifier(postgres_dsn, pool, http, **BILLING_SETTINGS)
 
     await notifier.start()  # re-drives
     await notifier.wait_idle()

@@ -25,14 +25,9 @@ from screener.db.plans import refresh_periodically
 from screener.events.models import MINUTE_MS, alert_id
 from screener.runtime.function import Delivery
 from screener.subjects import user_uuid
-from tests.fakes.whop_server import API_KEY, PLAN_IDS, WEBHOOK_SECRET
+from tests.fakes.whop_server import BILLING_SETTINGS
 from tests.functions.rules.snapshots import T0, metrics_event, snapshot
 
-BILLING = {
-    "whop_api_key": API_KEY,
-    "whop_webhook_secret": WEBHOOK_SECRET,
-    **{f"whop_plan_{slug}": plan_id for slug, plan_id in PLAN_IDS.items()},
-}
 DIP = {"c5m": -2.0}  # fires every "c5m < -1" rule below
 PUBLIC = "futures_top_hunter"  # a seeded rule without an owner
 MakeFunction = Callable[..., Awaitable[RulesFunction]]
@@ -47,7 +42,8 @@ async def make_function(
     started: list[RulesFunction] = []
 
     async def make(*, billing: bool, **options: Any) -> RulesFunction:
-        settings = load_settings({}, postgres_dsn=postgres_dsn, redis_url=redis_url, **(BILLING if billing else {}))
+        billing_settings = BILLING_SETTINGS if billing else {}
+        settings = load_settings({}, postgres_dsn=postgres_dsn, redis_url=redis_url, **billing_settings)
         function = RulesFunction(settings, watch=False, **options)
         await function.start()
         started.append(function)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.whop_server import API_KEY, PLAN_IDS, WEBHOOK_SECRET, RunningWhop, serve
+from tests.fakes.whop_server import BILLING_SETTINGS, RunningWhop, serve
 from tests.gateway.accounts.helpers import Client
 from tests.gateway.conftest import GatewayFactory
 
@@ -17,13 +17,11 @@ FRONTEND = "https://app.example.test"
 def billing_settings(whop: RunningWhop, **overrides: Any) -> dict[str, Any]:
     """Return the gateway settings that sell the six plans through ``whop``."""
     values: dict[str, Any] = {
+        **BILLING_SETTINGS,
         "auth_rate_limit_per_minute": 100_000,
-        "whop_api_key": API_KEY,
-        "whop_webhook_secret": WEBHOOK_SECRET,
         "whop_api_url": whop.base_url,
         "whop_timeout_seconds": 1.0,
         "frontend_origin": FRONTEND,
-        **{f"whop_plan_{slug}": plan_id for slug, plan_id in PLAN_IDS.items()},
     }
     values.update(overrides)
     return values
