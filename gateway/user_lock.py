@@ -1,4 +1,4 @@
-"""Serialise one user's writes to a capped list (watchlist, webhooks) inside a transaction."""
+"""Serialise one user's writes to a capped list (watchlist, webhooks, own rules) inside a transaction."""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ from gateway import rules_store, validation
 from gateway.context import GATEWAY, identity, require_user
 from gateway.errors import ApiError, BadParameter, json_ok, not_found
 from gateway.rule_checker import RuleChecker
+from gateway.user_lock import user_lock
 
 FREQUENCIES = ("once_per_bar_close", "cooldown", "on_change")
 MAX_OWN_RULES = 50
@@ -107,23 +108,19 @@ async def create_rule(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     async with gw.pool.acquire() as conn:
         rows = await rules_store.visible_rules(conn, user_id)
-    own = [r for r in rows if r["owner"] == user_id]
-    if len(own) >= MAX_OWN_RULES:
-        raise ApiError(409, "too_many_rules", f"a user may own at most {MAX_OWN_RULES} rules")
-    text = sum(len(r["expression"]) for r in own) + len(rule.expression)
-    if text > MAX_RULE_TEXT_PER_USER:
-        raise ApiError(
-            409,
-            "rule_budget_exceeded",
-            f"a user's rules may hold at most {MAX_RULE_TEXT_PER_USER} characters of expressions in total "
-            f"(this one would make {text})",
-        )
+    # Checked before the compile, so a user at the cap costs no worker time ...
+    _check_caps([r["expression"] for r in rows if r["owner"] == user_id], rule)
     problem = await request.app[RULE_CHECKER].check(rule, [_rule_of(r) for r in rows])
     if problem is not None:
         kind, reason, position = problem
         where = f" at position {position}" if kind == "expression" else ""
         raise ApiError(400, "invalid_expression", f"parameter 'expression': {reason}{where}")
-    async with gw.pool.acquire() as conn:
+    async with gw.pool.acquire() as conn, conn.transaction():
+        # ... and again under the user's lock: concurrent creates all passed the first check while
+        # they waited for the checker, and without the lock each would insert past the cap.
+        await user_lock(conn, "rules", user_id)
+        own = await conn.fetch("SELECT expression FROM alert_rules WHERE owner = $1", user_id)
+        _check_caps([r["expression"] for r in own], rule)
         await conn.execute(
             """INSERT INTO alert_rules (rule_type, name, description, category, expression, enabled, default_on,
                    frequency, cooldown_seconds, live, min_coverage, owner)
@@ -144,6 +141,20 @@ async def create_rule(request: web.Request) -> web.Response:
         row = await rules_store.visible_rule(conn, rule.rule_type, user_id)
     assert row is not None
     return json_ok(rules_store.rule_view(row, rule.default_on), status=201)
+
+
+def _check_caps(own_expressions: list[str], rule: Rule) -> None:
+    """Raise 409 when adding ``rule`` to a user's own rules would pass the count or text cap."""
+    if len(own_expressions) >= MAX_OWN_RULES:
+        raise ApiError(409, "too_many_rules", f"a user may own at most {MAX_OWN_RULES} rules")
+    text = sum(len(e) for e in own_expressions) + len(rule.expression)
+    if text > MAX_RULE_TEXT_PER_USER:
+        raise ApiError(
+            409,
+            "rule_budget_exceeded",
+            f"a user's rules may hold at most {MAX_RULE_TEXT_PER_USER} characters of expressions in total "
+            f"(this one would make {text})",
+        )
 
 
 def setup(app: web.Application) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from functions.rules.ruleset import _compile_text
-from gateway.routes.rules import MAX_RULE_TEXT_PER_USER
+from gateway.routes.rules import MAX_OWN_RULES, MAX_RULE_TEXT_PER_USER
 from tests.gateway.helpers import auth
 
 Client = TestClient[web.Request, web.Application]
@@ -56,3 +58,17 @@ async def test_the_total_size_of_a_users_rules_is_capped(gw: Client) -> None:
     assert i < 20  # the budget, not the count of 50, is what stopped it
     small = await gw.post("/api/alert-rules", json={"name": "tiny", "expression": "c5m > 1"}, headers=auth("big"))
     assert small.status == 201  # what is left of the budget stays usable
+
+
+async def test_concurrent_creates_stop_at_the_rule_cap(gw: Client) -> None:
+    async def create(i: int) -> int:
+        response = await gw.post(
+            "/api/alert-rules", json={"name": f"r{i}", "expression": f"c5m > {i}"}, headers=auth("racer")
+        )
+        return response.status
+
+    # Every create passes the first cap check while the others wait for the rule checker.
+    statuses = await asyncio.gather(*(create(i) for i in range(MAX_OWN_RULES + 10)))
+    assert statuses.count(201) == MAX_OWN_RULES and statuses.count(409) == 10
+    listed = await (await gw.get("/api/alert-rules", headers=auth("racer"))).json()
+    assert sum(1 for r in listed["rules"] if r["category"] == "custom") == MAX_OWN_RULES
