@@ -9,6 +9,7 @@ application/cloudevents+json``, as Knative's JetStream channel stores events) is
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from datetime import UTC, datetime
@@ -115,6 +116,8 @@ def _from_structured(payload: bytes) -> CloudEvent:
         document = json.loads(payload)
     except ValueError as exc:
         raise InvalidEvent(f"structured event is not valid JSON: {exc}") from None
+    except RecursionError:  # the standard library's parser recurses once per level of nesting
+        raise InvalidEvent("structured event is not valid JSON: nested too deeply") from None
     if not isinstance(document, dict):
         raise InvalidEvent("structured event is not a JSON object")
     if "time" in document and isinstance(document["time"], str):
@@ -122,10 +125,20 @@ def _from_structured(payload: bytes) -> CloudEvent:
     _require_attributes(document, "attribute {}")
     data = document.pop("data", None)
     if "data_base64" in document:
-        import base64
-
-        data = base64.b64decode(document.pop("data_base64"))
+        data = _base64_data(document.pop("data_base64"), document.get("id"))
     return CloudEvent(document, data)
+
+
+def _base64_data(value: object, event_id: object) -> bytes:
+    """Return the bytes of a structured event's ``data_base64``; raise ``InvalidEvent`` when it is not base64."""
+    try:
+        if not isinstance(value, str):
+            raise ValueError("not a string")
+        return base64.b64decode(value, validate=True)
+    except ValueError as exc:  # binascii.Error is a ValueError
+        raise InvalidEvent(
+            f"data_base64 is not base64: {exc}", event_id if isinstance(event_id, str) else None
+        ) from None
 
 
 # CloudEvents 1.0 required attributes. The SDK would invent a random id for a missing one, and a

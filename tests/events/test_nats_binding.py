@@ -99,6 +99,18 @@ def test_percent_encoded_headers_are_decoded_on_receive() -> None:
             b"{broken",
             "data is not valid JSON",
         ),
+        # A poison message must be dead-lettered, not crash the worker that parses it.
+        ({"Content-Type": "application/cloudevents+json"}, b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (
+            {"Content-Type": "application/cloudevents+json"},
+            b'{"specversion": "1.0", "type": "t", "source": "/s", "id": "1", "data_base64": "abc"}',
+            "data_base64 is not base64",
+        ),
+        (
+            {"Content-Type": "application/cloudevents+json"},
+            b'{"specversion": "1.0", "type": "t", "source": "/s", "id": "1", "data_base64": 5}',
+            "data_base64 is not base64",
+        ),
     ],
 )
 def test_malformed_messages_raise_invalid_event_with_a_reason(

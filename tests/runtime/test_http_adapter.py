@@ -99,3 +99,35 @@ async def test_crash_is_500_and_logged(client: TestClient, caplog: pytest.LogCap
     response = await client.post("/", data=body, headers=headers)
     assert response.status == 500
     assert "crashed on event in--2" in caplog.text
+
+
+_STRUCTURED = {"Content-Type": "application/cloudevents+json"}
+_BINARY_JSON = {
+    "ce-specversion": "1.0",
+    "ce-id": "deep",
+    "ce-source": "/t",
+    "ce-type": "t",
+    "Content-Type": "application/json",
+}
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "reason"),
+    [
+        (_STRUCTURED, b"[]", "must be a JSON object, not list"),
+        ({"Content-Type": "application/cloudevents-batch+json"}, b"[{}]", "must be a JSON object, not list"),
+        (_STRUCTURED, b'"event"', "must be a JSON object, not str"),
+        (_STRUCTURED, b"[" * 100_000 + b"]" * 100_000, "not valid JSON"),
+        (_BINARY_JSON, b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    ],
+    ids=["array", "batch", "string", "deep-structured", "deep-binary"],
+)
+async def test_a_body_the_sdk_cannot_read_is_400_with_the_reason(
+    client: TestClient[Any, Any], headers: dict[str, str], body: bytes, reason: str
+) -> None:
+    # Before: AttributeError or RecursionError escaped the adapter as a bare 500, which Knative
+    # retries instead of routing the event to its dead-letter sink.
+    response = await client.post("/", data=body, headers=headers)
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert error["code"] == "invalid_event" and reason in error["message"]
