@@ -11,7 +11,7 @@ from aiohttp import web
 from nats.aio.client import Client as NATS
 
 from gateway.auth import ANONYMOUS, Identity, TokenVerifier
-from gateway.errors import unauthorized
+from gateway.errors import ApiError, unauthorized
 from gateway.fanout import Hub
 from gateway.prom import Registry
 from gateway.ratelimit import IPNetwork, RateLimiter
@@ -23,6 +23,8 @@ IDENTITY_KEY: web.RequestKey[Identity] = web.RequestKey("identity", Identity)
 CLIENT_IP_KEY: web.RequestKey[str] = web.RequestKey("client_ip", str)
 # Why a presented token was refused: public endpoints ignore it, ``require_user`` answers 401 with it.
 TOKEN_ERROR_KEY: web.RequestKey[str] = web.RequestKey("token_error", str)
+# A valid token whose account may not act (disabled, deleted, reset since): ``require_user`` raises it.
+TOKEN_REFUSAL_KEY: web.RequestKey[ApiError] = web.RequestKey("token_refusal", ApiError)
 
 
 class MetricsReader(Protocol):
@@ -63,6 +65,9 @@ def require_user(request: web.Request) -> str:
     """Return the caller's user id; raise 401 when the request carries no valid token."""
     user_id = identity(request).user_id
     if user_id is None:
+        refusal = request.get(TOKEN_REFUSAL_KEY)
+        if refusal is not None:
+            raise refusal
         refused = request.get(TOKEN_ERROR_KEY)
         if refused is not None:
             raise unauthorized(refused)

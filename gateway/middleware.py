@@ -12,8 +12,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway import validation
-from gateway.auth import InvalidToken, bearer_token
-from gateway.context import CLIENT_IP_KEY, GATEWAY, IDENTITY_KEY, TOKEN_ERROR_KEY, identity
+from gateway.accounts.service import ACCOUNTS
+from gateway.auth import Identity, InvalidToken, bearer_token
+from gateway.context import CLIENT_IP_KEY, GATEWAY, IDENTITY_KEY, TOKEN_ERROR_KEY, TOKEN_REFUSAL_KEY, identity
 from gateway.errors import ApiError, error_response
 from gateway.ratelimit import client_ip
 
@@ -169,17 +170,39 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
 
     client.md, decision 3: public endpoints serve a missing, invalid or expired token as anonymous
     (a 401 there would log the web client out). Why a presented token was refused is kept, so an
-    endpoint that needs a user (``context.require_user``) answers 401 with that reason.
+    endpoint that needs a user (``context.require_user``) answers 401 with that reason. A valid token
+    of an account that may no longer act (disabled, deleted, password reset since) is refused the same
+    way, with the account's own answer (403 ``account_disabled``, 401 ``token_revoked``).
     """
     if request.method == "OPTIONS":
         return await handler(request)
     try:
         token = bearer_token(request, allow_query=request.path in WEBSOCKET_PATHS)
         if token is not None:
-            request[IDENTITY_KEY] = await request.app[GATEWAY].verifier.verify(token)
+            caller = await request.app[GATEWAY].verifier.verify(token)
+            refusal = await _account_refusal(request, caller)
+            if refusal is None:
+                request[IDENTITY_KEY] = caller
+            else:
+                request[TOKEN_REFUSAL_KEY] = refusal
+                request[TOKEN_ERROR_KEY] = refusal.message
     except (InvalidToken, ApiError) as exc:
         request[TOKEN_ERROR_KEY] = exc.message if isinstance(exc, ApiError) else str(exc)
     return await handler(request)
+
+
+async def _account_refusal(request: web.Request, caller: Identity) -> ApiError | None:
+    """Return why the account behind a valid token may not act (disabled, deleted, reset since), or None.
+
+    Without this a disabled account, or a session a password reset ended, kept its watchlist,
+    webhooks, rules and private alerts until the token expired: only the accounts endpoints looked.
+    """
+    try:
+        return await request.app[ACCOUNTS].standing.refusal(caller)
+    except _DEPENDENCY_ERRORS as exc:
+        # Fail open like the rate limit: endpoints that need the database answer 503 on their own.
+        log.warning("account standing not checked, database unavailable: %s", exc)
+        return None
 
 
 def _exempt(request: web.Request) -> bool:

@@ -181,6 +181,7 @@ async def reset_password(request: web.Request) -> web.Response:
             raise fields.invalid_reset_token()
         # A reset is the "someone may have my password" path: tokens issued before it stop working.
         await store.set_password(conn, user_id, password_hash, revoke=True)
+    accounts.standing.forget(user_id)  # at once here; other replicas within the standing cache's seconds
     log.info("password of user %s reset", user_id)
     return json_ok({"message": "Your password has been reset. Please sign in."})
 

@@ -20,6 +20,7 @@ from gateway.accounts.billing import BillingProvider, billing_provider
 from gateway.accounts.errors import ShownError
 from gateway.accounts.mail import ResetMailer, parse_smtp_url
 from gateway.accounts.passwords import Passwords
+from gateway.accounts.standing import AccountState, Standing, refusal_of
 from gateway.accounts.tokens import ISSUER, TokenIssuer
 from gateway.accounts.users import User
 from gateway.context import identity, require_user
@@ -43,6 +44,7 @@ class Accounts:
     billing: BillingProvider
     limiter: RateLimiter
     trusted_proxies: tuple[IPNetwork, ...]
+    standing: Standing
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def issuer(self) -> TokenIssuer:
@@ -93,15 +95,9 @@ class Accounts:
                 state = self.billing.signup_state(invited=False, now=datetime.now(UTC))
                 user = await store.provision(conn, user_id, caller.email, state)
                 log.info("provisioned user %s for an external token (issuer %s)", user.id, caller.issuer or "unnamed")
-        if user.disabled:
-            raise ShownError(403, "account_disabled", "This account is disabled", "the operator disabled this account")
-        if user.revoked(caller.issued_at):
-            raise ShownError(
-                401,
-                "token_revoked",
-                "Your session has ended. Please sign in again.",
-                "the password was reset after this token was issued",
-            )
+        refused = refusal_of(AccountState(user.disabled_at, user.tokens_valid_after), caller)
+        if refused is not None:
+            raise refused
         return user
 
     def spawn(self, job: Coroutine[Any, Any, None]) -> None:
@@ -144,6 +140,7 @@ def build_accounts(settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis
         billing=billing_provider(settings, pool),
         limiter=RateLimiter(redis, settings.auth_rate_limit_per_minute),
         trusted_proxies=parse_networks(settings.trusted_proxies),
+        standing=Standing(pool),
     )
 
 

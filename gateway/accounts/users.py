@@ -48,12 +48,6 @@ class User:
         """Return whether the operator disabled the account."""
         return self.disabled_at is not None
 
-    def revoked(self, issued_at: int | None) -> bool:
-        """Return whether a token issued at ``issued_at`` (Unix seconds) predates a password reset."""
-        if self.tokens_valid_after is None or issued_at is None:
-            return False
-        return issued_at < int(self.tokens_valid_after.timestamp())
-
 
 def iso(moment: datetime | None) -> str | None:
     """Return ``moment`` as ISO 8601 in UTC with milliseconds and ``Z``, like JavaScript's ``toISOString``."""

@@ -10,6 +10,9 @@ import asyncpg
 import jwt
 import pytest
 
+from gateway.accounts.standing import Standing
+from gateway.accounts.tokens import ISSUER
+from gateway.auth import Identity
 from tests.gateway.accounts.helpers import (
     PASSWORD,
     USER_FIELDS,
@@ -208,6 +211,41 @@ async def test_a_disabled_account_can_neither_sign_in_nor_use_its_token(
         await conn.execute("UPDATE users SET disabled_at = now() WHERE email = 'off@example.com'")
     await error_of(await login(accounts_gw, "off@example.com"), 403, "account_disabled")
     await error_of(await accounts_gw.get("/api/me", headers=bearer(created["token"])), 403, "account_disabled")
+
+
+async def test_a_disabled_accounts_token_reaches_none_of_its_data(accounts_gw: Client, pool: asyncpg.Pool) -> None:
+    token = (await register(accounts_gw, "gone-quiet@example.com"))["token"]
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE users SET disabled_at = now() WHERE email = 'gone-quiet@example.com'")
+    # Billing is off here, so no plan check reads the user row: before, these answered 200/201.
+    for method, path, body in [
+        ("GET", "/api/watchlist", None),
+        ("POST", "/api/webhooks", {"name": "n", "webhook_type": "http", "webhook_url": "https://hooks.example/h"}),
+        ("GET", "/api/settings", None),
+        ("PUT", "/api/settings/tv-username", {"tv_username": "someone"}),
+        ("POST", "/api/alert-rules", {"name": "n", "expression": "c5m > 1"}),
+    ]:
+        response = await accounts_gw.request(method, path, json=body, headers=bearer(token))
+        await error_of(response, 403, "account_disabled")
+    # Public endpoints serve the token as anonymous (decision 3), not as the disabled user.
+    rules = await accounts_gw.get("/api/alert-rules", headers=bearer(token))
+    assert rules.status == 200
+
+
+async def test_a_disable_made_elsewhere_counts_once_the_cached_standing_is_stale(
+    accounts_gw: Client, pool: asyncpg.Pool
+) -> None:
+    created = await register(accounts_gw, "later@example.com")
+    caller = Identity(created["user"]["id"], issuer=ISSUER, issued_at=int(time.time()))
+    now = [0.0]
+    standing = Standing(pool, max_age=5.0, clock=lambda: now[0])
+    assert await standing.refusal(caller) is None
+    async with pool.acquire() as conn:  # the CLI, or another replica
+        await conn.execute("UPDATE users SET disabled_at = now() WHERE email = 'later@example.com'")
+    assert await standing.refusal(caller) is None  # cached: one lookup per user per few seconds
+    now[0] = 5.0
+    refused = await standing.refusal(caller)
+    assert refused is not None and refused.code == "account_disabled"
 
 
 async def test_without_a_secret_sign_in_is_unavailable(make_gateway: GatewayFactory) -> None:

@@ -60,6 +60,9 @@ async def test_a_reset_sets_the_password_once_and_ends_older_sessions(mail_gw: t
     assert (await login(gw, "once@example.com", NEW_PASSWORD)).status == 200
     assert (await login(gw, "once@example.com")).status == 401
     await error_of(await gw.get("/api/me", headers=bearer(old_session)), 401, "token_revoked")
+    # The ended session reaches none of the account's data, not only the accounts endpoints.
+    await error_of(await gw.get("/api/watchlist", headers=bearer(old_session)), 401, "token_revoked")
+    await error_of(await gw.get("/api/webhooks", headers=bearer(old_session)), 401, "token_revoked")
     again = await gw.post("/auth/reset-password", json={"token": raw, "password": "yet another password"})
     body = await error_of(again, 400, "invalid_reset_token")
     assert body["error"] == "This reset link is invalid or has expired"
