@@ -23,7 +23,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from gateway.context import GATEWAY, Gateway, identity
+from gateway.context import CLIENT_IP_KEY, GATEWAY, Gateway, identity
+from gateway.errors import ApiError
 from gateway.fanout import Client
 from gateway.history import alerts_after
 from gateway.validation import RULE_TYPE_RE, SYMBOL_RE, UnsafeJson, decode_json
@@ -65,6 +66,29 @@ class TokenBucket:
         return True
 
 
+class ConnectionCounter:
+    """Open connections per holder (a user, or an anonymous client's IP), each held under a cap."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, int] = {}
+
+    def acquire(self, holder: str, cap: int) -> bool:
+        """Count one more connection of ``holder``; return False (counting nothing) when it has ``cap``."""
+        held = self._open.get(holder, 0)
+        if held >= cap:
+            return False
+        self._open[holder] = held + 1
+        return True
+
+    def release(self, holder: str) -> None:
+        """Count one connection of ``holder`` less."""
+        held = self._open.get(holder, 0) - 1
+        if held > 0:
+            self._open[holder] = held
+        else:
+            self._open.pop(holder, None)
+
+
 class KnownSymbols:
     """The symbols the screener tracks (a filter may only name these), re-read every few seconds."""
 
@@ -82,11 +106,13 @@ class KnownSymbols:
 
 
 _KNOWN_SYMBOLS = web.AppKey("ws_known_symbols", KnownSymbols)
+_CONNECTIONS = web.AppKey("ws_connections", ConnectionCounter)
 
 
 def setup(app: web.Application) -> None:
-    """Give the app the WebSocket endpoint's caches."""
+    """Give the app the WebSocket endpoint's caches and its count of open connections."""
     app[_KNOWN_SYMBOLS] = KnownSymbols()
+    app[_CONNECTIONS] = ConnectionCounter()
 
 
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -97,8 +123,29 @@ class FrameError(Exception):
 
 
 async def alerts_socket(request: web.Request) -> web.WebSocketResponse:
-    """Serve ``/ws/alerts``."""
+    """Serve ``/ws/alerts``; 429 before the upgrade for a user or IP already at its connection cap."""
     gw = request.app[GATEWAY]
+    # The rate limit bounds how fast connections open, not how many stay open: without a cap one
+    # client could hold thousands of sockets, each with its send queue, for as long as it likes.
+    user_id = identity(request).user_id
+    holder = f"user:{user_id}" if user_id is not None else f"ip:{request[CLIENT_IP_KEY]}"
+    cap = gw.settings.ws_max_connections_per_client
+    connections = request.app[_CONNECTIONS]
+    if not connections.acquire(holder, cap):
+        who = "this user" if user_id is not None else request[CLIENT_IP_KEY]
+        raise ApiError(
+            429,
+            "too_many_connections",
+            f"{who} has {cap} WebSocket connections open already; close one first",
+            error=f"Too many open connections (at most {cap}).",
+        )
+    try:
+        return await _upgrade(request, gw)
+    finally:
+        connections.release(holder)
+
+
+async def _upgrade(request: web.Request, gw: Gateway) -> web.WebSocketResponse:
     # No permessage-deflate: compressing the same small frame once per client would multiply the
     # fan-out's CPU by the number of clients.
     ws = web.WebSocketResponse(

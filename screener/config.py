@@ -209,6 +209,12 @@ class Settings(BaseModel):
         default=256, ge=1, description="frames queued per WebSocket client before it is dropped (4008) as too slow"
     )
     ws_heartbeat_seconds: float = Field(default=20.0, gt=0, description="WebSocket protocol-level ping interval")
+    ws_max_connections_per_client: int = Field(
+        default=20,
+        ge=1,
+        description="WebSocket connections one user (valid token) or client IP (anonymous) may hold open at once "
+        "on one gateway process; one more is refused with 429",
+    )
 
     # --- accounts (client.md section 1, decisions 4-8) -------------------------------------------
     signup_mode: Literal["open", "invite", "closed"] = Field(

@@ -8,16 +8,24 @@ from typing import Any
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType, WSServerHandshakeError, web
 from aiohttp.test_utils import TestClient
 
 from gateway.ws import MESSAGE_BURST
 from screener.events.models import AlertAudience
 from state.metrics_store import SYMBOLS_KEY
+from tests.gateway.conftest import GatewayFactory
 from tests.gateway.helpers import BASE_MINUTE, insert_alerts, make_alert, token
 
 Client = TestClient[web.Request, web.Application]
 TRACKED = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+# The headers of a WebSocket handshake, to read a refusal's HTTP answer with a plain GET.
+_UPGRADE = {
+    "Connection": "Upgrade",
+    "Upgrade": "websocket",
+    "Sec-WebSocket-Version": "13",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+}
 
 
 @pytest.fixture
@@ -110,3 +118,21 @@ async def test_deeply_nested_frames_are_refused_cheaply_and_the_socket_lives_on(
     await ws.send_json({"type": "ping"})
     assert await ws.receive_json(timeout=5) == {"type": "pong"}
     await ws.close()
+
+
+async def test_open_connections_are_capped_per_ip_and_per_user(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(ws_max_connections_per_client=3)
+    anonymous = [await _v2(gw) for _ in range(3)]
+    refused = await gw.get("/ws/alerts", headers=_UPGRADE)
+    body = await refused.json()
+    assert refused.status == 429 and body["code"] == "too_many_connections", body
+    # A user's connections are counted for the user, apart from the IP's anonymous ones.
+    users = [await _v2(gw, f"&token={token('capped')}") for _ in range(3)]
+    with pytest.raises(WSServerHandshakeError) as over:
+        await gw.ws_connect(f"/ws/alerts?token={token('capped')}")
+    assert over.value.status == 429
+    # A closed connection frees its place at once.
+    await anonymous[0].close()
+    replacement = await _v2(gw)
+    for ws in [*anonymous[1:], *users, replacement]:
+        await ws.close()
