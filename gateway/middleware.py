@@ -16,7 +16,7 @@ from gateway.accounts.service import ACCOUNTS
 from gateway.auth import Identity, InvalidToken, bearer_token
 from gateway.context import CLIENT_IP_KEY, GATEWAY, IDENTITY_KEY, TOKEN_ERROR_KEY, TOKEN_REFUSAL_KEY, identity
 from gateway.errors import ApiError, error_response
-from gateway.ratelimit import client_ip
+from gateway.ratelimit import client_bucket, client_ip
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,8 @@ async def rate_limit(request: web.Request, handler: Handler) -> web.StreamRespon
     if _exempt(request):
         return await handler(request)
     user_id = identity(request).user_id
-    key, who = (f"user:{user_id}", "this user") if user_id is not None else (f"ip:{ip}", ip)
+    bucket = client_bucket(ip)
+    key, who = (f"user:{user_id}", "this user") if user_id is not None else (f"ip:{bucket}", bucket)
     try:
         decision = await gw.limiter.hit(key)
     except (redis.exceptions.RedisError, OSError) as exc:

@@ -40,6 +40,8 @@ WINDOW_MS = 60_000
 # Requests beyond this many in flight wait for a Redis connection instead of exhausting the pool.
 MAX_CONCURRENT_CHECKS = 32
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# The IPv6 prefix one client is counted by (the customary size of one site's or host's allocation).
+IPV6_CLIENT_PREFIX = 64
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,21 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return ipaddress.ip_address(text.strip())
     except ValueError:
         return None
+
+
+def client_bucket(ip: str) -> str:
+    """Return what a client address is limited as: an IPv4 address itself, an IPv6 address its /64.
+
+    An IPv6 host is normally given a whole /64 and may use any address in it, so counting single
+    IPv6 addresses would give one client 2**64 rate limits and connection caps. An IPv4-mapped
+    address counts as its IPv4 address.
+    """
+    address = _ip(ip)
+    if not isinstance(address, ipaddress.IPv6Address):
+        return ip
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, IPV6_CLIENT_PREFIX), strict=False))
 
 
 def client_ip(peer: str | None, forwarded_for: str | None, trusted: tuple[IPNetwork, ...]) -> str:

@@ -27,6 +27,7 @@ from gateway.context import CLIENT_IP_KEY, GATEWAY, Gateway, identity
 from gateway.errors import ApiError
 from gateway.fanout import Client
 from gateway.history import alerts_after
+from gateway.ratelimit import client_bucket
 from gateway.validation import RULE_TYPE_RE, SYMBOL_RE, UnsafeJson, decode_json
 
 log = logging.getLogger(__name__)
@@ -128,11 +129,12 @@ async def alerts_socket(request: web.Request) -> web.WebSocketResponse:
     # The rate limit bounds how fast connections open, not how many stay open: without a cap one
     # client could hold thousands of sockets, each with its send queue, for as long as it likes.
     user_id = identity(request).user_id
-    holder = f"user:{user_id}" if user_id is not None else f"ip:{request[CLIENT_IP_KEY]}"
+    bucket = client_bucket(request[CLIENT_IP_KEY])
+    holder = f"user:{user_id}" if user_id is not None else f"ip:{bucket}"
     cap = gw.settings.ws_max_connections_per_client
     connections = request.app[_CONNECTIONS]
     if not connections.acquire(holder, cap):
-        who = "this user" if user_id is not None else request[CLIENT_IP_KEY]
+        who = "this user" if user_id is not None else bucket
         raise ApiError(
             429,
             "too_many_connections",

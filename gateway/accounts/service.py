@@ -24,7 +24,7 @@ from gateway.accounts.standing import AccountState, Standing, refusal_of
 from gateway.accounts.tokens import ISSUER, TokenIssuer
 from gateway.accounts.users import User
 from gateway.context import identity, require_user
-from gateway.ratelimit import IPNetwork, RateLimiter, client_ip, parse_networks
+from gateway.ratelimit import IPNetwork, RateLimiter, client_bucket, client_ip, parse_networks
 from screener.config import Settings
 from screener.subjects import user_uuid
 
@@ -62,7 +62,7 @@ class Accounts:
         """Count one sign-in, sign-up or reset attempt of the client's IP; 429 past the stricter auth limit."""
         ip = client_ip(request.remote, request.headers.get("X-Forwarded-For"), self.trusted_proxies)
         try:
-            decision = await self.limiter.hit(f"auth:{ip}")
+            decision = await self.limiter.hit(f"auth:{client_bucket(ip)}")
         except (redis.exceptions.RedisError, OSError) as exc:
             log.warning("auth rate limit skipped, Redis unavailable: %s", exc)  # as the global limit: fail open
             return

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from nats.aio.client import Client as NATS
 
-from gateway.ratelimit import client_ip, parse_networks
+from gateway.ratelimit import client_bucket, client_ip, parse_networks
 from tests.gateway.conftest import GatewayFactory
 from tests.gateway.helpers import make_alert, publish_alert, token
 
@@ -147,6 +147,15 @@ async def test_forwarded_for_is_believed_from_a_trusted_proxy(make_gateway: Gate
     assert (await gw.get("/api/alerts", headers=forged)).status == 429
 
 
+async def test_an_ipv6_client_is_limited_by_its_64_not_by_each_address(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(rate_limit_per_minute=2, trusted_proxies=["127.0.0.1/32", "::1"])
+    # One host may use any address of its /64: a fresh one per request must not mean a fresh limit.
+    same_host = [f"2001:db8:1:2::{i:x}" for i in range(1, 4)]
+    statuses = [(await gw.get("/api/alerts", headers={"X-Forwarded-For": a})).status for a in same_host]
+    assert statuses == [200, 200, 429]
+    assert (await gw.get("/api/alerts", headers={"X-Forwarded-For": "2001:db8:1:3::1"})).status == 200
+
+
 async def test_rate_limit_is_shared_by_replicas_through_redis(make_gateway: GatewayFactory) -> None:
     first = await make_gateway(rate_limit_per_minute=4)
     second = await make_gateway(rate_limit_per_minute=4)
@@ -161,6 +170,13 @@ def test_client_ip_reads_forwarded_for_only_behind_trusted_proxies() -> None:
     assert client_ip("10.1.1.1", "6.6.6.6, 1.2.3.4, 10.2.2.2", trusted) == "1.2.3.4"
     assert client_ip("10.1.1.1", "garbage", trusted) == "10.1.1.1"
     assert client_ip("10.1.1.1", None, trusted) == "10.1.1.1"
+
+
+def test_client_bucket_is_the_ipv4_address_or_the_ipv6_64() -> None:
+    assert client_bucket("192.0.2.1") == "192.0.2.1"
+    assert client_bucket("2001:db8:1:2:aaaa:bbbb:cccc:dddd") == "2001:db8:1:2::/64"
+    assert client_bucket("::ffff:192.0.2.1") == "192.0.2.1"
+    assert client_bucket("unknown") == "unknown"
 
 
 async def test_oversized_bodies_are_413_json(make_gateway: GatewayFactory) -> None:
