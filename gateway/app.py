@@ -321,7 +321,7 @@ ENDPOINTS: list[Endpoint] = [
         "POST",
         "/api/webhooks/{webhook_id}/test",
         webhooks.test_webhook,
-        "Send a test alert now (200 sent; 502 failed, with the status code only)",
+        "Send a test alert now (200 sent; 502 failed, with the status code only; 429 past 10 a minute)",
         auth="required",
         plan=True,
         params=(_WEBHOOK_ID,),
@@ -420,6 +420,7 @@ def create_app(
     rules.setup(app)
     ws.setup(app)
     metrics.setup(app)
+    webhooks.setup(app)
     for ep in ENDPOINTS:
         app.router.add_route(ep.method, ep.path, needs_plan(ep.handler) if ep.plan else ep.handler)
     app.router.add_static("/static/", pages.STATIC_DIR, follow_symlinks=False, append_version=False)

@@ -10,11 +10,13 @@ URL carrying ``chat_id``), ``slack`` (an incoming webhook) or ``http`` (signed J
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from typing import Any
 
 import asyncpg
 import orjson
+import redis.exceptions
 from aiohttp import web
 
 from functions.notifier.delivery import RetryPolicy, send_test
@@ -22,14 +24,22 @@ from functions.notifier.models import KINDS, InvalidWebhook, telegram_chat_id
 from gateway import validation
 from gateway.context import GATEWAY, require_user
 from gateway.errors import ApiError, BadParameter, json_ok, not_found
+from gateway.ratelimit import RateLimiter
 from gateway.user_lock import user_lock
 from gateway.views import delivery_view, iso
 from screener.outbound import OutboundPolicy, OutboundRefused
+
+log = logging.getLogger(__name__)
 
 MAX_WEBHOOKS = 10
 MAX_NAME = 100
 MAX_URL = 2000
 MAX_CONFIG_BYTES = 4096
+# Test deliveries a user may send per minute, across their webhooks: each is a request to a URL the
+# user chose, so without a cap of its own the endpoint would relay the whole API rate limit (300 a
+# minute) to any public host, around the notifier's per-webhook delivery rate.
+TEST_SENDS_PER_MINUTE = 10
+_TEST_LIMITER = web.AppKey("webhook_test_limiter", RateLimiter)
 SCOPES = ("all", "watchlist")
 FIELDS = {"name", "webhook_type", "webhook_url", "scope", "is_enabled", "config", "rule_types", "symbols", "secret"}
 # Fields of the Webhook object the client may echo back in a PUT; they are not the caller's to set.
@@ -286,6 +296,7 @@ async def test_webhook(request: web.Request) -> web.Response:
         row = await _owned(conn, webhook_id, user_id)
     policy = outbound_policy(request)
     await check_url(policy, row["url"])
+    await _count_test_send(request, user_id)
     retry = RetryPolicy(max_attempts=1, timeout_seconds=gw.settings.webhook_timeout_seconds)
     try:
         async with policy.client_session() as session:
@@ -301,6 +312,28 @@ async def test_webhook(request: web.Request) -> web.Response:
         f"test delivery to webhook {webhook_id} failed: {answer}",
         error=f"Test alert to {row['name'] or 'the webhook'} failed: {answer}",
     )
+
+
+async def _count_test_send(request: web.Request, user_id: str) -> None:
+    """Count one test delivery of ``user_id``; 429 past ``TEST_SENDS_PER_MINUTE``."""
+    try:
+        decision = await request.app[_TEST_LIMITER].hit(f"webhook-test:{user_id}")
+    except (redis.exceptions.RedisError, OSError) as exc:
+        log.warning("webhook test limit skipped, Redis unavailable: %s", exc)  # fail open, like the API limit
+        return
+    if not decision.allowed:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"at most {TEST_SENDS_PER_MINUTE} test deliveries per minute; retry after {decision.retry_after_seconds} s",
+            headers={"Retry-After": str(decision.retry_after_seconds)},
+            error=f"Too many test alerts, please retry in {decision.retry_after_seconds} seconds.",
+        )
+
+
+def setup(app: web.Application) -> None:
+    """Give the app the limiter of test deliveries (shared by replicas through Redis)."""
+    app[_TEST_LIMITER] = RateLimiter(app[GATEWAY].redis, TEST_SENDS_PER_MINUTE)
 
 
 async def webhook_deliveries(request: web.Request) -> web.Response:

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from gateway.routes.webhooks import TEST_SENDS_PER_MINUTE
 from tests.fakes.webhook_receivers import RECEIVER_ALLOW, WebhookReceiver, running_receiver, status
 from tests.gateway.conftest import GatewayFactory
 from tests.gateway.helpers import auth
@@ -91,3 +92,20 @@ async def test_a_closed_port_and_an_open_one_look_alike_to_the_test_endpoint(mak
     for port in (1, 6379):
         created = await gw.post("/api/webhooks", json=_hook(f"http://127.0.0.1:{port}/"), headers=auth())
         assert created.status == 400
+
+
+async def test_test_deliveries_are_capped_per_user(gw: Client, receiver: WebhookReceiver) -> None:
+    receiver.script("/h", status(200, b"ok"))
+    hooks = []
+    for _ in range(2):  # the cap is the user's, whichever webhook is tested
+        created = await gw.post("/api/webhooks", json=_hook(receiver.url("/h")), headers=auth("tester"))
+        hooks.append((await created.json())["id"])
+    sent = [
+        (await gw.post(f"/api/webhooks/{hooks[i % 2]}/test", headers=auth("tester"))).status
+        for i in range(TEST_SENDS_PER_MINUTE + 1)
+    ]
+    assert sent == [200] * TEST_SENDS_PER_MINUTE + [429]
+    assert len(receiver.received()) == TEST_SENDS_PER_MINUTE
+    other = await gw.post("/api/webhooks", json=_hook(receiver.url("/h")), headers=auth("someone-else"))
+    other_id = (await other.json())["id"]
+    assert (await gw.post(f"/api/webhooks/{other_id}/test", headers=auth("someone-else"))).status == 200
