@@ -156,6 +156,7 @@ class Stack:
             SCREENER_LOG_LEVEL="WARNING",
             SCREENER_RATE_LIMIT_PER_MINUTE="100000000",
             SCREENER_WS_MAX_CONNECTIONS_PER_CLIENT="100000000",
+            SCREENER_MAX_CONNECTIONS_PER_CLIENT="100000000",
         )
         # "calculator.SCREENER_X=1" sets X for that function's processes only; plain keys for all.
         self._only: dict[str, dict[str, str]] = {}

@@ -470,6 +470,7 @@ async def main_async(args: argparse.Namespace) -> None:
             "SCREENER_POSTGRES_DSN": pg_server.url,
             "SCREENER_RATE_LIMIT_PER_MINUTE": "100000000",  # every client connects from 127.0.0.1
             "SCREENER_WS_MAX_CONNECTIONS_PER_CLIENT": "100000000",  # ... and holds its connection open
+            "SCREENER_MAX_CONNECTIONS_PER_CLIENT": "100000000",
             "SCREENER_LOG_LEVEL": "ERROR",
         }
         print(f"load average {os.getloadavg()[0]:.2f} at start (the machine is shared: figures are noisy)")

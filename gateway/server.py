@@ -4,22 +4,25 @@ aiohttp answers a request it cannot parse (oversized headers, a bad Content-Leng
 request line) before any middleware runs, in plain text. ``GatewayRunner`` serves the app with a
 request handler that answers those in client.md's flat JSON error body too, logs them at most once
 per ``LOG_EVERY_SECONDS`` with a count, and charges each to the client's rate limit, so a flood of
-malformed requests costs its sender like any other.
+malformed requests costs its sender like any other. Connections themselves are bounded too: a few
+hundred per client address (``ConnectionCap``) and ``HEADERS_TIMEOUT_SECONDS`` to send a first request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from gateway.context import GATEWAY, Gateway
-from gateway.errors import error_response
+from gateway.errors import error_body, error_response, json_bytes
+from gateway.ratelimit import IPNetwork, client_bucket
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +30,53 @@ log = logging.getLogger(__name__)
 # aiohttp's default of 8190 bytes per header line or request line would refuse it in the parser.
 MAX_LINE_BYTES = 16 * 1024
 LOG_EVERY_SECONDS = 10.0
+HEADERS_TIMEOUT_SECONDS = 20.0
 _CODES = {400: "bad_request", 413: "payload_too_large", 414: "uri_too_long", 431: "headers_too_large"}
 
 
 class JsonErrorHandler(RequestHandler):
-    """aiohttp's request handler, answering parser errors with the JSON error body."""
+    """aiohttp's request handler, answering parser errors with the JSON error body.
+
+    It also gives a new connection ``HEADERS_TIMEOUT_SECONDS`` to complete its first request's head:
+    aiohttp's own deadline for that is its keep-alive timeout (an hour by default), so a client
+    trickling one header line every few seconds held its connection, and a file descriptor, that long.
+    """
 
     reporter: ParserErrors | None = None
+    # Set by ``JsonErrorServer.connection_made`` when this connection's client holds its cap already.
+    over_cap: OverCap | None = None
+    _headers_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Start the connection, and the clock of its first request's head; refuse it when over the cap."""
+        super().connection_made(transport)
+        if self.over_cap is not None:
+            # Closed like the keep-alive timeout closes an idle connection, so aiohttp's own request
+            # loop sees the close flag and ends; the answer is flushed before the socket closes.
+            cast(asyncio.Transport, transport).write(_refusal(self.over_cap))
+            self.force_close()
+            return
+        self._headers_deadline = self._loop.call_later(HEADERS_TIMEOUT_SECONDS, self._headers_overdue)
+
+    def data_received(self, data: bytes) -> None:
+        """Parse ``data``; once a whole request head has arrived, stop the clock."""
+        super().data_received(data)
+        # ``_request_count`` is aiohttp's count of request heads parsed on this connection.
+        if self._headers_deadline is not None and self._request_count > 0:
+            self._headers_deadline.cancel()
+            self._headers_deadline = None
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        """Stop the clock with the connection."""
+        if self._headers_deadline is not None:
+            self._headers_deadline.cancel()
+            self._headers_deadline = None
+        super().connection_lost(exc)
+
+    def _headers_overdue(self) -> None:
+        self._headers_deadline = None
+        if self._request_count == 0:
+            self.force_close()
 
     def handle_error(
         self, request: BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
@@ -81,17 +124,98 @@ class ParserErrors:
 
     async def _charge(self, remote: str) -> None:
         try:
-            await self._gateway.limiter.hit(f"ip:{remote}")
+            await self._gateway.limiter.hit(f"ip:{client_bucket(remote)}")
         except Exception as exc:  # the limiter's Redis may be away; the rejection stands regardless
             log.debug("could not charge a parser error to %s: %s", remote, exc)
 
 
-class JsonErrorServer(web.Server):
-    """A ``web.Server`` whose connections use ``JsonErrorHandler``."""
+class OverCap(Exception):
+    """A client address holds its cap of connections already."""
 
-    def __init__(self, *args: Any, reporter: ParserErrors | None = None, **kwargs: Any) -> None:
+    def __init__(self, holder: str, cap: int) -> None:
+        super().__init__(f"{holder} has {cap} connections open already; close one first")
+
+
+class ConnectionCap:
+    """Open TCP connections per client address (an IPv6 client by its /64), each held under a cap.
+
+    The rate limit counts requests, which a connection need never complete; without a cap one
+    address could hold every file descriptor of the process. Trusted proxies are not counted: every
+    client behind them arrives from their address.
+    """
+
+    def __init__(self, cap: int, trusted: tuple[IPNetwork, ...]) -> None:
+        self.cap = cap
+        self._trusted = trusted
+        self._open: dict[str, int] = {}
+
+    def admit(self, transport: asyncio.BaseTransport) -> str | None:
+        """Count a new connection; return its holder, or None when it is not counted (trusted, unknown).
+
+        Raise ``OverCap`` (counting nothing) when the holder has ``cap`` open already.
+        """
+        peer = transport.get_extra_info("peername")
+        host = peer[0] if isinstance(peer, tuple) and peer else None
+        try:
+            address = ipaddress.ip_address(host) if isinstance(host, str) else None
+        except ValueError:
+            address = None
+        if address is None or any(address in net for net in self._trusted):
+            return None
+        holder = client_bucket(str(address))
+        held = self._open.get(holder, 0)
+        if held >= self.cap:
+            raise OverCap(holder, self.cap)
+        self._open[holder] = held + 1
+        return holder
+
+    def release(self, holder: str) -> None:
+        """Count one connection of ``holder`` less."""
+        held = self._open.get(holder, 0) - 1
+        if held > 0:
+            self._open[holder] = held
+        else:
+            self._open.pop(holder, None)
+
+
+def _refusal(refused: OverCap) -> bytes:
+    """Return the raw 429 answer, in the JSON error body, to a connection over the cap."""
+    body = json_bytes(error_body("too_many_connections", str(refused), "Too many open connections."))
+    head = "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+class JsonErrorServer(web.Server):
+    """A ``web.Server`` whose connections use ``JsonErrorHandler``, at most ``cap`` per client address."""
+
+    def __init__(
+        self, *args: Any, reporter: ParserErrors | None = None, cap: ConnectionCap | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._reporter = reporter
+        self._cap = cap
+        self._holders: dict[RequestHandler, str] = {}
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        """Track the connection; refuse it when its client holds the cap already."""
+        super().connection_made(handler, transport)
+        if self._cap is None:
+            return
+        try:
+            holder = self._cap.admit(transport)
+        except OverCap as exc:
+            if isinstance(handler, JsonErrorHandler):
+                handler.over_cap = exc  # answered and closed by the handler, once it is set up
+            return
+        if holder is not None:
+            self._holders[handler] = holder
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        """Forget the connection and free its place under the cap."""
+        holder = self._holders.pop(handler, None)
+        if holder is not None and self._cap is not None:
+            self._cap.release(holder)
+        super().connection_lost(handler, exc)
 
     def __call__(self) -> RequestHandler:
         """Return the handler of one new connection."""
@@ -110,10 +234,12 @@ class GatewayRunner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         plain = await super()._make_server()  # runs the app's startup, as AppRunner does
+        gateway = self.app[GATEWAY]
         return JsonErrorServer(
             plain.request_handler,
             request_factory=plain.request_factory,
             loop=asyncio.get_running_loop(),
-            reporter=ParserErrors(self.app[GATEWAY]),
+            reporter=ParserErrors(gateway),
+            cap=ConnectionCap(gateway.settings.max_connections_per_client, gateway.trusted_proxies),
             **self._kwargs,
         )

@@ -205,6 +205,12 @@ class Settings(BaseModel):
         description="comma-separated origins allowed by CORS; `*`: any (no credentials are ever allowed)",
     )
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="largest request body accepted")
+    max_connections_per_client: int = Field(
+        default=256,
+        ge=1,
+        description="TCP connections one client address (an IPv6 client: its /64) may hold open at once on one "
+        "gateway process (trusted proxies are not counted); one more is answered 429 and closed",
+    )
     ws_send_queue: int = Field(
         default=256, ge=1, description="frames queued per WebSocket client before it is dropped (4008) as too slow"
     )

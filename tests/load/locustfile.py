@@ -4,7 +4,7 @@ Start a gateway whose rate limit and connection cap do not throttle the load gen
 comes from one IP):
 
     SCREENER_RATE_LIMIT_PER_MINUTE=100000000 SCREENER_WS_MAX_CONNECTIONS_PER_CLIENT=100000000 \
-        screener up                                                 # or: screener gateway, with URLs set
+        SCREENER_MAX_CONNECTIONS_PER_CLIENT=100000000 screener up   # or: screener gateway, with URLs set
 
 then, headless with CSV output (``<prefix>_stats.csv``, ``_stats_history.csv``, ``_failures.csv``):
 
