@@ -9,6 +9,7 @@ import time
 import asyncpg
 import redis.exceptions
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from gateway import validation
@@ -124,6 +125,15 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             error = "The request body is too large."
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return error_response(exc.status, code, message, headers, error=error)
+    except web.RequestPayloadError as exc:
+        # The body cannot be decoded as its headers say (a Content-Encoding it is not in, a broken
+        # chunk): the sender's error, found only when a handler reads the body.
+        return error_response(
+            400,
+            "invalid_body",
+            f"parameter 'body': cannot be read ({_payload_reason(exc)})",
+            error="The request body could not be read.",
+        )
     except asyncio.CancelledError:
         raise
     except _DEPENDENCY_ERRORS as exc:
@@ -142,6 +152,14 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     if not response.prepared:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
     return response
+
+
+def _payload_reason(exc: web.RequestPayloadError) -> str:
+    """Return the parser's one-line reason for an unreadable body (aiohttp chains it as the cause)."""
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    text = cause.message if isinstance(cause, HttpProcessingError) else str(cause)
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[-1][:200] if lines else "malformed body"
 
 
 @web.middleware

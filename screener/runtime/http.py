@@ -29,7 +29,11 @@ def _error(status: int, code: str, message: str) -> web.Response:
 async def receive(request: web.Request) -> web.Response:
     """Handle one CloudEvent POSTed by Knative eventing (or anyone)."""
     function = request.app[FUNCTION_KEY]
-    body = await request.read()
+    try:
+        body = await request.read()
+    except web.RequestPayloadError as exc:  # e.g. a Content-Encoding the body is not in
+        log.warning("%s: unreadable request body: %s", function.consumer.function, exc.__cause__ or exc)
+        return _error(400, "invalid_event", "the request body cannot be read as its headers describe it")
     try:
         event = http_binding.from_http(dict(request.headers), body)
         payload = function.parse(event)

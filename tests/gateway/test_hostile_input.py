@@ -169,6 +169,19 @@ async def test_the_http_parsers_rejections_have_the_json_error_body(gw: Client, 
     assert set(error) == {"error", "code", "message"}
 
 
+@pytest.mark.parametrize("path", ["/auth/login", "/api/watchlist"])
+async def test_a_body_not_in_its_content_encoding_is_400_naming_the_body(gw: Client, path: str) -> None:
+    # aiohttp finds out only when the handler reads the body, and raised RequestPayloadError: a 500.
+    response = await gw.post(
+        path,
+        data=b"not gzip at all",
+        headers={**auth(), "Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    body = await response.json()
+    assert response.status == 400, body
+    assert body["code"] == "invalid_body" and "'body'" in body["message"]
+
+
 async def test_parser_rejections_count_against_the_senders_rate_limit(
     make_gateway: GatewayFactory, redis_client: aioredis.Redis
 ) -> None:

@@ -131,3 +131,10 @@ async def test_a_body_the_sdk_cannot_read_is_400_with_the_reason(
     assert response.status == 400
     error = (await response.json())["error"]
     assert error["code"] == "invalid_event" and reason in error["message"]
+
+
+async def test_a_body_not_in_its_content_encoding_is_400(client: TestClient[Any, Any]) -> None:
+    headers, body = http_binding.to_http(input_event(2))
+    response = await client.post("/", data=body, headers={**headers, "Content-Encoding": "gzip"})
+    assert response.status == 400
+    assert (await response.json())["error"]["code"] == "invalid_event"
