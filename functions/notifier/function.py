@@ -41,7 +41,7 @@ from functions.notifier.ratelimit import TokenBucket
 from functions.notifier.store import PausePolicy
 from screener.config import Settings
 from screener.connections import create_pg_pool
-from screener.db.plans import entitled_owners
+from screener.db.plans import disabled_owners, entitled_owners
 from screener.events.envelope import InvalidEvent, expect_type, parse_data
 from screener.events.models import Alert
 from screener.names import CONSUMER_NOTIFIER, TYPE_ALERT_TRIGGERED
@@ -188,6 +188,10 @@ class Notifier:
             allowed = await entitled_owners(self._db, (job.webhook.user_id for job in jobs), self._clock())
             unusable += [(job.key, "the owner's plan has ended") for job in jobs if job.webhook.user_id not in allowed]
             jobs = [job for job in jobs if job.webhook.user_id in allowed]
+        elif jobs:
+            blocked = await disabled_owners(self._db, (job.webhook.user_id for job in jobs))
+            unusable += [(job.key, "the owner's account is disabled") for job in jobs if job.webhook.user_id in blocked]
+            jobs = [job for job in jobs if job.webhook.user_id not in blocked]
         for key, reason in unusable:
             await store.record_result(self._db, key, DeliveryResult("skipped", 0, None, reason), self._clock())
         if claims.missing:

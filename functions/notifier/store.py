@@ -15,6 +15,7 @@ Who receives an alert on their webhooks (rules.md, "Behaviour every rule shares"
    account that is not disabled and is an admin, ``active``, on a running trial or ``canceled`` with
    time left (``screener.db.plans``, the gateway's ``plans.entitled``). An owner without an account row
    receives nothing: the gateway makes the row at their first call, and decides their plan then.
+   With billing off, every owner except a disabled account (an owner without a row included).
 
 The delivery log ``webhook_deliveries`` has one row per (webhook, alert). A row is written
 ``pending`` before anything is sent, then ends ``sent``, ``failed`` or ``skipped``; a final row is
@@ -35,7 +36,7 @@ from typing import Any
 import asyncpg
 
 from functions.notifier.models import DeliveryJob, DeliveryKey, DeliveryResult, InvalidWebhook, Webhook
-from screener.db.plans import entitled_owners
+from screener.db.plans import disabled_owners, entitled_owners
 from screener.events.models import Alert, AlertAudience, base_asset, minute_close_iso
 
 # asyncpg.Pool and asyncpg.Connection both offer fetch/execute.
@@ -159,6 +160,10 @@ async def find_recipients(
     if paid_only and rows:
         allowed = await entitled_owners(db, (row["user_id"] for row in rows), now or await db.fetchval("SELECT now()"))
         rows = [row for row in rows if row["user_id"] in allowed]
+    elif rows:
+        # Billing off gates no plan, but a disabled account must not keep sending through its webhooks.
+        blocked = await disabled_owners(db, (row["user_id"] for row in rows))
+        rows = [row for row in rows if row["user_id"] not in blocked]
     return [DeliveryJob(Webhook.from_row(row), alerts[row["idx"]], row["rule_name"], observed_at) for row in rows]
 
 

@@ -48,6 +48,20 @@ async def entitled_owners(db: Any, owners: Iterable[str], now: datetime) -> set[
     return {owner for row in rows for owner in by_id[row["id"]]}
 
 
+async def disabled_owners(db: Any, owners: Iterable[str]) -> set[str]:
+    """Return those of ``owners`` (token subjects) whose account the operator disabled, billing or not.
+
+    ``db`` is an ``asyncpg.Pool`` or ``Connection``. An owner without an account row is not disabled.
+    """
+    by_id: dict[uuid.UUID, list[str]] = {}
+    for owner in set(owners):
+        by_id.setdefault(user_uuid(owner), []).append(owner)
+    if not by_id:
+        return set()
+    rows = await db.fetch("SELECT id FROM users WHERE id = ANY($1::uuid[]) AND disabled_at IS NOT NULL", list(by_id))
+    return {owner for row in rows for owner in by_id[row["id"]]}
+
+
 async def refresh_periodically(refresh: Callable[[], Awaitable[None]], seconds: float = PLAN_REFRESH_SECONDS) -> None:
     """Await ``refresh`` every ``seconds`` until cancelled; PostgreSQL unreachable: warn and go on.
 

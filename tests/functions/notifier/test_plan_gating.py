@@ -2,7 +2,7 @@
 
 The API refuses an expired user's watchlist and webhooks (403); their webhooks made earlier must not
 keep delivering alerts either. ``screener.db.plans.LIVE_PLAN_SQL`` is held here to the gateway's ``plans.entitled``.
-Billing off: every webhook delivers as before, account row or not.
+Billing off: every webhook delivers as before, account row or not, except a disabled account's.
 """
 
 from __future__ import annotations
@@ -93,6 +93,16 @@ async def test_paid_only_keeps_the_webhooks_of_owners_with_a_live_plan(pg: async
     assert sorted(job.webhook.user_id for job in gated) == sorted([paying, admin, auth0])
     ungated = await find_recipients(pg, [alert])
     assert len(ungated) == 5  # billing off: as before, account row or not
+
+
+async def test_billing_off_a_disabled_owners_webhook_gets_no_alert(pg: asyncpg.Connection) -> None:
+    active = await _account(pg, "active")
+    disabled = await _account(pg, "active_but_disabled")
+    for owner in (active, disabled, "never-signed-in"):
+        await add_webhook(pg, f"http://127.0.0.1:9/{owner}", user_id=owner)
+    recipients = await find_recipients(pg, [make_alert()])
+    # Before, only billing's plan check looked at the account: a disabled one kept its webhooks.
+    assert sorted(job.webhook.user_id for job in recipients) == sorted([active, "never-signed-in"])
 
 
 @pytest.fixture
