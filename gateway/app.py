@@ -368,7 +368,8 @@ ENDPOINTS: list[Endpoint] = [
         "GET",
         "/ws/alerts",
         alerts_socket,
-        "WebSocket: raw alert frames; protocol v2 with ?protocol=2 (a bad token is anonymous; 4008 too slow)",
+        "WebSocket: raw alert frames; protocol v2 with ?protocol=2 (a bad token is anonymous; 4008 too slow; "
+        "429 past SCREENER_WS_MAX_CONNECTIONS_PER_CLIENT open connections)",
         auth="optional",
         params=(
             Param("token", "JWT (instead of the Authorization header)"),
