@@ -23,14 +23,17 @@ class ResponseCache:
 
     async def get(self, key: str, render: Callable[[], Awaitable[bytes]]) -> web.Response:
         """Return the cached body of ``key`` or render and keep it."""
+        return web.Response(body=await self.body(key, render), content_type="application/json")
+
+    async def body(self, key: str, render: Callable[[], Awaitable[bytes]]) -> bytes:
+        """Return the cached bytes of ``key`` or render and keep them."""
         now = self._clock()
         hit = self._entries.get(key)
         if hit is not None and hit[0] > now:
-            return web.Response(body=hit[1], content_type="application/json")
+            return hit[1]
         pending = self._inflight.get(key)
         if pending is not None:
-            body = await asyncio.shield(pending)
-            return web.Response(body=body, content_type="application/json")
+            return await asyncio.shield(pending)
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
@@ -49,4 +52,4 @@ class ResponseCache:
         self._entries.move_to_end(key)
         while len(self._entries) > MAX_ENTRIES:
             self._entries.popitem(last=False)
-        return web.Response(body=body, content_type="application/json")
+        return body

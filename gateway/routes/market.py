@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import orjson
 from aiohttp import web
 
 from gateway import candles, validation
@@ -56,12 +57,16 @@ async def get_tickers(request: web.Request) -> web.Response:
 
     async def render() -> bytes:
         async with request.app[GATEWAY].pool.acquire() as conn:
-            symbols = wanted if wanted is not None else await candles.candle_symbols(conn)
-            rows = await candles.tickers(conn, symbols)
+            rows = await candles.tickers(conn, await candles.candle_symbols(conn))
         return json_bytes(rows)
 
-    key = "tickers|" + ",".join(wanted) if wanted is not None else "tickers|*"
-    return await request.app[_MARKET_CACHE].get(key, render)
+    # Every list is answered from the one cached answer for all symbols: a list of its own per cache
+    # entry let each new choice or order of up to 500 symbols cost a 24-hour aggregate of each.
+    every = await request.app[_MARKET_CACHE].body("tickers|*", render)
+    if wanted is None:
+        return web.Response(body=every, content_type="application/json")
+    chosen = set(wanted)
+    return json_ok([ticker for ticker in orjson.loads(every) if ticker["symbol"] in chosen])
 
 
 async def get_symbols(request: web.Request) -> web.Response:

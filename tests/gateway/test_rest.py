@@ -6,11 +6,14 @@ import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from gateway import candles
 from gateway.precision import fixed
 from screener.events.models import MINUTE_MS, AlertAudience
 from tests.gateway.helpers import BASE_MINUTE, auth, insert_alerts, insert_candles, make_alert
@@ -257,6 +260,33 @@ async def test_tickers_are_24h_windows_of_our_candles(gw: Client, pool: asyncpg.
     }
     everything = await (await gw.get("/api/tickers")).json()
     assert [t["symbol"] for t in everything] == ["BTCUSDT", "ETHUSDT"]
+
+
+async def test_any_list_of_tickers_costs_one_aggregate_per_cache_period(
+    gw: Client, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with pool.acquire() as conn:
+        for symbol in ("BTCUSDT", "ETHUSDT", "SOLUSDT"):
+            await insert_candles(conn, symbol, BASE_MINUTE, 5)
+    calls: list[list[str]] = []
+    aggregate = candles.tickers
+
+    async def counted(conn: asyncpg.Connection, symbols: list[str]) -> list[dict[str, Any]]:
+        calls.append(symbols)
+        return await aggregate(conn, symbols)
+
+    monkeypatch.setattr(candles, "tickers", counted)
+    # Before, each choice and order of symbols was a cache entry of its own, so a 24 h aggregate each.
+    lists = ["BTCUSDT,ETHUSDT", "ETHUSDT,BTCUSDT", "SOLUSDT", "SOLUSDT,BTCUSDT,NOPEUSDT", ""]
+    answers = [await (await gw.get("/api/tickers", params={"symbols": q})).json() for q in lists]
+    assert len(calls) == 1
+    assert [[t["symbol"] for t in answer] for answer in answers] == [
+        ["BTCUSDT", "ETHUSDT"],
+        ["BTCUSDT", "ETHUSDT"],
+        ["SOLUSDT"],
+        ["BTCUSDT", "SOLUSDT"],
+        ["BTCUSDT", "ETHUSDT", "SOLUSDT"],
+    ]
 
 
 async def test_symbols_have_first_last_minute_and_coverage(gw: Client, pool: asyncpg.Pool) -> None:
