@@ -17,19 +17,24 @@ Client = TestClient[web.Request, web.Application]
 TIMEOUT = 5.0
 
 
-class RecordingTransport:
+class RecordingTransport(asyncio.Transport):
     """The socket's real transport, with each ``write`` call's bytes noted."""
 
-    def __init__(self, transport: Any) -> None:
+    def __init__(self, transport: asyncio.Transport | None) -> None:
+        super().__init__()
+        assert transport is not None
         self._transport = transport
         self.writes: list[bytes] = []
 
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
         self._transport.write(data)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size()
 
 
 async def test_an_alert_arriving_mid_pass_joins_it_for_the_sockets_still_ahead(gw: Client, monkeypatch: Any) -> None:
