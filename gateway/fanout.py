@@ -5,15 +5,22 @@ subjects feeds every connection, and one on the computed-metrics subjects while 
 asked for metrics (a minute brings one metrics event per symbol, 650 messages that most gateways, whose
 clients are the web client's raw mode, would only read to drop). Each event is serialized and
 framed once (server frames are unmasked, so the same bytes suit every client) and written to each
-client's transport without a task switch. A client whose socket does not keep up collects frames in its
-own bounded send queue (``ws_send_queue`` frames beyond a 64 KiB socket buffer); when that is full the
-client is closed with 4008 and a reason. The broadcast never waits for any client, so nobody else
-notices.
+client's transport. A client whose socket does not keep up collects frames in its own bounded send
+queue (``ws_send_queue`` frames beyond a 64 KiB socket buffer); when that is full the client is closed
+with 4008 and a reason. The broadcast never waits for any client, so nobody else notices.
+
+Alerts reach the clients in passes (``Hub._fan_out_alerts``): a pass hands each client, in one write,
+every alert it has not had yet, and looks at NATS every ``PASS_CHUNK`` clients. A pass over 10,000
+loopback sockets takes about 100 ms (the ``send`` system call), so an alert that arrives during one
+joins it: the clients still ahead get it in this pass, those already passed in the next one, and no
+client waits more than about one pass for any alert (written as one flush per batch of alerts, an
+alert arriving mid-flush waited for the whole flush before its own began: up to two).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import struct
@@ -46,6 +53,8 @@ CLOSE_GOING_AWAY = 1001
 WRITE_BUFFER_LIMIT = 64 * 1024
 BACKLOG_POLL_SECONDS = 0.005
 MAX_BATCH = 64  # events coalesced into one write per client at most
+# Clients a fan-out pass writes to between two looks at the event loop (new alerts, HTTP requests).
+PASS_CHUNK = 256
 
 
 def text_frame(text: str) -> bytes:
@@ -115,6 +124,18 @@ class Client:
         # While a resume replays history, live alerts wait here so they follow the replay in order.
         self.replaying = False
         self.held: list[tuple[Alert, bytes]] = []
+        # The sequence number of the newest alert this client was handed (or passed over: not for it).
+        self.alert_seq = 0
+
+
+@dataclass(frozen=True)
+class _FramedAlert:
+    """An alert with its frames, serialised once for every client; ``seq`` counts alerts in this process."""
+
+    seq: int
+    alert: Alert
+    raw: bytes
+    envelope: bytes
 
 
 class Hub:
@@ -134,7 +155,11 @@ class Hub:
         self._metrics_watchers: set[Client] = set()
         self._metrics_lock = asyncio.Lock()
         self._closers: set[asyncio.Task[bool]] = set()
-        self._pending_alerts: list[Alert] = []
+        # The alerts some client has not been handed yet, oldest first, and the newest one's number.
+        self._alerts: deque[_FramedAlert] = deque()
+        self._alert_seq = 0
+        self._alerts_since_yield = 0
+        self._fan_out: asyncio.Task[None] | None = None
         self._pending_metrics: list[Msg] = []
         self._flush_scheduled = False
         self.draining = False
@@ -184,6 +209,7 @@ class Hub:
     ) -> Client:
         """Add a prepared connection."""
         client = Client(ws, transport, user_id, protocol)
+        client.alert_seq = self._alert_seq  # live alerts from now on (a resume replays older ones)
         self.clients.add(client)
         self._by_user.setdefault(user_id, set()).add(client)
         return client
@@ -290,17 +316,88 @@ class Hub:
         envelope = {"type": "alert", "rule_name": self._switches.name_of(alert.rule_type), "data": view}
         return text_frame(raw), text_frame(json.dumps(envelope, separators=(",", ":")))
 
-    # Events arriving in one burst (NATS hands a backlog over without suspending) are coalesced: each
-    # client gets one write per loop iteration instead of one per event, since the send system call,
-    # not Python, is the fan-out's cost (about 10 us per socket on loopback).
     def broadcast_alert(self, alert: Alert) -> bool:
-        """Queue ``alert`` for every client its audience, switches and filters include; True if flushed."""
+        """Queue ``alert`` for every client its audience, switches and filters include.
+
+        Returns True every ``MAX_BATCH`` alerts: a burst read from NATS without suspending should then
+        let the fan-out and HTTP requests run.
+        """
         self.last_alert_at = time.time()
-        self._pending_alerts.append(alert)
-        return self._schedule_flush()
+        self._alert_seq += 1
+        self._alerts.append(_FramedAlert(self._alert_seq, alert, *self.alert_frames(alert)))
+        if self._fan_out is None or self._fan_out.done():
+            self._fan_out = asyncio.create_task(self._fan_out_alerts(), name="gateway-fan-out")
+        self._alerts_since_yield += 1
+        if self._alerts_since_yield >= MAX_BATCH:
+            self._alerts_since_yield = 0
+            return True
+        return False
+
+    async def _fan_out_alerts(self) -> None:
+        """Hand every client the alerts it has not had, pass after pass, until none is behind."""
+        while True:
+            self._forget_handed_alerts()
+            head = self._alert_seq
+            behind = [client for client in self.clients if client.alert_seq < head]
+            if not behind:
+                return
+            started = time.perf_counter()
+            # Per (user, first, last alert): the alerts that user gets, and their raw frames joined.
+            wanted: dict[tuple[str | None, int, int], tuple[list[_FramedAlert], bytes]] = {}
+            sent = 0
+            for at in range(0, len(behind), PASS_CHUNK):
+                for client in behind[at : at + PASS_CHUNK]:
+                    sent += self._hand_alerts(client, wanted)
+                await asyncio.sleep(0)  # new alerts join this pass for the clients still ahead
+            self._registry.fanout.observe(time.perf_counter() - started)
+            self._registry.frames_sent.inc(sent, type="alert")
+
+    def _hand_alerts(
+        self, client: Client, wanted: dict[tuple[str | None, int, int], tuple[list[_FramedAlert], bytes]]
+    ) -> int:
+        """Write to ``client`` every alert after the last it was handed that is for it; return how many."""
+        first, head = client.alert_seq, self._alert_seq
+        client.alert_seq = head
+        if client.closing:
+            return 0
+        key = (client.user_id, first, head)
+        for_user = wanted.get(key)
+        if for_user is None:
+            alerts = [f for f in self._alerts_after(first) if self._switches.delivers(client.user_id, f.alert)]
+            for_user = wanted[key] = (alerts, b"".join(f.raw for f in alerts))
+        alerts, raw = for_user
+        if not alerts:
+            return 0
+        if client.protocol != 2:
+            self._write(client, raw)
+            return len(alerts)
+        parts = []
+        for framed in alerts:
+            if not client.filters.wants_alert(framed.alert):
+                continue
+            if client.replaying:
+                client.held.append((framed.alert, framed.envelope))
+                continue
+            parts.append(framed.envelope)
+        if parts:
+            self._write(client, b"".join(parts))
+        return len(parts)
+
+    def _alerts_after(self, seq: int) -> list[_FramedAlert]:
+        """Return the alerts numbered after ``seq``, oldest first."""
+        if not self._alerts:
+            return []
+        skip = max(0, seq + 1 - self._alerts[0].seq)
+        return list(itertools.islice(self._alerts, skip, None))
+
+    def _forget_handed_alerts(self) -> None:
+        """Drop the alerts every client has been handed."""
+        handed = min((client.alert_seq for client in self.clients), default=self._alert_seq)
+        while self._alerts and self._alerts[0].seq <= handed:
+            self._alerts.popleft()
 
     def _schedule_flush(self) -> bool:
-        if len(self._pending_alerts) + len(self._pending_metrics) >= MAX_BATCH:
+        if len(self._pending_metrics) >= MAX_BATCH:
             self.flush()
             return True
         if not self._flush_scheduled:
@@ -309,44 +406,11 @@ class Hub:
         return False
 
     def flush(self) -> None:
-        """Hand every pending event to the clients that want it."""
+        """Hand every pending metrics event to the clients that want it."""
         self._flush_scheduled = False
-        alerts, self._pending_alerts = self._pending_alerts, []
         metrics, self._pending_metrics = self._pending_metrics, []
-        if alerts:
-            started = time.perf_counter()
-            self._flush_alerts(alerts)
-            self._registry.fanout.observe(time.perf_counter() - started)
         if metrics:
             self._flush_metrics(metrics)
-
-    def _flush_alerts(self, alerts: list[Alert]) -> None:
-        framed = [(alert, *self.alert_frames(alert)) for alert in alerts]
-        sent = 0
-        for user_id, group in list(self._by_user.items()):
-            wanted = [f for f in framed if self._switches.delivers(user_id, f[0])]
-            if not wanted:
-                continue
-            raw_all = b"".join(f[1] for f in wanted)
-            for client in list(group):
-                if client.protocol == 2:
-                    parts = []
-                    for alert, _, envelope in wanted:
-                        if not client.filters.wants_alert(alert):
-                            continue
-                        if client.replaying:
-                            client.held.append((alert, envelope))
-                            continue
-                        parts.append(envelope)
-                    if not parts:
-                        continue
-                    data = b"".join(parts)
-                    sent += len(parts)
-                else:
-                    data = raw_all
-                    sent += len(wanted)
-                self._write(client, data)
-        self._registry.frames_sent.inc(sent, type="alert")
 
     def _flush_metrics(self, messages: list[Msg]) -> None:
         watchers = list(self._metrics_watchers)
@@ -399,6 +463,8 @@ class Hub:
             await _unsubscribe(subscription)
         self._subscriptions.clear()
         self.flush()
+        if self._fan_out is not None and not self._fan_out.done():
+            await asyncio.wait([self._fan_out], timeout=grace_seconds)
         flushers = [c.flusher for c in self.clients if c.flusher is not None and not c.flusher.done()]
         if flushers:
             await asyncio.wait(flushers, timeout=grace_seconds)
