@@ -336,6 +336,14 @@ class Settings(BaseModel):
         plans = {slug: getattr(self, f"whop_plan_{slug}") for slug in PLAN_SLUGS}
         return {slug: plan for slug, plan in plans.items() if plan is not None}
 
+    # --- rules -------------------------------------------------------------------------------------
+    user_alerts_per_minute: int = Field(
+        default=500,
+        ge=1,
+        description="alerts one user's own rules may raise per minute, all symbols together (shipped rules have "
+        "no cap); the rest are dropped, logged and counted",
+    )
+
     # --- notifier ----------------------------------------------------------------------------------
     webhook_timeout_seconds: float = Field(default=5.0, gt=0, description="timeout of one webhook attempt")
     webhook_rate_per_minute: int = Field(default=30, ge=1, description="deliveries per webhook per minute")

@@ -26,6 +26,7 @@ from cloudevents.core.base import BaseCloudEvent
 from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 
+from functions.rules.budget import OwnerAlertBudget
 from functions.rules.changes import RuleChanges
 from functions.rules.config import RulesConfig
 from functions.rules.engine import CrossSymbols, RuleEngine
@@ -186,6 +187,7 @@ class RulesFunction:
         self._config_lock = asyncio.Lock()
         self._engine: RuleEngine | None = None
         self._firing: RedisFiringState | None = None
+        self._budget: OwnerAlertBudget | None = None
         self._history = AlertHistory()
         # Minutes of one symbol must be decided in order (cooldowns, recent()); the adapter may run
         # batches concurrently, so evaluation is serialised here. Persistence is not.
@@ -193,6 +195,11 @@ class RulesFunction:
         self.alerts_emitted = 0
         self.alerts_inserted = 0
         self.reloads = 0
+
+    @property
+    def alerts_over_budget(self) -> int:
+        """Return how many alerts of users' own rules were dropped over ``user_alerts_per_minute``."""
+        return self._budget.dropped if self._budget is not None else 0
 
     @property
     def config(self) -> RulesConfig:
@@ -220,6 +227,7 @@ class RulesFunction:
             fallback=self._stored_positions,
         )
         self._firing = RedisFiringState(self._redis, self._settings.retention_hours * 3600 * 1000)
+        self._budget = OwnerAlertBudget(self._redis, self._settings.user_alerts_per_minute)
         self._engine = RuleEngine(await self._gated(await load_config(self._pool)), self._firing, self._cross)
         await self._firing.ensure_index(self._pool)
         if self._watch and self._settings.postgres_dsn:
@@ -293,7 +301,13 @@ class RulesFunction:
         cooldowns and ``on_change`` depend on the minutes before, so a minute whose predecessor is
         not done yet waits (``PartialBatch``) and one already done is skipped.
         """
-        if self._engine is None or self._pool is None or self._firing is None or self._sequencer is None:
+        if (
+            self._engine is None
+            or self._pool is None
+            or self._firing is None
+            or self._sequencer is None
+            or self._budget is None
+        ):
             raise RuntimeError("RulesFunction.handle called before start()")
         try:
             await self._firing.ensure_index(self._pool)
@@ -307,7 +321,8 @@ class RulesFunction:
                 )
                 taken = forming + closed
                 evaluation = await self._engine.evaluate([batch[i].payload for i in taken])
-            alerts = evaluation.alerts
+            # A user's own rules share a budget per minute: their flood must not slow everyone's alerts.
+            alerts = await self._budget.admit(evaluation.alerts)
             if alerts:
                 async with self._pool.acquire() as conn:
                     self.alerts_inserted += await self._history.save(conn, alerts)
