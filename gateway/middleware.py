@@ -33,7 +33,14 @@ _HTTP_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
 }
-_DEPENDENCY_ERRORS = (OSError, asyncpg.PostgresConnectionError, redis.exceptions.ConnectionError)
+# A restarted PostgreSQL refuses sessions with SQLSTATE 57P03 until its recovery is done
+# (CannotConnectNowError): unavailable for a moment, like a refused connection, not a bug.
+_DEPENDENCY_ERRORS = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    redis.exceptions.ConnectionError,
+)
 
 
 def _route_label(request: web.Request) -> str:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from functions.rules.errors import ExpressionError, RuleError
 from functions.rules.ruleset import Rule, validate_rule
+from screener.embedded.lifetime import terminate_with_parent
 
 # (kind, message, position): what went wrong, as plain values that cross the process boundary.
 Problem = tuple[str, str, int | None]
@@ -33,6 +35,18 @@ def check_in_worker(rule: dict[str, Any], existing: list[dict[str, Any]]) -> Pro
     return None
 
 
+def end_with_gateway(gateway_pid: int) -> None:
+    """Make the worker end when the gateway does, even by SIGKILL (the worker's initializer).
+
+    A worker blocks reading its task queue, whose write end it holds itself, so it never sees the
+    gateway go: without this, every gateway killed outright would leave it (and the multiprocessing
+    resource tracker) running for good.
+    """
+    terminate_with_parent()
+    if os.getppid() != gateway_pid:  # the gateway died before the kernel was told
+        os._exit(0)
+
+
 class RuleChecker:
     """One worker process that validates rules; started on first use, stopped with ``close``."""
 
@@ -43,7 +57,12 @@ class RuleChecker:
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
             # spawn, not fork: a fork of a process running an event loop and threads is not safe.
-            self._executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            self._executor = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=end_with_gateway,
+                initargs=(os.getpid(),),
+            )
         return self._executor
 
     async def check(self, rule: Rule, existing: list[Rule]) -> Problem | None:

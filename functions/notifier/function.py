@@ -4,8 +4,9 @@
 (``store.find_recipients``), writes a ``pending`` row per (webhook, alert) and queues a job on the
 webhook's lane (``dispatcher``); then it returns, and the worker acknowledges the batch. The
 pending rows are the durable record: a delivery that a crash interrupts stays ``pending`` with a
-lease that runs out, and the next notifier to start re-drives it (``redrive``), reading the alert
-back from ``alert_history``. A clean ``close`` hands its unfinished rows back at once.
+lease that runs out, and a running notifier re-drives it (``redrive``, at start and every
+``redrive_every_seconds``), reading the alert back from ``alert_history``. A clean ``close`` hands
+its unfinished rows back at once.
 
 Per job, on its lane: an alert that waited more than ``max_queue_seconds`` behind a slow endpoint
 is ``skipped`` as stale; so is one for a paused webhook, and one whose rate limit (a token bucket
@@ -86,6 +87,7 @@ class Notifier:
         lease_seconds: float = 900.0,
         close_grace_seconds: float = 5.0,
         redrive_limit: int = 10_000,
+        redrive_every_seconds: float = 60.0,
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], datetime] = utc_now,
         monotonic: Callable[[], float] = time.monotonic,
@@ -112,6 +114,8 @@ class Notifier:
             )
         self._close_grace = close_grace_seconds
         self._redrive_limit = redrive_limit
+        self._redrive_every = redrive_every_seconds
+        self._redrive_task: asyncio.Task[None] | None = None
         self._sleep = sleep
         self._clock = clock
         self._monotonic = monotonic
@@ -132,9 +136,14 @@ class Notifier:
             # connection checks the addresses it resolves against the outbound policy.
             self._session = self._outbound.client_session(limit=0)
         await self.redrive()
+        self._redrive_task = asyncio.create_task(self._redrive_periodically(), name="notifier-redrive")
 
     async def close(self) -> None:
         """Let running deliveries finish briefly, hand the rest back as pending, release connections."""
+        if self._redrive_task is not None:
+            self._redrive_task.cancel()
+            await asyncio.gather(self._redrive_task, return_exceptions=True)
+            self._redrive_task = None
         unfinished = await self._dispatcher.close(self._close_grace)
         if unfinished and self._pool is not None:
             await store.release(self._pool, [job.key for job in unfinished], self._clock(), self._lease)
@@ -200,6 +209,23 @@ class Notifier:
         if queued:
             log.info("notifier: re-driving %d pending deliveries", queued)
         return queued
+
+    async def _redrive_periodically(self) -> None:
+        """Re-drive, while running, the deliveries of a dead process once their lease has run out.
+
+        A killed notifier is replaced within seconds (``screener up``, Kubernetes), long before the
+        lease of its unfinished deliveries runs out: the check at start alone would leave them
+        pending until some later start, if one ever comes.
+        """
+        while True:
+            await asyncio.sleep(self._redrive_every)  # real time: ``self._sleep`` paces the retries
+            try:
+                await self.redrive()
+            except Exception as exc:  # the loop boundary: the next round tries again
+                if not store.is_unavailable(exc):
+                    log.exception("notifier: re-driving pending deliveries failed")
+                    continue
+                log.warning("notifier: re-driving pending deliveries failed: database unavailable: %s", exc)
 
     # --- one delivery --------------------------------------------------------------------------------
 

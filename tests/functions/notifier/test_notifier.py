@@ -489,6 +489,29 @@ async def test_pending_deliveries_left_by_a_crash_are_redriven_on_start(
     assert receiver.received("/tg") == []
 
 
+async def test_a_running_notifier_redrives_what_a_killed_one_left_once_its_lease_runs_out(
+    make_notifier: NotifierFactory, pg: asyncpg.Connection, receiver: WebhookReceiver, clock: FakeClock
+) -> None:
+    webhook = await add_webhook(pg, receiver.url("/hook"), kind="http")
+    alert = make_alert()
+    await AlertHistory().save(pg, [alert])
+    # A notifier was killed seconds ago in the middle of this delivery; its replacement is up at once.
+    await pg.execute(
+        "INSERT INTO webhook_deliveries (webhook_id, alert_id, status, updated_at) VALUES ($1, $2, 'pending', $3)",
+        webhook,
+        uuid.UUID(alert.id),
+        clock.now - timedelta(seconds=5),
+    )
+    notifier = await _started(make_notifier, lease_seconds=600, redrive_every_seconds=0.05)
+    await notifier.wait_idle()
+    assert receiver.received("/hook") == []  # the lease still runs: its owner might be sending it
+
+    clock.now += timedelta(seconds=600)  # the lease has run out, and no notifier starts again
+    await receiver.wait_count("/hook", 1)
+    await notifier.wait_idle()
+    assert (await deliveries(pg))[(webhook, alert.id)]["status"] == "sent"
+
+
 async def test_close_hands_unfinished_deliveries_to_the_next_notifier(
     make_notifier: NotifierFactory, pg: asyncpg.Connection, receiver: WebhookReceiver
 ) -> None:
