@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
 import time
 from typing import Any
@@ -116,6 +117,8 @@ def setup(app: web.Application) -> None:
     app[_CONNECTIONS] = ConnectionCounter()
 
 
+# How far one connection's ping interval may stray from the setting (a fraction of it).
+HEARTBEAT_JITTER = 0.2
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
@@ -147,11 +150,23 @@ async def alerts_socket(request: web.Request) -> web.WebSocketResponse:
         connections.release(holder)
 
 
+def heartbeat_seconds(base: float) -> float:
+    """Return one connection's ping interval: ``base`` within +-``HEARTBEAT_JITTER``.
+
+    Sockets that connect together (a gateway restart, a load test) would otherwise ping together for
+    ever: 10,000 pings in one loop iteration stall every alert for a few hundred milliseconds.
+    """
+    return base * random.uniform(1 - HEARTBEAT_JITTER, 1 + HEARTBEAT_JITTER)
+
+
 async def _upgrade(request: web.Request, gw: Gateway) -> web.WebSocketResponse:
     # No permessage-deflate: compressing the same small frame once per client would multiply the
     # fan-out's CPU by the number of clients.
     ws = web.WebSocketResponse(
-        heartbeat=gw.settings.ws_heartbeat_seconds, max_msg_size=MAX_FRAME_BYTES, autoping=True, compress=False
+        heartbeat=heartbeat_seconds(gw.settings.ws_heartbeat_seconds),
+        max_msg_size=MAX_FRAME_BYTES,
+        autoping=True,
+        compress=False,
     )
     await ws.prepare(request)
     # From here on the connection is a WebSocket: an error must end it with a close code, never with
