@@ -10,7 +10,7 @@ it receives against that stamp (same host, same clock).
 
 Printed per run: p50, p99 and max over every frame delivered; "all" is the median over alerts of
 the time until the *last* client had the alert; msgs/s; the gateway's memory per connection; the
-gateway's own mean time to hand one alert to every client (from its /metrics, one process).
+gateway's own mean time of one pass handing the alerts to every client (from its /metrics, one process).
 
     .venv/bin/python bench/fanout.py                                  # 1,000, 5,000 and 10,000 clients
     .venv/bin/python bench/fanout.py --clients 10000 --gateways 1 2   # one and two gateway processes
@@ -397,7 +397,7 @@ async def measure(env: dict[str, str], args: argparse.Namespace, gateways: int, 
 
 
 def plot(path: Path, rows: list[tuple[int, int, dict[str, Any]]], floors: dict[int, float]) -> None:
-    """Draw p50 and p99 alert-to-client latency per client count, with the gateway's flush and the floor (PNG)."""
+    """Draw p50 and p99 alert-to-client latency per client count, with the gateway's pass and the floor (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -411,7 +411,7 @@ def plot(path: Path, rows: list[tuple[int, int, dict[str, Any]]], floors: dict[i
         axis.plot(clients, [r["p99_ms"] for _, r in mine], marker="o", label=f"p99, {label}")
         axis.plot(clients, [r["p50_ms"] for _, r in mine], marker="o", linestyle=":", label=f"p50, {label}")
         if gateways == 1:
-            axis.plot(clients, [r["fanout_ms"] for _, r in mine], marker="s", label="gateway's flush, 1 gateway")
+            axis.plot(clients, [r["fanout_ms"] for _, r in mine], marker="s", label="gateway's pass, 1 gateway")
     if floors:
         counts = sorted(floors)
         floor = [floors[c] for c in counts]
@@ -429,7 +429,7 @@ def plot(path: Path, rows: list[tuple[int, int, dict[str, Any]]], floors: dict[i
 async def kernel_floor(args: argparse.Namespace, clients: int) -> float:
     """Return the median time (ms) of one plain ``send`` per socket to ``clients`` loopback sockets.
 
-    On the gateway's core, the readers on the load generator's: the least a flush can take here.
+    On the gateway's core, the readers on the load generator's: the least a pass over every socket can take here.
     """
     gateway_cpus, client_cpus = pinning(1, args.pin)
     frame_bytes = len(alert_event(0)[2])
