@@ -97,7 +97,7 @@ class Settings(BaseModel):
         gt=0,
         description="seconds before an event a killed worker held is redelivered (a live batch is kept in progress)",
     )
-    batch_size: int = Field(default=1000, ge=1, description="events a worker fetches per batch")
+    batch_size: int = Field(default=100, ge=1, description="events a worker fetches per batch")
     worker_concurrency: int = Field(default=2, ge=1, description="batches a worker processes at once")
     health_port: int = Field(
         default=0, ge=0, le=65535, description="worker health endpoint port (`/healthz`, `/readyz`); 0: none"
