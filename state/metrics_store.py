@@ -34,6 +34,9 @@ def history_minutes(symbol: str) -> int:
 
 
 SYMBOLS_KEY = "ms:symbols"
+# Set once this Redis' snapshots have been restored from the published metrics: its absence means
+# Redis lost them (restarted empty, flushed), or never had any (functions.calculator.restore).
+RESTORED_KEY = "ms:restored"
 
 # Save one symbol's snapshot: history slot always (unless older than the history), ``minute`` and
 # the provisional snapshot only forward, so a late or redelivered minute never rolls the latest back.
@@ -171,6 +174,14 @@ class MetricsStore:
         """Return the latest closed minute saved for ``symbol``, or None."""
         raw = await self._redis.hget(snapshots_key(symbol), "minute")
         return int(raw) if raw is not None else None
+
+    async def claim_restore(self) -> bool:
+        """Mark this Redis' snapshots as restored; return True if no one had (this caller restores them).
+
+        The mark is set before the snapshots are saved: if Redis loses everything in between, the
+        mark goes with it and the next claim restores again.
+        """
+        return bool(await self._redis.set(RESTORED_KEY, 1, nx=True))
 
     async def tracked_symbols(self) -> list[str]:
         """Return every symbol that has a saved snapshot, sorted."""

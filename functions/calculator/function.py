@@ -9,13 +9,16 @@ vectorised across that minute's symbols. docs/state.md explains the layout and t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import nats.errors
 import redis.asyncio as aioredis
 import redis.exceptions
 from cloudevents.core.base import BaseCloudEvent
@@ -28,6 +31,7 @@ from functions.calculator.compute import (
     to_payloads,
 )
 from functions.calculator.positions import CANDLE_SEQUENCE_EXTENSION, candle_minute, last_published
+from functions.calculator.restore import restore_snapshots
 from screener.config import Settings
 from screener.events.envelope import InvalidEvent, expect_type, make_event, parse_data
 from screener.events.models import MINUTE_MS, Candle, InvalidCandle, metrics_event_id
@@ -60,6 +64,9 @@ IN_PROCESS_WAIT_SECONDS = 5.0
 REDIS_RETRY_SECONDS = 1.0
 # Symbols whose rings one round trip reads at start (bounded replies: about 14 MB).
 PRELOAD_CHUNK = 100
+# How often a running calculator checks that Redis still has its snapshots (one EXISTS-like SET NX):
+# the gateway's table is back this soon after Redis restarts empty, not at the next minute.
+RESTORE_CHECK_SECONDS = 1.0
 _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError)
 
 
@@ -107,6 +114,8 @@ class Calculator:
         self.rejected = 0
         self.late_for_carry = 0  # minutes older than their symbol's carried state (docs/state.md)
         self.sequencer = _sequencer(redis, None)
+        self._js: JetStreamContext | None = None
+        self._restore_watch: asyncio.Task[None] | None = None
         # symbol -> the batches of this process holding its candles, in fetch order; each batch's event
         # is set once its outputs are published (or it failed).
         self._holders: dict[str, list[asyncio.Event]] = {}
@@ -125,17 +134,25 @@ class Calculator:
         )
 
     async def start(self) -> None:
-        """Check Redis; load the rings of every symbol with metrics into this worker's mirror.
+        """Check Redis; put back lost snapshots; load the rings of every symbol with metrics into the mirror.
 
-        So the first minute after a (re)start ships only candles, like every other (about 140 KB per
-        symbol). Rings Redis lacks are rebuilt from PostgreSQL up to the symbol's last durable minute,
-        never further: the recorder may have stored minutes this calculator has not computed yet, and
-        rings pushed past them would change what those minutes read. Symbols with no durable minute
-        are rebuilt by their first batch.
+        Snapshots Redis lost are saved again from the metrics events already published
+        (``functions.calculator.restore``): here, and while running within ``RESTORE_CHECK_SECONDS``
+        of Redis coming back empty, so the gateway's table is not empty until the next minute.
+        Loading the rings makes the first minute after a (re)start ship only candles, like every other
+        (about 140 KB per symbol). Rings Redis lacks are rebuilt from PostgreSQL up to the symbol's last
+        durable minute, never further: the recorder may have stored minutes this calculator has not
+        computed yet, and rings pushed past them would change what those minutes read. Symbols with no
+        durable minute are rebuilt by their first batch.
         """
         await self._redis.ping()
         if self._postgres is None and self._postgres_dsn:
             self._postgres = await asyncpg.create_pool(self._postgres_dsn, min_size=1, max_size=2)
+        if self._js is not None:
+            # Unconditionally: a calculator killed while restoring left the mark without the snapshots.
+            await self.metrics.claim_restore()
+            restored = await self._restore(self._js)
+            self._restore_watch = asyncio.create_task(self._watch_restore(self._js, pending=not restored))
         tracked = await self.metrics.tracked_symbols()
         for start in range(0, len(tracked), PRELOAD_CHUNK):
             try:
@@ -146,7 +163,12 @@ class Calculator:
             log.info("calculator: %d symbols' rings loaded", len(tracked))
 
     async def close(self) -> None:
-        """Close the connections this calculator opened."""
+        """Stop watching Redis; close the connections this calculator opened."""
+        if self._restore_watch is not None:
+            self._restore_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._restore_watch
+            self._restore_watch = None
         if self._owns:
             await self._redis.aclose()
             if self._postgres is not None:
@@ -168,6 +190,35 @@ class Calculator:
     def bind_jetstream(self, js: JetStreamContext) -> None:
         """Read the streams through ``js``: successors of a symbol's candles, positions lost with Redis."""
         self.sequencer = _sequencer(self._redis, js)
+        self._js = js
+
+    async def _restore(self, js: JetStreamContext) -> bool:
+        """Save every symbol's last published snapshot again (no event, no position moved); return success."""
+        started = time.monotonic()
+        try:
+            restored = await restore_snapshots(self.metrics, js)
+        except (*_REDIS_DOWN, nats.errors.Error) as exc:
+            log.info("calculator: snapshots not restored yet (%r); trying again", exc)
+            return False
+        if restored:
+            elapsed = time.monotonic() - started
+            log.info(
+                "calculator: %d symbols' latest snapshots restored from the METRICS stream in %.3f s", restored, elapsed
+            )
+        return True
+
+    async def _watch_restore(self, js: JetStreamContext, pending: bool) -> None:
+        """Restore the snapshots whenever Redis has lost them (its restore mark gone), until cancelled.
+
+        ``pending``: a restore failed and is due again whatever the mark says.
+        """
+        while True:
+            await asyncio.sleep(RESTORE_CHECK_SECONDS)
+            try:
+                if await self.metrics.claim_restore() or pending:
+                    pending = not await self._restore(js)
+            except _REDIS_DOWN as exc:
+                log.debug("calculator: Redis unavailable for the restore check: %r", exc)  # claimed once it is back
 
     async def handle(self, batch: Sequence[Delivery[Candle]]) -> Sequence[BaseCloudEvent]:
         """Store the closed candles next in each symbol's order, compute and save their metrics; return them.

@@ -93,3 +93,11 @@ async def test_saving_and_reading_many_symbols_costs_constant_round_trips(redis_
             assert CountingConnection.sends == 2  # the symbol set, then one pipeline
     finally:
         await client.aclose()
+
+
+async def test_the_restore_mark_is_claimed_once_per_redis_content(redis_client: aioredis.Redis) -> None:
+    store = MetricsStore(redis_client)
+    assert await store.claim_restore()
+    assert not await store.claim_restore()  # another calculator has it (or it is done)
+    await redis_client.flushdb()  # Redis lost everything: the snapshots are due again
+    assert await store.claim_restore()
