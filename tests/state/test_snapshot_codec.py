@@ -30,6 +30,9 @@ def test_the_calculators_rows_are_the_packed_payloads_and_unpack_to_them(klines_
     for payload, row in zip(payloads, rows, strict=True):
         assert len(row) == snapshot_codec.ROW_BYTES == 1008  # with Redis' header: jemalloc's 1,024 class
         assert snapshot_codec.pack(payload) == row  # the vectorised and the per-dict packing agree byte for byte
+        # And so does the payload as the metrics event carries it: the calculator restores lost
+        # snapshots from the METRICS stream (functions/calculator/restore.py).
+        assert snapshot_codec.pack(orjson.loads(orjson.dumps(payload))) == row
         unpacked = snapshot_codec.unpack(str(payload["symbol"]), row, provisional)
         assert json.dumps(unpacked, sort_keys=True) == json.dumps(payload, sort_keys=True)
         MetricsSnapshot.model_validate(unpacked)
