@@ -219,6 +219,8 @@ class Calculator:
                     pending = not await self._restore(js)
             except _REDIS_DOWN as exc:
                 log.debug("calculator: Redis unavailable for the restore check: %r", exc)  # claimed once it is back
+            except Exception:  # the loop boundary: keep watching, the batches do not depend on it
+                log.exception("calculator: the snapshot restore check failed")
 
     async def handle(self, batch: Sequence[Delivery[Candle]]) -> Sequence[BaseCloudEvent]:
         """Store the closed candles next in each symbol's order, compute and save their metrics; return them.

@@ -54,7 +54,11 @@ async def last_snapshots(js: JetStreamContext, symbols: Sequence[str]) -> list[P
                 message = await js.get_msg(STREAM_METRICS.name, subject=f"{_PREFIX}.{symbol}")
             except NotFoundError:
                 return None
-        return pack_payload(orjson.loads(message.data or b"{}"))
+        try:
+            return pack_payload(orjson.loads(message.data or b"{}"))
+        except (KeyError, TypeError, ValueError) as exc:  # not a metrics payload: nothing to restore
+            log.warning("restore: the last metrics event of %s is unreadable (%r); not restored", symbol, exc)
+            return None
 
     found = await asyncio.gather(*(read(s) for s in symbols))
     return [snapshot for snapshot in found if snapshot is not None]

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient
 from nats.js import JetStreamContext
 
 from functions.calculator.function import RESTORE_CHECK_SECONDS, Calculator
-from functions.calculator.restore import published_symbols
+from functions.calculator.restore import published_symbols, restore_snapshots
 from gateway.app import create_app
 from screener.events.models import MINUTE_MS, Candle
 from screener.names import CONSUMER_CALCULATOR, STREAM_METRICS
@@ -144,3 +144,12 @@ async def test_nothing_is_restored_where_no_metrics_were_published(
     async with calculator_worker(jetstream, redis_url):
         await asyncio.sleep(RESTORE_CHECK_SECONDS + 0.5)
         assert await MetricsStore(redis_client).tracked_symbols() == []
+
+
+async def test_an_unreadable_last_metrics_event_is_skipped_not_fatal(
+    jetstream: JetStreamContext, redis_client: aioredis.Redis
+) -> None:
+    await ensure_streams(jetstream, settings())
+    await jetstream.publish("metrics.1m.BADUSDT", b"not a metrics payload")
+    assert await restore_snapshots(MetricsStore(redis_client), jetstream) == 0
+    assert await MetricsStore(redis_client).tracked_symbols() == []
