@@ -3,6 +3,9 @@
 client.md, decision 10: a sliding window, not a fixed one. Each key keeps the instants of its
 admitted requests of the last minute in a sorted set, so no 60-second span ever admits more than
 ``limit`` requests; a fixed window would let a client send ``2 * limit`` across a minute boundary.
+
+Open connections are counted per process (``ConnectionCounter``): the TCP cap per address
+(``gateway.server``) and the WebSocket cap per user or IP (``gateway.ws``) both hold their counts in one.
 """
 
 from __future__ import annotations
@@ -128,3 +131,26 @@ def client_ip(peer: str | None, forwarded_for: str | None, trusted: tuple[IPNetw
             return str(hop_ip)
         address = hop_ip
     return str(address)
+
+
+class ConnectionCounter:
+    """Open connections per holder (a user, or an anonymous client's IP), each held under a cap."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, int] = {}
+
+    def acquire(self, holder: str, cap: int) -> bool:
+        """Count one more connection of ``holder``; return False (counting nothing) when it has ``cap``."""
+        held = self._open.get(holder, 0)
+        if held >= cap:
+            return False
+        self._open[holder] = held + 1
+        return True
+
+    def release(self, holder: str) -> None:
+        """Count one connection of ``holder`` less."""
+        held = self._open.get(holder, 0) - 1
+        if held > 0:
+            self._open[holder] = held
+        else:
+            self._open.pop(holder, None)

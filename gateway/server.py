@@ -22,7 +22,7 @@ from aiohttp.web_request import BaseRequest
 
 from gateway.context import GATEWAY, Gateway
 from gateway.errors import error_body, error_response, json_bytes
-from gateway.ratelimit import IPNetwork, client_bucket
+from gateway.ratelimit import ConnectionCounter, IPNetwork, client_bucket
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class ConnectionCap:
     def __init__(self, cap: int, trusted: tuple[IPNetwork, ...]) -> None:
         self.cap = cap
         self._trusted = trusted
-        self._open: dict[str, int] = {}
+        self._held = ConnectionCounter()
 
     def admit(self, transport: asyncio.BaseTransport) -> str | None:
         """Count a new connection; return its holder, or None when it is not counted (trusted, unknown).
@@ -167,19 +167,13 @@ class ConnectionCap:
         if address is None or any(address in net for net in self._trusted):
             return None
         holder = client_bucket(str(address))
-        held = self._open.get(holder, 0)
-        if held >= self.cap:
+        if not self._held.acquire(holder, self.cap):
             raise OverCap(holder, self.cap)
-        self._open[holder] = held + 1
         return holder
 
     def release(self, holder: str) -> None:
         """Count one connection of ``holder`` less."""
-        held = self._open.get(holder, 0) - 1
-        if held > 0:
-            self._open[holder] = held
-        else:
-            self._open.pop(holder, None)
+        self._held.release(holder)
 
 
 def _refusal(refused: OverCap) -> bytes:

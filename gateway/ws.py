@@ -28,7 +28,7 @@ from gateway.context import CLIENT_IP_KEY, GATEWAY, Gateway, identity
 from gateway.errors import ApiError
 from gateway.fanout import Client
 from gateway.history import alerts_after
-from gateway.ratelimit import client_bucket
+from gateway.ratelimit import ConnectionCounter, client_bucket
 from gateway.validation import RULE_TYPE_RE, SYMBOL_RE, UnsafeJson, decode_json
 
 log = logging.getLogger(__name__)
@@ -66,29 +66,6 @@ class TokenBucket:
             return False
         self._tokens -= 1.0
         return True
-
-
-class ConnectionCounter:
-    """Open connections per holder (a user, or an anonymous client's IP), each held under a cap."""
-
-    def __init__(self) -> None:
-        self._open: dict[str, int] = {}
-
-    def acquire(self, holder: str, cap: int) -> bool:
-        """Count one more connection of ``holder``; return False (counting nothing) when it has ``cap``."""
-        held = self._open.get(holder, 0)
-        if held >= cap:
-            return False
-        self._open[holder] = held + 1
-        return True
-
-    def release(self, holder: str) -> None:
-        """Count one connection of ``holder`` less."""
-        held = self._open.get(holder, 0) - 1
-        if held > 0:
-            self._open[holder] = held
-        else:
-            self._open.pop(holder, None)
 
 
 class KnownSymbols:
