@@ -52,7 +52,9 @@ CLOSE_SLOW = 4008
 CLOSE_GOING_AWAY = 1001
 WRITE_BUFFER_LIMIT = 64 * 1024
 BACKLOG_POLL_SECONDS = 0.005
-MAX_BATCH = 64  # events coalesced into one write per client at most
+# Metrics events coalesced into one write per client at most; alerts read from NATS between two
+# chances for the fan-out and HTTP requests to run.
+MAX_BATCH = 64
 # Clients a fan-out pass writes to between two looks at the event loop (new alerts, HTTP requests).
 PASS_CHUNK = 256
 
@@ -147,8 +149,6 @@ class Hub:
         self._registry = registry
         self._queue_size = queue_size
         self.clients: set[Client] = set()
-        # Clients grouped by user: audience and switches are decided once per user, not per socket.
-        self._by_user: dict[str | None, set[Client]] = {}
         self._subscriptions: list[NatsSubscription] = []
         self._metrics_subscription: NatsSubscription | None = None
         # The protocol-2 clients whose filters ask for metrics (``follow_metrics_interest``).
@@ -211,17 +211,11 @@ class Hub:
         client = Client(ws, transport, user_id, protocol)
         client.alert_seq = self._alert_seq  # live alerts from now on (a resume replays older ones)
         self.clients.add(client)
-        self._by_user.setdefault(user_id, set()).add(client)
         return client
 
     async def unregister(self, client: Client) -> None:
         """Remove a connection whose reader has ended."""
         self.clients.discard(client)
-        group = self._by_user.get(client.user_id)
-        if group is not None:
-            group.discard(client)
-            if not group:
-                del self._by_user[client.user_id]
         client.closing = True
         if client.flusher is not None and not client.flusher.done():
             client.flusher.cancel()
@@ -342,7 +336,8 @@ class Hub:
             if not behind:
                 return
             started = time.perf_counter()
-            # Per (user, first, last alert): the alerts that user gets, and their raw frames joined.
+            # Per (user, first, last alert): the alerts that user gets, and their raw frames joined, so
+            # audience and switches are decided once per user, not per socket.
             wanted: dict[tuple[str | None, int, int], tuple[list[_FramedAlert], bytes]] = {}
             sent = 0
             for at in range(0, len(behind), PASS_CHUNK):

@@ -95,7 +95,7 @@ class Registry:
         self.frames_sent = Counter("screener_gateway_ws_frames_total", "WebSocket frames queued by type.")
         self.fanout = Histogram(
             "screener_gateway_fanout_seconds",
-            "Time to hand one alert to every connected client.",
+            "Time of one pass handing the pending alerts to every connected client.",
             (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
         )
         self.slow_closes = Counter("screener_gateway_ws_slow_client_closes_total", "Clients closed with 4008.")
