@@ -31,7 +31,7 @@ from screener.runtime.sequence import Position
 # The CloudEvents extension attribute on a metrics event: the stream sequence of its candle.
 CANDLE_SEQUENCE_EXTENSION = "candleseq"
 _HEADER = f"ce-{CANDLE_SEQUENCE_EXTENSION}"
-# Stream reads in flight at once when recovering positions.
+# Stream reads in flight at once when reading each symbol's last metrics event.
 _CONCURRENT_READS = 32
 
 
@@ -45,21 +45,26 @@ def candle_minute(message: RawStreamMsg) -> int | None:
         return None
 
 
-async def last_published(js: JetStreamContext, symbols: Sequence[str]) -> dict[str, Position]:
-    """Return the position of each symbol's newest durable metrics event (symbols without one are absent)."""
+async def last_metrics_events(js: JetStreamContext, symbols: Sequence[str]) -> dict[str, RawStreamMsg]:
+    """Return each symbol's newest closed-minute metrics event in the METRICS stream (absent: none there)."""
     prefix = SUBJECT_PREFIX_BY_TYPE[TYPE_METRICS_COMPUTED]
     limit = asyncio.Semaphore(_CONCURRENT_READS)
 
-    async def read(symbol: str) -> tuple[str, Position | None]:
+    async def read(symbol: str) -> tuple[str, RawStreamMsg | None]:
         async with limit:
             try:
-                message = await js.get_msg(STREAM_METRICS.name, subject=f"{prefix}.{symbol}")
+                return symbol, await js.get_msg(STREAM_METRICS.name, subject=f"{prefix}.{symbol}")
             except NotFoundError:
                 return symbol, None
-        return symbol, _position(message)
 
     found = await asyncio.gather(*(read(s) for s in symbols))
-    return {symbol: position for symbol, position in found if position is not None}
+    return {symbol: message for symbol, message in found if message is not None}
+
+
+async def last_published(js: JetStreamContext, symbols: Sequence[str]) -> dict[str, Position]:
+    """Return the position of each symbol's newest durable metrics event (symbols without one are absent)."""
+    positions = {symbol: _position(message) for symbol, message in (await last_metrics_events(js, symbols)).items()}
+    return {symbol: position for symbol, position in positions.items() if position is not None}
 
 
 def _position(message: RawStreamMsg) -> Position | None:

@@ -16,7 +16,6 @@ A symbol with no metrics event in the stream gets nothing.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 
@@ -24,14 +23,13 @@ import orjson
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from functions.calculator.positions import last_metrics_events
 from screener.names import STREAM_METRICS, SUBJECT_PREFIX_BY_TYPE, TYPE_METRICS_COMPUTED
 from state.metrics_store import MetricsStore, PackedSnapshot, pack_payload
 
 log = logging.getLogger(__name__)
 
 _PREFIX = SUBJECT_PREFIX_BY_TYPE[TYPE_METRICS_COMPUTED]
-# Stream reads in flight at once (as when positions are recovered).
-_CONCURRENT_READS = 32
 
 
 async def published_symbols(js: JetStreamContext) -> list[str]:
@@ -46,22 +44,13 @@ async def published_symbols(js: JetStreamContext) -> list[str]:
 
 async def last_snapshots(js: JetStreamContext, symbols: Sequence[str]) -> list[PackedSnapshot]:
     """Return the packed snapshot of each symbol's newest metrics event (symbols without one are left out)."""
-    limit = asyncio.Semaphore(_CONCURRENT_READS)
-
-    async def read(symbol: str) -> PackedSnapshot | None:
-        async with limit:
-            try:
-                message = await js.get_msg(STREAM_METRICS.name, subject=f"{_PREFIX}.{symbol}")
-            except NotFoundError:
-                return None
+    snapshots = []
+    for symbol, message in (await last_metrics_events(js, symbols)).items():
         try:
-            return pack_payload(orjson.loads(message.data or b"{}"))
+            snapshots.append(pack_payload(orjson.loads(message.data or b"{}")))
         except (KeyError, TypeError, ValueError) as exc:  # not a metrics payload: nothing to restore
             log.warning("restore: the last metrics event of %s is unreadable (%r); not restored", symbol, exc)
-            return None
-
-    found = await asyncio.gather(*(read(s) for s in symbols))
-    return [snapshot for snapshot in found if snapshot is not None]
+    return snapshots
 
 
 async def restore_snapshots(store: MetricsStore, js: JetStreamContext) -> int:
