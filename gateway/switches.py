@@ -2,9 +2,10 @@
 
 The cache follows ``screener_rules_changed``: the row triggers of 008 say which rule or which user's
 switches changed, and only those rows are read again (a switch flipped through another replica takes
-effect here within moments; a preferences-only write notifies nothing). A LISTEN ends with its
-session (a PostgreSQL restart, a killed backend), so a lost listening connection is replaced and
-followed by a full read: notifications sent while nobody listened are gone.
+effect here within moments; a preferences-only write notifies nothing). The rules function's
+``RulesWatcher`` does the listening: a LISTEN ends with its session (a PostgreSQL restart, a killed
+backend), so it reconnects and reads everything again, since notifications sent while nobody
+listened are gone.
 
 With billing on, a user's own rules are a paid feature (client.md decision 7): the alerts of an
 owner without a live plan reach no stream. Plans end by the clock and by Whop's webhooks (to any
@@ -24,12 +25,13 @@ from typing import Any
 import asyncpg
 
 from functions.rules.changes import RuleChanges
+from functions.rules.reload import RulesWatcher
 from screener.db.plans import entitled_owners, refresh_periodically
 from screener.events.models import Alert
 
 log = logging.getLogger(__name__)
-CHANNEL = "screener_rules_changed"
-LISTEN_RETRY_SECONDS = 1.0
+# Row notifications this close together are read as one change (a user's switches saved at once).
+DEBOUNCE_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -54,20 +56,13 @@ class RuleSwitches:
         self._plans_task: asyncio.Task[None] | None = None
         self.rules: dict[str, RuleInfo] = {}
         self._overrides: dict[str, dict[str, bool]] = {}
-        self._listener: asyncpg.pool.PoolConnectionProxy | None = None
-        self._lost = asyncio.Event()  # set by asyncpg when the listening connection's session ends
-        self._listen_task: asyncio.Task[None] | None = None
-        self._reload_task: asyncio.Task[None] | None = None
-        self._dirty = asyncio.Event()
-        self._pending: list[RuleChanges] = []
+        self._watcher = RulesWatcher(pool.acquire, self.apply, debounce_seconds=DEBOUNCE_SECONDS)
         self.version = 0
 
     async def start(self) -> None:
-        """Listen for changes, load the tables, and keep listening across lost connections."""
-        await self._listen()  # before the read, so no change falls between the two
+        """Listen for changes, then load the tables (so no change falls between the two)."""
+        await self._watcher.start()
         await self.reload()
-        self._listen_task = asyncio.create_task(self._keep_listening(), name="gateway-switches-listen")
-        self._reload_task = asyncio.create_task(self._reload_loop(), name="gateway-switches-reload")
         if self._gate_plans:
             self._plans_task = asyncio.create_task(
                 refresh_periodically(self.refresh_plans), name="gateway-switches-plans"
@@ -75,55 +70,10 @@ class RuleSwitches:
 
     async def close(self) -> None:
         """Stop listening."""
-        for task in (self._listen_task, self._reload_task, self._plans_task):
-            if task:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-        listener, self._listener = self._listener, None
-        if listener is None or self._lost.is_set():
-            return  # never listened, or asyncpg already took the dead connection back
-        listener.remove_termination_listener(self._on_terminated)
-        try:
-            # The pool's reset keeps session state, so the LISTEN is undone here, not on release.
-            await listener.remove_listener(CHANNEL, self._on_notify)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.info("rule switches: could not UNLISTEN while stopping (%s)", exc)
-        finally:
-            await self._pool.release(listener)
-
-    async def _listen(self) -> None:
-        """LISTEN on a connection taken from the pool and kept until ``close`` (or until its session ends)."""
-        self._lost = asyncio.Event()
-        conn = await self._pool.acquire()
-        try:
-            conn.add_termination_listener(self._on_terminated)
-            await conn.add_listener(CHANNEL, self._on_notify)
-        except BaseException:
-            if not self._lost.is_set():
-                conn.remove_termination_listener(self._on_terminated)
-                await self._pool.release(conn)
-            raise
-        self._listener = conn
-
-    def _on_terminated(self, _conn: object) -> None:
-        self._lost.set()
-
-    async def _keep_listening(self) -> None:
-        """LISTEN again each time the session ends, then read everything (what was notified meanwhile is gone)."""
-        while True:
-            await self._lost.wait()
-            self._listener = None  # asyncpg has returned the dead connection to the pool
-            log.warning("rule switches: the listening connection to PostgreSQL was lost; listening again")
-            while True:
-                try:
-                    await self._listen()
-                    break
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    log.warning("rule switches: listening failed (%s); retrying in %.0fs", exc, LISTEN_RETRY_SECONDS)
-                    await asyncio.sleep(LISTEN_RETRY_SECONDS)
-            log.info("rule switches: listening again; reading every rule and switch")
-            self._pending.append(RuleChanges.all())
-            self._dirty.set()
+        if self._plans_task:
+            self._plans_task.cancel()
+            await asyncio.gather(self._plans_task, return_exceptions=True)
+        await self._watcher.close()
 
     async def reload(self) -> None:
         """Read every rule and every user's overrides."""
@@ -167,27 +117,6 @@ class RuleSwitches:
         if changes.rule_types:
             await self.refresh_plans()  # a new rule may have a new owner
         self.version += 1
-
-    def _on_notify(self, _conn: object, _pid: object, _channel: object, payload: object) -> None:
-        self._pending.append(RuleChanges.parse(str(payload)))
-        self._dirty.set()
-
-    async def _reload_loop(self) -> None:
-        while True:
-            await self._dirty.wait()
-            await asyncio.sleep(0.05)  # coalesce a burst of row notifications into one read
-            self._dirty.clear()
-            notified, self._pending = self._pending, []
-            changes = RuleChanges.merge(notified)
-            if not changes:
-                continue
-            try:
-                await self.apply(changes)
-            except (OSError, asyncpg.PostgresError) as exc:  # the loop boundary: keep the old view
-                log.warning("reloading rule switches failed: %s", exc)
-                self._pending.append(RuleChanges.all())
-                self._dirty.set()
-                await asyncio.sleep(1.0)
 
     def set_user_rule(self, user_id: str, rule_type: str, enabled: bool) -> None:
         """Apply a switch this process just wrote (the NOTIFY round trip will confirm it)."""

@@ -34,7 +34,7 @@ from functions.rules.history import AlertHistory
 from functions.rules.positions import load_positions, save_positions
 from functions.rules.recompute import RingRecompute
 from functions.rules.redis_state import RedisFiringState
-from functions.rules.reload import RulesWatcher
+from functions.rules.reload import RulesWatcher, connect_to
 from functions.rules.store import load_config, reload_config
 from screener.config import Settings
 from screener.connections import connect_redis, create_pg_pool
@@ -231,7 +231,7 @@ class RulesFunction:
         self._engine = RuleEngine(await self._gated(await load_config(self._pool)), self._firing, self._cross)
         await self._firing.ensure_index(self._pool)
         if self._watch and self._settings.postgres_dsn:
-            self._watcher = RulesWatcher(self._settings.postgres_dsn, self.reload)
+            self._watcher = RulesWatcher(connect_to(self._settings.postgres_dsn), self.reload)
             await self._watcher.start()
         if self._settings.billing_enabled:
             self._plans_task = asyncio.create_task(
